@@ -1,0 +1,131 @@
+"""Train the default FP DDPM UNet on MNIST-5k (epsilon prediction, EMA weights), resumably."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mpqdm.machine import cpu_name
+from mpqdm.io import atomic_torch_save, ensure_writable_dir, replace_dir, write_json
+
+from .data import mnist32
+from .device import pick_device
+from .fp_model import default_scheduler, default_unet
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iters: int = 3500
+    batch: int = 32
+    lr: float = 1e-3
+    warmup: int = 100
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    seed: int = 0
+    ckpt_every: int = 250
+
+    def __post_init__(self):
+        for name in ("iters", "batch", "ckpt_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+def _lr_at(cfg: TrainConfig, it: int) -> float:
+    if it < cfg.warmup:
+        return cfg.lr * (it + 1) / cfg.warmup
+    frac = (it - cfg.warmup) / max(1, cfg.iters - cfg.warmup)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def train_fp(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), device: str = "auto",
+             unet_overrides: dict | None = None, progress: bool = True) -> dict:
+    """Train (or resume) and save a diffusers folder with the EMA weights at `out_dir`."""
+    out_dir = Path(out_dir)
+    ensure_writable_dir(out_dir.parent if out_dir.parent != Path("") else Path("."))
+    state_dir = ensure_writable_dir(out_dir.with_name(out_dir.name + ".train"))
+    state_path = state_dir / "state.pt"
+    dev = pick_device(device)
+    torch.manual_seed(cfg.seed)
+
+    model = default_unet(**(unet_overrides or {})).to(dev)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    sched = default_scheduler()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    data = torch.from_numpy(mnist32()[0]).to(dev)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    alphas_bar = sched.alphas_cumprod.to(dev)
+    start, seconds = 0, 0.0
+
+    if state_path.exists():
+        st = torch.load(state_path, map_location=dev, weights_only=False)
+        if st["config"] != asdict(cfg) or st.get("unet_overrides") != (unet_overrides or {}):
+            raise ValueError(
+                f"{state_path} was written with another configuration {st['config']}; "
+                "Possible solutions: pass the same options, or delete that folder to start over."
+            )
+        model.load_state_dict(st["model"])
+        ema.load_state_dict(st["ema"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        start, seconds = st["iter"], st["seconds"]
+
+    def save_state(it: int):
+        atomic_torch_save({"model": model.state_dict(), "ema": ema.state_dict(),
+                           "opt": opt.state_dict(), "gen": gen.get_state(), "iter": it,
+                           "seconds": seconds, "config": asdict(cfg),
+                           "unet_overrides": unet_overrides or {}}, state_path)
+
+    model.train()
+    bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc="train-fp",
+               disable=not progress)
+    t_last = time.perf_counter()
+    loss_avg = None
+    for it in bar:
+        idx = torch.randint(0, data.shape[0], (cfg.batch,), generator=gen)
+        x0 = data[idx.to(dev)]
+        t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=gen).to(dev)
+        noise = torch.randn(x0.shape, generator=gen).to(dev)
+        ab = alphas_bar[t].view(-1, 1, 1, 1)
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(cfg, it)
+        loss = torch.nn.functional.mse_loss(model(xt, t).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + it) / (10 + it))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{loss_avg:.4f}")
+        now = time.perf_counter()
+        seconds += now - t_last
+        t_last = now
+        if (it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters:
+            save_state(it + 1)
+
+    info = {"iters": cfg.iters, "train_seconds": round(seconds, 1), "train_device": describe(dev),
+            "config": asdict(cfg), "final_loss_ema": loss_avg}
+    staging = out_dir.with_name(f".{out_dir.name}.staging")
+    import shutil
+
+    shutil.rmtree(staging, ignore_errors=True)
+    ema.to("cpu").save_pretrained(staging)
+    sched.save_pretrained(staging)
+    write_json(staging / "train_info.json", info)
+    replace_dir(staging, out_dir)
+    return info
+
+
+def describe(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"{cpu_name()} CPU, {torch.get_num_threads()} threads"
