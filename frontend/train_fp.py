@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mpqdm.machine import cpu_name
+from mpqdm.errors import UserError
 from mpqdm.io import atomic_torch_save, ensure_writable_dir, replace_dir, write_json
+from mpqdm.machine import cpu_name
 
 from .data import mnist32
 from .device import pick_device
@@ -33,7 +34,7 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("iters", "batch", "ckpt_every"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
 
 
 def _lr_at(cfg: TrainConfig, it: int) -> float:
@@ -44,10 +45,14 @@ def _lr_at(cfg: TrainConfig, it: int) -> float:
 
 
 def train_fp(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), device: str = "auto",
-             unet_overrides: dict | None = None, progress: bool = True) -> dict:
-    """Train (or resume) and save a diffusers folder with the EMA weights at `out_dir`."""
+             unet_overrides: dict | None = None, progress: bool = True,
+             stop_after: int | None = None) -> dict | None:
+    """Train (or resume) and save a diffusers folder with the EMA weights at `out_dir`.
+
+    stop_after: run at most this many iterations now, checkpoint and return None (train in slices).
+    """
     out_dir = Path(out_dir)
-    ensure_writable_dir(out_dir.parent if out_dir.parent != Path("") else Path("."))
+    ensure_writable_dir(out_dir.parent)
     state_dir = ensure_writable_dir(out_dir.with_name(out_dir.name + ".train"))
     state_path = state_dir / "state.pt"
     dev = pick_device(device)
@@ -65,7 +70,7 @@ def train_fp(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), device: str 
     if state_path.exists():
         st = torch.load(state_path, map_location=dev, weights_only=False)
         if st["config"] != asdict(cfg) or st.get("unet_overrides") != (unet_overrides or {}):
-            raise ValueError(
+            raise UserError(
                 f"{state_path} was written with another configuration {st['config']}; "
                 "Possible solutions: pass the same options, or delete that folder to start over."
             )
@@ -102,7 +107,7 @@ def train_fp(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), device: str 
         opt.step()
         decay = min(cfg.ema_decay, (1 + it) / (10 + it))
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - decay)
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
         bar.set_postfix(loss=f"{loss_avg:.4f}")
@@ -111,6 +116,10 @@ def train_fp(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), device: str 
         t_last = now
         if (it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters:
             save_state(it + 1)
+        if stop_after is not None and it + 1 - start >= stop_after and it + 1 < cfg.iters:
+            save_state(it + 1)
+            bar.close()
+            return None
 
     info = {"iters": cfg.iters, "train_seconds": round(seconds, 1), "train_device": describe(dev),
             "config": asdict(cfg), "final_loss_ema": loss_avg}

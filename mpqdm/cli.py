@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import UserError
+from .paths import DEFAULT_CLASSIFIER
 
 
 def _train_fp(args) -> None:
@@ -15,6 +17,24 @@ def _train_fp(args) -> None:
     info = train_fp(args.out, cfg, device=args.device)
     print(f"saved {args.out}: {info['iters']} iterations in {info['train_seconds']:.0f} s "
           f"on {info['train_device']}")
+
+
+def _train_classifier(args) -> None:
+    from frontend.classifier import train_classifier
+
+    info = train_classifier(args.out, epochs=args.epochs, seed=args.seed)
+    print(f"saved {args.out}: held-out accuracy {info['heldout_accuracy']:.4f} "
+          f"on {info['heldout_images']} images")
+
+
+def _eval(args) -> None:
+    from frontend.evaluate import EvalConfig, evaluate
+
+    out = args.out or str(Path("out") / "eval" / Path(args.model).resolve().name)
+    cfg = EvalConfig(samples=args.samples, steps=args.steps, seed=args.seed, batch=args.batch)
+    m = evaluate(args.model, out, cfg, device=args.device, classifier_dir=args.classifier)
+    print(f"FD {m['fd']:.2f} (real-vs-real floor {m['fd_floor']:.2f}) over {m['samples']} samples, "
+          f"{m['ddim_steps']} DDIM steps; wrote {out}/metrics.json and {out}/samples_grid.png")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
     t.set_defaults(func=_train_fp)
+
+    c = sub.add_parser("train-classifier", help="train the MNIST feature classifier used for FD")
+    c.add_argument("--out", default=str(DEFAULT_CLASSIFIER))
+    c.add_argument("--epochs", type=int, default=20)
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=_train_classifier)
+
+    e = sub.add_parser("eval", help="sample with DDIM and compute the FD against MNIST-5k (resumable)")
+    e.add_argument("model", help="diffusers UNet2DModel folder")
+    e.add_argument("--out", help="output folder (default out/eval/<model name>)")
+    e.add_argument("--samples", type=int, default=1000)
+    e.add_argument("--steps", type=int, default=20, help="DDIM steps (eta 0)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch", type=int, default=250)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--classifier", default=str(DEFAULT_CLASSIFIER))
+    e.set_defaults(func=_eval)
     return p
 
 

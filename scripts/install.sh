@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything mpqdm needs on a fresh Debian machine: the aarch64 cross toolchain and
+# qemu (apt), then a virtual environment .venv with the pinned Python packages (pip).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS="gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
+missing=""
+for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "install.sh: apt-get install$missing"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[dev]"
+echo "install.sh: ready (.venv/bin/mpqdm)"
