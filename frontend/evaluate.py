@@ -20,7 +20,9 @@ from .data import mnist32
 from .device import pick_device
 from .fd import fd_of_features, gaussian
 from .model_io import check_mnist_shape, load_scheduler, load_unet, model_fingerprint
-from .sampling import ddim_sample, ddim_schedule
+from .quant.export import is_export, load_export
+from .quant.swap import set_step
+from .sampling import ddim_sample, ddim_schedule, step_map
 
 
 @dataclass(frozen=True)
@@ -97,24 +99,38 @@ def real_stats(classifier) -> tuple[np.ndarray, float]:
     return feats, fd_of_features(feats[idx], feats)
 
 
+def load_for_sampling(model_dir, steps: int):
+    """-> (unet, scheduler, eps_fn) for an FP diffusers folder or a quantized export."""
+    if is_export(model_dir):
+        unet, _, meta, _, sched = load_export(model_dir)
+        deployed = ddim_schedule(sched.alphas_cumprod, steps, sched.config.num_train_timesteps).timesteps
+        index = step_map(meta["timesteps"], deployed)
+
+        def eps(x, t, i):
+            set_step(unet, index[i])
+            return unet(x, t).sample
+    else:
+        unet, sched = load_unet(model_dir), load_scheduler(model_dir)
+
+        def eps(x, t, i):
+            return unet(x, t).sample
+    return unet.eval(), sched, eps
+
+
 def evaluate(model_dir: str | Path, out_dir: str | Path, cfg: EvalConfig = EvalConfig(),
              device: str = "auto", classifier_dir: str | Path = DEFAULT_CLASSIFIER,
              progress: bool = True) -> dict:
     dev = pick_device(device)
-    unet = load_unet(model_dir)
+    unet, sched, eps = load_for_sampling(model_dir, cfg.steps)
     check_mnist_shape(unet, model_dir)
-    sched = load_scheduler(model_dir)
     classifier, cinfo = load_classifier(classifier_dir)
     out_dir = ensure_writable_dir(out_dir)
     key = f"{model_fingerprint(model_dir)[:16]}_seed{cfg.seed}_steps{cfg.steps}_b{cfg.batch}"
     work = ensure_writable_dir(out_dir / ".partial" / key)
     unet = unet.to(dev)
 
-    def factory():
-        return lambda x, t, i: unet(x, t).sample
-
     t0 = time.perf_counter()
-    imgs = sample_images(factory, cfg, sched.alphas_cumprod, work, dev,
+    imgs = sample_images(lambda: eps, cfg, sched.alphas_cumprod, work, dev,
                          sched.config.num_train_timesteps, progress)
     seconds = time.perf_counter() - t0
     real_feats, floor = real_stats(classifier)

@@ -50,3 +50,10 @@ def ddim_step(x: torch.Tensor, eps: torch.Tensor, sched: DDIMSchedule, i: int) -
     if sched.clip is not None:
         x0 = x0.clamp(-sched.clip, sched.clip)
     return a_prev ** 0.5 * x0 + (1 - a_prev) ** 0.5 * eps
+
+
+def step_map(trained: list[int], deployed) -> list[int]:
+    """For each deployed timestep, the index of the nearest trained one: per-step quantizer
+    parameters are resampled this way when the step count differs from the calibrated one."""
+    tr = np.asarray(trained)
+    return [int(np.abs(tr - int(t)).argmin()) for t in deployed]

@@ -37,6 +37,54 @@ def _eval(args) -> None:
           f"{m['ddim_steps']} DDIM steps; wrote {out}/metrics.json and {out}/samples_grid.png")
 
 
+def _calib(args):
+    from frontend.quant.calibrate import CalibConfig
+
+    return CalibConfig(samples=args.calib_samples, steps=args.calib_steps, seed=args.calib_seed)
+
+
+def _add_calib(p) -> None:
+    p.add_argument("--calib-samples", type=int, default=64, help="FP trajectories from noise")
+    p.add_argument("--calib-steps", type=int, default=20, help="DDIM steps of those trajectories")
+    p.add_argument("--calib-seed", type=int, default=1234)
+    p.add_argument("--method", default="mse", help="ranges: minmax, or mse (weights: MSE clip "
+                   "search; activations: 0.1/99.9 percentiles)")
+    p.add_argument("--no-smoothing", action="store_true", help="turn SmoothQuant smoothing off")
+    p.add_argument("--device", default="auto")
+
+
+def _quantize(args) -> None:
+    from frontend.quant.ptq import PTQConfig, quantize
+
+    plan_file = None
+    plan = args.plan
+    if plan.endswith(".json"):
+        plan_file, plan = plan, "uniform"
+    cfg = PTQConfig(plan=plan, wbits=args.wbits, abits=args.abits, method=args.method,
+                    smoothing=not args.no_smoothing, group=args.group, calib=_calib(args))
+    name = f"{Path(args.model).resolve().name}-{plan}-W{args.wbits}A{args.abits}"
+    out = args.out or str(Path("out") / "quant" / name)
+    s = quantize(args.model, out, cfg, plan_file=plan_file, device=args.device)
+    print(f"wrote {out}: {s['layers']} quantized layers (average {s['avg_wbits']:.3f} weight bits), "
+          f"{s['float_layers']} kept in floating point")
+
+
+def _stats(args) -> None:
+    from frontend.device import pick_device
+    from frontend.model_io import load_scheduler, load_unet, model_fingerprint
+    from frontend.quant.stats import channel_stats, write_stats
+
+    unet = load_unet(args.model).to(pick_device(args.device))
+    stats = channel_stats(unet, model_fingerprint(args.model), load_scheduler(args.model).alphas_cumprod,
+                          _calib(args), method=args.method, smoothing=not args.no_smoothing)
+    out = Path(args.out or Path("out") / "stats" / f"{Path(args.model).resolve().name}.json")
+    from mpqdm.io import ensure_writable_dir
+
+    ensure_writable_dir(out.parent)
+    write_stats(stats, out)
+    print(f"wrote {out}: {len(stats['layers'])} layers, bits {stats['candidate_bits']}, abits {stats['abits']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mpqdm", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -57,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_train_classifier)
 
     e = sub.add_parser("eval", help="sample with DDIM and compute the FD against MNIST-5k (resumable)")
-    e.add_argument("model", help="diffusers UNet2DModel folder")
+    e.add_argument("model", help="diffusers UNet2DModel folder, or a quantized export")
     e.add_argument("--out", help="output folder (default out/eval/<model name>)")
     e.add_argument("--samples", type=int, default=1000)
     e.add_argument("--steps", type=int, default=20, help="DDIM steps (eta 0)")
@@ -66,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--classifier", default=str(DEFAULT_CLASSIFIER))
     e.set_defaults(func=_eval)
+
+    q = sub.add_parser("quantize", help="PTQ: calibrate on FP trajectories, plan, export the quantized model")
+    q.add_argument("model", help="diffusers UNet2DModel folder")
+    q.add_argument("--plan", default="uniform", help="uniform, omq, or a BitPlan JSON file")
+    q.add_argument("--wbits", type=int, default=4)
+    q.add_argument("--abits", type=int, default=8)
+    q.add_argument("--group", type=int, default=8, help="OMQ split sizes are multiples of this")
+    q.add_argument("--out", help="export folder (default out/quant/<model>-<plan>-W<w>A<a>)")
+    _add_calib(q)
+    q.set_defaults(func=_quantize)
+
+    st = sub.add_parser("stats", help="channel statistics (kurtosis, per-bit costs, sensitivity) for the allocator")
+    st.add_argument("model", help="diffusers UNet2DModel folder")
+    st.add_argument("--out", help="JSON file (default out/stats/<model>.json)")
+    _add_calib(st)
+    st.set_defaults(func=_stats)
     return p
 
 

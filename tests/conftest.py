@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ TINY_UNET = dict(
 
 @pytest.fixture(autouse=True)
 def _few_threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("MPQDM_TEST_THREADS", "2")))
 
 
 @pytest.fixture(scope="session")

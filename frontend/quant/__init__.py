@@ -1,0 +1,1 @@
+"""Fake-quant UNet: quantizers, module swap, calibration, OMQ, export and the integer reference."""
