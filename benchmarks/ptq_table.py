@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_rows, markdown_table, save_rows  # noqa: E402
 
 from frontend.evaluate import EvalConfig, evaluate  # noqa: E402
+from frontend.quant.export import avg_wbits  # noqa: E402
 from frontend.quant.ptq import PTQConfig, quantize  # noqa: E402
 from mpqdm.paths import DEFAULT_MODEL, REPO_ROOT, RESULTS  # noqa: E402
 
@@ -39,18 +40,9 @@ def run_row(config, wbits, abits, method, samples, device, work: Path) -> dict:
         plan = "omq" if method == "omq" else "uniform"
         cfg = PTQConfig(plan=plan, wbits=wbits, abits=abits, method="mse" if method == "omq" else method)
         if not (model / "quant_export.json").is_file():
-            summary = quantize(DEFAULT_MODEL, model, cfg, device=device)
-            avg = summary["avg_wbits"]
-        else:
-            avg = None
+            quantize(DEFAULT_MODEL, model, cfg, device=device)
+        avg = avg_wbits(model)
     m = evaluate(model, work / key / "eval", EvalConfig(samples=samples), device=device)
-    if avg is None:
-        from allocator.bitplan import BitPlan
-        from frontend.model_io import load_unet
-        from frontend.quant.swap import quant_targets
-
-        wpc = {n: mod.weight[0].numel() for n, mod in quant_targets(load_unet(model)).items()}
-        avg = BitPlan.load(model / "quant_plan.json").avg_wbits(wpc)
     if (config, method) in GRIDS:
         shutil.copyfile(work / key / "eval" / "samples_grid.png", RESULTS / f"ptq_{key}_grid.png")
     return {"config": config, "wbits": wbits, "abits": abits, "method": method,

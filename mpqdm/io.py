@@ -57,3 +57,17 @@ def replace_dir(staging: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, final)
+
+
+def read_versioned_json(path: str | Path, fmt: str, version: int, remake: str) -> dict:
+    """Read a versioned JSON file; a wrong format or version says what was found and how to remake it."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {str(path)!r} as {fmt!r} JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt or doc.get("version") != version:
+        found = (doc.get("format"), doc.get("version")) if isinstance(doc, dict) else (type(doc).__name__, None)
+        raise UserError(f"{str(path)!r} is {found[0]!r} v{found[1]}; this mpqdm reads {fmt!r} v{version}. "
+                        f"Possible solutions: {remake}")
+    return doc

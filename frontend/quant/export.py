@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from allocator.bitplan import BitPlan, FloatLayer
 from mpqdm.errors import UserError
-from mpqdm.io import ensure_writable_dir, replace_dir, write_json
+from mpqdm.io import ensure_writable_dir, read_versioned_json, replace_dir, write_json
 
 from ..model_io import load_scheduler, load_unet
 from .swap import FP_OPS, dequantize_model, quant_layers, quantize_model
@@ -84,15 +83,7 @@ def is_export(path: str | Path) -> bool:
 
 
 def read_meta(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        meta = json.loads((path / "quant_export.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{str(path)!r} is not a readable quantized export ({exc})") from None
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise UserError(f"{str(path)!r} is a {meta.get('format')!r} v{meta.get('version')} export; "
-                        f"this mpqdm reads {FORMAT!r} v{VERSION}. Possible solutions: re-run mpqdm quantize")
-    return meta
+    return read_versioned_json(Path(path) / "quant_export.json", FORMAT, VERSION, "re-run mpqdm quantize")
 
 
 def load_export(path: str | Path):
@@ -116,3 +107,12 @@ def load_export(path: str | Path):
                 raise UserError(f"export {str(path)!r}: layer {name!r} weight codes do not match its weights; "
                                 "the folder was changed by hand. Possible solutions: re-export it")
     return unet, plan, meta, tensors, load_scheduler(path)
+
+
+def avg_wbits(export_dir: str | Path) -> float:
+    """Average weight bits of an export's plan, each channel weighted by its number of weights."""
+    from .swap import quant_targets
+
+    unet = load_unet(export_dir)
+    wpc = {n: m.weight[0].numel() for n, m in quant_targets(unet).items()}
+    return BitPlan.load(Path(export_dir) / "quant_plan.json").avg_wbits(wpc)

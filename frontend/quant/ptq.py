@@ -7,6 +7,8 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from allocator.bitplan import BitPlan, FloatLayer, LayerPlan
 from mpqdm.errors import UserError
 
@@ -57,14 +59,14 @@ def uniform_plan(unet, sha: str, wbits: int, abits: int, policy: LayerPolicy, sm
                    layers=layers)
 
 
-def omq_plan(unet, sha: str, calib: CalibData, cfg: PTQConfig) -> BitPlan:
+def omq_plan(unet, sha: str, calib: CalibData, cfg: PTQConfig, progress: bool = True) -> BitPlan:
     """MPQ-DM's rule on every 'quant' layer: kurtosis order, N-1/N/N+1, k searched on the cost."""
     base = uniform_plan(unet, sha, cfg.wbits, cfg.abits, cfg.policy, cfg.smoothing, cfg.group)
     probe = quantize_model(copy.deepcopy(unet), base, cfg.calib.steps)
     init_model(probe, calib, cfg.method, cfg.smoothing)
     layers = dict(base.layers)
     bits = [cfg.wbits - 1, cfg.wbits, cfg.wbits + 1]
-    for name, layer in quant_layers(probe).items():
+    for name, layer in tqdm(quant_layers(probe).items(), desc="omq", disable=not progress):
         if cfg.policy.kind(name) != "quant":
             continue
         costs = channel_costs(layer, calib.layers[name], bits, cfg.abits, cfg.method)
@@ -95,7 +97,7 @@ def quantize(model_dir: str | Path, out_dir: str | Path, cfg: PTQConfig = PTQCon
     if plan is not None:
         pass
     elif cfg.plan == "omq":
-        plan = omq_plan(unet, sha, calib, cfg)
+        plan = omq_plan(unet, sha, calib, cfg, progress)
     else:
         plan = uniform_plan(unet, sha, cfg.wbits, cfg.abits, cfg.policy, cfg.smoothing, cfg.group)
     q = ptq_model(unet, plan, calib, cfg.method)

@@ -14,7 +14,6 @@ summed over the kept calibration inputs; additive over channels (any grouping is
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,8 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from allocator.bitplan import LayerPlan
-from mpqdm.errors import UserError
-from mpqdm.io import write_json
+from mpqdm.io import read_versioned_json, write_json
 
 from .calibrate import CalibConfig, CalibData, calibrate
 from .layers import QuantLayer
@@ -111,12 +109,4 @@ def write_stats(stats: dict, path: str | Path) -> None:
 
 
 def read_stats(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        stats = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read statistics file {str(path)!r}: {exc}") from None
-    if stats.get("format") != FORMAT or stats.get("version") != VERSION:
-        raise UserError(f"{str(path)!r} is {stats.get('format')!r} v{stats.get('version')}, expected "
-                        f"{FORMAT!r} v{VERSION}. Possible solutions: re-run mpqdm stats")
-    return stats
+    return read_versioned_json(path, FORMAT, VERSION, "re-run mpqdm stats")

@@ -1,0 +1,47 @@
+"""The committed default model end to end: slow (minutes on 2 cores), run with `pytest -m slow`."""
+
+import json
+
+import pytest
+import torch
+
+from frontend.evaluate import EvalConfig, evaluate
+from frontend.quant.calibrate import CalibConfig
+from frontend.quant.intref import IntRefLayer, integer_reference
+from frontend.quant.ptq import PTQConfig, quantize
+from frontend.quant.swap import quant_layers, set_step
+from mpqdm.paths import DEFAULT_MODEL
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_model_fd_at_most_60(tmp_path):
+    m = evaluate(DEFAULT_MODEL, tmp_path / "ev", EvalConfig(samples=1000), progress=False)
+    assert m["fd"] <= 60, json.dumps(m)
+
+
+@torch.no_grad()
+def test_default_model_integer_reference_flips_under_a_tenth_of_a_percent(tmp_path):
+    exp = tmp_path / "w2a4"
+    quantize(DEFAULT_MODEL, exp, PTQConfig(plan="omq", wbits=2, abits=4, calib=CalibConfig(samples=16)),
+             device="cpu", progress=False)
+    ref, fq = integer_reference(exp)
+    x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    t = torch.full((4,), 500)
+    seen = {}
+    hooks = [m.register_forward_hook(lambda mod, a, y, n=n: seen.__setitem__(n, a[0]))
+             for n, m in quant_layers(fq).items()]
+    set_step(fq, 10)
+    set_step(ref, 10)
+    b = fq(x, t).sample
+    a = ref(x, t).sample
+    for h in hooks:
+        h.remove()
+    refs = {n: m for n, m in ref.named_modules() if isinstance(m, IntRefLayer)}
+    flips = total = 0
+    for name, inp in seen.items():
+        codes = quant_layers(fq)[name].aq.codes(quant_layers(fq)[name].smoothed_input(inp))
+        flips += int((codes != refs[name].last_codes).sum())
+        total += codes.numel()
+    rel = float((a - b).norm() / b.norm())
+    assert rel <= 1e-3 or flips / total < 1e-3, f"relative error {rel:.2e}, {flips}/{total} codes flipped"
