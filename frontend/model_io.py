@@ -38,7 +38,7 @@ def resolve_unet_dir(path: str | Path) -> Path:
 def load_unet(path: str | Path) -> UNet2DModel:
     d = resolve_unet_dir(path)
     try:
-        return UNet2DModel.from_pretrained(d).eval()
+        return UNet2DModel.from_pretrained(d, low_cpu_mem_usage=False).eval()
     except (OSError, ValueError, RuntimeError) as exc:
         raise UserError(f"could not load the UNet from {str(d)!r}: {exc}") from None
 

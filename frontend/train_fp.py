@@ -37,19 +37,43 @@ class TrainConfig:
                 raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
 
 
-def _lr_at(cfg: TrainConfig, it: int) -> float:
-    if it < cfg.warmup:
-        return cfg.lr * (it + 1) / cfg.warmup
-    frac = (it - cfg.warmup) / max(1, cfg.iters - cfg.warmup)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+def _lr_at(phases: list[dict], it: int) -> float:
+    """Linear warm-up, then cosine decay to 5% within each phase (a phase per --extend)."""
+    ph = next(p for p in phases if p["start"] <= it < p["end"])
+    k, n = it - ph["start"], ph["end"] - ph["start"]
+    if k < ph["warmup"]:
+        return ph["lr"] * (k + 1) / ph["warmup"]
+    frac = (k - ph["warmup"]) / max(1, n - ph["warmup"])
+    return ph["lr"] * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _phases(st: dict | None, cfg: TrainConfig, extend: bool, state_path) -> list[dict]:
+    first = [{"start": 0, "end": cfg.iters, "lr": cfg.lr, "warmup": cfg.warmup}]
+    if st is None:
+        return first
+    old = st["config"]
+    phases = st.get("phases") or [{"start": 0, "end": old["iters"], "lr": old["lr"], "warmup": old["warmup"]}]
+    fixed = ("iters", "lr", "warmup")
+    if {k: v for k, v in old.items() if k not in fixed} != {k: v for k, v in asdict(cfg).items() if k not in fixed}:
+        raise UserError(f"{state_path} was written with another configuration {old}; "
+                        "Possible solutions: pass the same options, or delete that folder to start over.")
+    last = phases[-1]
+    if cfg.iters == last["end"] and cfg.lr == last["lr"]:
+        return phases
+    if extend and st["iter"] == last["end"] and cfg.iters > last["end"]:
+        return phases + [{"start": last["end"], "end": cfg.iters, "lr": cfg.lr, "warmup": 0}]
+    raise UserError(f"{state_path} holds a run to {last['end']} iterations at lr {last['lr']} "
+                    f"(now at {st['iter']}); asked for {cfg.iters} at lr {cfg.lr}. Possible solutions: "
+                    "the same options to resume, or --extend with more --iters once that run has finished.")
 
 
 def train_fp(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), device: str = "auto",
              unet_overrides: dict | None = None, progress: bool = True,
-             stop_after: int | None = None) -> dict | None:
+             stop_after: int | None = None, extend: bool = False) -> dict | None:
     """Train (or resume) and save a diffusers folder with the EMA weights at `out_dir`.
 
     stop_after: run at most this many iterations now, checkpoint and return None (train in slices).
+    extend: continue a finished run to cfg.iters with a new cosine phase at cfg.lr.
     """
     out_dir = Path(out_dir)
     ensure_writable_dir(out_dir.parent)
@@ -66,14 +90,12 @@ def train_fp(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), device: str 
     gen = torch.Generator().manual_seed(cfg.seed)
     alphas_bar = sched.alphas_cumprod.to(dev)
     start, seconds = 0, 0.0
-
-    if state_path.exists():
-        st = torch.load(state_path, map_location=dev, weights_only=False)
-        if st["config"] != asdict(cfg) or st.get("unet_overrides") != (unet_overrides or {}):
-            raise UserError(
-                f"{state_path} was written with another configuration {st['config']}; "
-                "Possible solutions: pass the same options, or delete that folder to start over."
-            )
+    st = torch.load(state_path, map_location=dev, weights_only=False) if state_path.exists() else None
+    phases = _phases(st, cfg, extend, state_path)
+    if st is not None:
+        if st.get("unet_overrides") != (unet_overrides or {}):
+            raise UserError(f"{state_path} was written for another UNet configuration; "
+                            "Possible solutions: delete that folder to start over.")
         model.load_state_dict(st["model"])
         ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"])
@@ -83,7 +105,7 @@ def train_fp(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), device: str 
     def save_state(it: int):
         atomic_torch_save({"model": model.state_dict(), "ema": ema.state_dict(),
                            "opt": opt.state_dict(), "gen": gen.get_state(), "iter": it,
-                           "seconds": seconds, "config": asdict(cfg),
+                           "seconds": seconds, "config": asdict(cfg), "phases": phases,
                            "unet_overrides": unet_overrides or {}}, state_path)
 
     model.train()
@@ -99,7 +121,7 @@ def train_fp(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), device: str 
         ab = alphas_bar[t].view(-1, 1, 1, 1)
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
         for g in opt.param_groups:
-            g["lr"] = _lr_at(cfg, it)
+            g["lr"] = _lr_at(phases, it)
         loss = torch.nn.functional.mse_loss(model(xt, t).sample, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -122,7 +144,7 @@ def train_fp(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), device: str 
             return None
 
     info = {"iters": cfg.iters, "train_seconds": round(seconds, 1), "train_device": describe(dev),
-            "config": asdict(cfg), "final_loss_ema": loss_avg}
+            "config": asdict(cfg), "phases": phases, "final_loss_ema": loss_avg}
     staging = out_dir.with_name(f".{out_dir.name}.staging")
     import shutil
 

@@ -14,7 +14,7 @@ def _train_fp(args) -> None:
     from frontend.train_fp import TrainConfig, train_fp
 
     cfg = TrainConfig(iters=args.iters, batch=args.batch, lr=args.lr, seed=args.seed)
-    info = train_fp(args.out, cfg, device=args.device)
+    info = train_fp(args.out, cfg, device=args.device, extend=args.extend)
     print(f"saved {args.out}: {info['iters']} iterations in {info['train_seconds']:.0f} s "
           f"on {info['train_device']}")
 
@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
+    t.add_argument("--extend", action="store_true",
+                   help="continue a finished run to --iters with a new cosine phase starting at --lr")
     t.set_defaults(func=_train_fp)
 
     c = sub.add_parser("train-classifier", help="train the MNIST feature classifier used for FD")
