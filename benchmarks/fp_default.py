@@ -35,6 +35,7 @@ def main() -> None:
            "params_m": round(sum(p.numel() for p in unet.parameters()) / 1e6, 3),
            "train_seconds": train["train_seconds"], "train_device": train["train_device"],
            "train_iters": train["iters"], "train_batch": train["config"]["batch"],
+           "train_phases": train.get("phases"),
            "classifier_accuracy": cinfo["heldout_accuracy"],
            "sampling_seconds": m["sampling_seconds"], "sample_grid": "fp_default_grid.png"}
     write_json(RESULTS / "fp_default.json", row)

@@ -30,3 +30,20 @@ def test_resume_gives_the_same_weights(tmp_path):
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
+
+
+def test_extend_adds_a_phase_and_plain_rerun_with_new_options_is_refused(tmp_path):
+    import pytest
+
+    from mpqdm.errors import UserError
+
+    train_fp(tmp_path / "m", CFG, device="cpu", unet_overrides=TINY_UNET, progress=False)
+    longer = TrainConfig(iters=8, batch=4, ckpt_every=4, warmup=2, lr=3e-4)
+    with pytest.raises(UserError, match="--extend"):
+        train_fp(tmp_path / "m", longer, device="cpu", unet_overrides=TINY_UNET, progress=False)
+    info = train_fp(tmp_path / "m", longer, device="cpu", unet_overrides=TINY_UNET, progress=False, extend=True)
+    assert info["iters"] == 8
+    assert [(p["start"], p["end"], p["lr"]) for p in info["phases"]] == [(0, 6, 1e-3), (6, 8, 3e-4)]
+    with pytest.raises(UserError, match="another configuration"):
+        train_fp(tmp_path / "m", TrainConfig(iters=8, batch=8, lr=3e-4), device="cpu", unet_overrides=TINY_UNET,
+                 progress=False)
