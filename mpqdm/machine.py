@@ -37,8 +37,17 @@ def commit() -> str:
 
 
 def command() -> str:
-    prog = Path(sys.argv[0]).name
-    return " ".join([prog] + [shlex.quote(a) for a in sys.argv[1:]])
+    """The command line as typed from the repository root (a script is shown with python)."""
+    prog = Path(sys.argv[0])
+    if prog.suffix == ".py":
+        try:
+            prog = prog.resolve().relative_to(Path(__file__).resolve().parent.parent)
+        except ValueError:
+            pass
+        head = [".venv/bin/python", str(prog)]
+    else:
+        head = [prog.name]
+    return " ".join(head + [shlex.quote(a) for a in sys.argv[1:]])
 
 
 def provenance() -> dict:
