@@ -94,11 +94,9 @@ def quantize(model_dir: str | Path, out_dir: str | Path, cfg: PTQConfig = PTQCon
         plan = BitPlan.load(plan_file, layer_shapes=layer_shapes(unet))
         plan.validate_against(layer_shapes(unet), sha)
     calib = calibrate(unet, sched.alphas_cumprod, cfg.calib, progress)
-    if plan is not None:
-        pass
-    elif cfg.plan == "omq":
+    if plan is None and cfg.plan == "omq":
         plan = omq_plan(unet, sha, calib, cfg, progress)
-    else:
+    elif plan is None:
         plan = uniform_plan(unet, sha, cfg.wbits, cfg.abits, cfg.policy, cfg.smoothing, cfg.group)
     q = ptq_model(unet, plan, calib, cfg.method)
     export(q, plan, out_dir, source_sha256=sha, timesteps=calib.timesteps, method=cfg.method,
