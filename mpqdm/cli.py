@@ -53,20 +53,53 @@ def _add_calib(p) -> None:
     p.add_argument("--device", default="auto")
 
 
+def _add_plan(p) -> None:
+    p.add_argument("--plan", default="uniform", help="uniform, omq, or a BitPlan JSON file")
+    p.add_argument("--wbits", type=int, default=4)
+    p.add_argument("--abits", type=int, default=8)
+    p.add_argument("--group", type=int, default=8, help="OMQ split sizes are multiples of this")
+    p.add_argument("--omq-fractions", default="", help="OMQ k/c_out candidates, e.g. 0.1 (default 0,0.1,..,0.5)")
+
+
 def _quantize(args) -> None:
-    from frontend.quant.ptq import PTQConfig, quantize
+    from frontend.quant.ptq import quantize
 
     plan_file = None
     plan = args.plan
     if plan.endswith(".json"):
         plan_file, plan = plan, "uniform"
-    cfg = PTQConfig(plan=plan, wbits=args.wbits, abits=args.abits, method=args.method,
-                    smoothing=not args.no_smoothing, group=args.group, calib=_calib(args))
+    cfg = _ptq_config(args, plan)
     name = f"{Path(args.model).resolve().name}-{plan}-W{args.wbits}A{args.abits}"
     out = args.out or str(Path("out") / "quant" / name)
     s = quantize(args.model, out, cfg, plan_file=plan_file, device=args.device)
     print(f"wrote {out}: {s['layers']} quantized layers (average {s['avg_wbits']:.3f} weight bits), "
           f"{s['float_layers']} kept in floating point")
+
+
+def _ptq_config(args, plan: str):
+    from frontend.quant.ptq import PTQConfig
+
+    fr = tuple(float(f) for f in args.omq_fractions.split(",")) if args.omq_fractions else None
+    return PTQConfig(plan=plan, wbits=args.wbits, abits=args.abits, method=args.method,
+                     smoothing=not args.no_smoothing, group=args.group, calib=_calib(args),
+                     **({"omq_fractions": fr} if fr else {}))
+
+
+def _qat(args) -> None:
+    from frontend.qat.config import QATConfig
+    from frontend.qat.train import qat
+
+    plan_file, plan = (args.plan, "uniform") if args.plan.endswith(".json") else (None, args.plan)
+    cfg = QATConfig(iterations=args.iterations, batch=args.batch, window=args.window,
+                    trd_weight=args.trd_weight, lora_rank=args.lora_rank, weight_lr_scale=args.weight_lr_scale,
+                    seed=args.seed, ckpt_every=args.ckpt_every)
+    out = args.out or str(Path("out") / "qat" / f"{Path(args.model).resolve().name}-{plan}-W{args.wbits}A{args.abits}")
+    info = qat(args.model, out, cfg, _ptq_config(args, plan), plan_file=plan_file, teacher_dir=args.teacher,
+               resume=args.resume, device=args.device)
+    if "out" in info:
+        print(f"wrote {info['out']}: {info['iterations']} iterations in {info['seconds']:.0f} s on "
+              f"{info['device']} (average {info['avg_wbits']:.3f} weight bits); loss curve and checkpoint "
+              f"in {info['run_dir']}")
 
 
 def _stats(args) -> None:
@@ -119,13 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quantize", help="PTQ: calibrate on FP trajectories, plan, export the quantized model")
     q.add_argument("model", help="diffusers UNet2DModel folder")
-    q.add_argument("--plan", default="uniform", help="uniform, omq, or a BitPlan JSON file")
-    q.add_argument("--wbits", type=int, default=4)
-    q.add_argument("--abits", type=int, default=8)
-    q.add_argument("--group", type=int, default=8, help="OMQ split sizes are multiples of this")
+    _add_plan(q)
     q.add_argument("--out", help="export folder (default out/quant/<model>-<plan>-W<w>A<a>)")
     _add_calib(q)
     q.set_defaults(func=_quantize)
+
+    a = sub.add_parser("qat", help="data-free QAT (output distillation + TRD), resumable; writes an export")
+    a.add_argument("model", help="diffusers UNet2DModel folder (PTQ-initialised with --plan), or a PTQ export")
+    _add_plan(a)
+    a.add_argument("--out", help="export folder (default out/qat/<model>-<plan>-W<w>A<a>); state in <out>.qat/")
+    a.add_argument("--teacher", help="the FP model (default: the model, or a PTQ export's own FP weights)")
+    a.add_argument("--iterations", type=int, default=100, help="one iteration = one DDIM trajectory")
+    a.add_argument("--batch", type=int, default=8, help="trajectories per iteration, over all processes")
+    a.add_argument("--window", type=int, default=2, help="TRD window; one optimiser step per window")
+    a.add_argument("--trd-weight", type=float, default=100.0, help="0: output distillation only")
+    a.add_argument("--lora-rank", type=int, default=0, help="0: full QAT of the weights")
+    a.add_argument("--weight-lr-scale", type=float, default=1e-2, help="weight lr = this x mean weight step")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--ckpt-every", type=int, default=10)
+    a.add_argument("--resume", action="store_true", help="continue the run in <out>.qat/")
+    _add_calib(a)
+    a.set_defaults(func=_qat)
 
     st = sub.add_parser("stats", help="channel statistics (kurtosis, per-bit costs, sensitivity) for the allocator")
     st.add_argument("model", help="diffusers UNet2DModel folder")

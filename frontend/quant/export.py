@@ -45,6 +45,8 @@ def export(qunet, plan: BitPlan, out_dir: str | Path, *, source_sha256: str, tim
            method: str, scheduler) -> Path:
     """Write the export atomically (a staging folder renamed into place)."""
     out_dir = Path(out_dir)
+    if any(layer.lora is not None for layer in quant_layers(qunet).values()):
+        raise ValueError("merge the LoRA adapters into the weights before exporting")
     ensure_writable_dir(out_dir.parent)
     staging = out_dir.with_name(f".{out_dir.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)

@@ -25,6 +25,7 @@ class QuantLayer(nn.Module):
         self.register_buffer("smooth", torch.ones(c_in))
         self.wq = WeightQuantizer(wbits)
         self.aq = ActQuantizer(abits, n_steps, step_index)
+        self.lora: nn.Module | None = None   # QALoRA adapter (frontend.qat.lora), merged before export
 
     @property
     def is_conv(self) -> bool:
@@ -33,8 +34,12 @@ class QuantLayer(nn.Module):
     def _in_shape(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return t.view(1, -1, 1, 1) if self.is_conv else t
 
+    def weight(self) -> torch.Tensor:
+        """The FP weight, plus the LoRA adapter's update when one is attached."""
+        return self.fp.weight if self.lora is None else self.fp.weight + self.lora.delta()
+
     def smoothed_weight(self) -> torch.Tensor:
-        w = self.fp.weight
+        w = self.weight()
         return w * (self.smooth.view(1, -1, 1, 1) if self.is_conv else self.smooth.view(1, -1))
 
     def smoothed_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ class PTQConfig:
     method: str = "mse"
     smoothing: bool = True
     group: int = 8
+    omq_fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)   # k / c_out candidates
     calib: CalibConfig = field(default_factory=CalibConfig)
     policy: LayerPolicy = field(default_factory=LayerPolicy)
 
@@ -43,6 +44,8 @@ class PTQConfig:
                             "or a BitPlan JSON file")
         if self.method not in METHODS:
             raise UserError(f"unknown method {self.method!r}. Possible solutions: {', '.join(METHODS)}")
+        if not self.omq_fractions or not all(0 <= f <= 0.5 for f in self.omq_fractions):
+            raise UserError(f"OMQ fractions must be in 0..0.5, got {list(self.omq_fractions)}")
         if self.plan == "omq" and not 2 <= self.wbits <= 7:
             raise UserError(f"OMQ splits N into N-1/N/N+1 bits, so N must be in 2..7, got {self.wbits}")
 
@@ -71,7 +74,7 @@ def omq_plan(unet, sha: str, calib: CalibData, cfg: PTQConfig, progress: bool = 
             continue
         costs = channel_costs(layer, calib.layers[name], bits, cfg.abits, cfg.method)
         layers[name] = omq_split(kurtosis(layer.smoothed_weight()), costs, bits, cfg.wbits, cfg.abits,
-                                 cfg.group)
+                                 cfg.group, cfg.omq_fractions)
     return BitPlan(model_sha256=sha, model_class="UNet2DModel", group_size=cfg.group,
                    smoothing=cfg.smoothing, layers=layers)
 
@@ -82,9 +85,19 @@ def ptq_model(unet, plan: BitPlan, calib: CalibData, method: str):
     return q
 
 
-def quantize(model_dir: str | Path, out_dir: str | Path, cfg: PTQConfig = PTQConfig(),
-             plan_file: str | Path | None = None, device: str = "auto", progress: bool = True) -> dict:
-    """Calibrate, plan, set ranges and export. Returns a short summary."""
+@dataclass
+class Prepared:
+    """A PTQ-initialised fake-quant model and what its export needs."""
+    qunet: object
+    plan: BitPlan
+    calib: CalibData
+    scheduler: object
+    sha: str
+
+
+def prepare(model_dir: str | Path, cfg: PTQConfig = PTQConfig(), plan_file: str | Path | None = None,
+            device: str = "auto", progress: bool = True) -> Prepared:
+    """Calibrate, plan and set the ranges (no export); QAT starts from this too."""
     dev = pick_device(device)
     unet = load_unet(model_dir).to(dev)
     sched = load_scheduler(model_dir)
@@ -98,10 +111,19 @@ def quantize(model_dir: str | Path, out_dir: str | Path, cfg: PTQConfig = PTQCon
         plan = omq_plan(unet, sha, calib, cfg, progress)
     elif plan is None:
         plan = uniform_plan(unet, sha, cfg.wbits, cfg.abits, cfg.policy, cfg.smoothing, cfg.group)
-    q = ptq_model(unet, plan, calib, cfg.method)
-    export(q, plan, out_dir, source_sha256=sha, timesteps=calib.timesteps, method=cfg.method,
-           scheduler=sched)
+    return Prepared(ptq_model(unet, plan, calib, cfg.method), plan, calib, sched, sha)
+
+
+def summary(q, plan: BitPlan) -> dict:
     wpc = {n: m.weight[0].numel() for n, m in quant_targets(q).items()}
-    return {"out": str(out_dir), "avg_wbits": round(plan.avg_wbits(wpc), 4),
-            "layers": len(quant_layers(q)), "float_layers": sum(isinstance(v, FloatLayer)
-                                                              for v in plan.layers.values())}
+    return {"avg_wbits": round(plan.avg_wbits(wpc), 4), "layers": len(quant_layers(q)),
+            "float_layers": sum(isinstance(v, FloatLayer) for v in plan.layers.values())}
+
+
+def quantize(model_dir: str | Path, out_dir: str | Path, cfg: PTQConfig = PTQConfig(),
+             plan_file: str | Path | None = None, device: str = "auto", progress: bool = True) -> dict:
+    """Calibrate, plan, set the ranges and export. Returns a short summary."""
+    p = prepare(model_dir, cfg, plan_file, device, progress)
+    export(p.qunet, p.plan, out_dir, source_sha256=p.sha, timesteps=p.calib.timesteps, method=cfg.method,
+           scheduler=p.scheduler)
+    return {"out": str(out_dir), **summary(p.qunet, p.plan)}

@@ -1,0 +1,1 @@
+"""Data-free quantization-aware training (MPQ-DM: output distillation + TRD)."""

@@ -1,0 +1,17 @@
+"""Run by test_qat_ddp under torchrun: a short QAT, then each rank saves its parameters."""
+
+import sys
+
+import torch
+
+from frontend.qat.config import QATConfig
+from frontend.qat.train import qat
+from frontend.quant.calibrate import CalibConfig
+from frontend.quant.ptq import PTQConfig
+
+model, out = sys.argv[1], sys.argv[2]
+torch.set_num_threads(1)
+info = qat(model, f"{out}/export", QATConfig(iterations=2, batch=4, ckpt_every=1),
+           PTQConfig(wbits=2, abits=4, calib=CalibConfig(samples=4, steps=3, batch=4)), progress=False)
+rank = torch.distributed.get_rank()
+torch.save({k: v.detach().cpu() for k, v in info["model"].state_dict().items()}, f"{out}/rank{rank}.pt")
