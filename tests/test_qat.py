@@ -81,9 +81,7 @@ def test_optimiser_steps_once_per_window(start, window, steps, expected):
     sched = ddim_schedule(p.scheduler.alphas_cumprod, steps)
     opt, lrs = CountingOpt(), CountingOpt()
     taps = FeatureTap(last_decoder_block(teacher)), FeatureTap(last_decoder_block(q))
-    from frontend.qat.dist import World
-
-    out, trd = _trajectory(teacher, q, taps, torch.randn(1, 1, 32, 32), sched, cfg, opt, lrs, [], World())
+    out, trd = _trajectory(teacher, q, q, taps, torch.randn(1, 1, 32, 32), sched, cfg, opt, lrs)
     assert opt.steps == expected == lrs.steps
     assert out > 0 and trd > 0
 

@@ -1,5 +1,4 @@
-"""Data parallelism under torchrun: gloo on CPU, NCCL on CUDA; gradients averaged by hand
-(DDP's reducer expects one forward per backward, a TRD window has several)."""
+"""Data parallelism under torchrun: PyTorch's DDP, gloo on CPU, NCCL on CUDA."""
 
 from __future__ import annotations
 
@@ -37,19 +36,15 @@ def local_device(world: World, device: torch.device) -> torch.device:
     return device
 
 
-def broadcast_module(world: World, module: torch.nn.Module) -> None:
-    if world.size > 1:
-        for t in list(module.parameters()) + list(module.buffers()):
-            dist.broadcast(t.data, 0)
-
-
-def average_grads(world: World, params) -> None:
+def wrap(world: World, module: torch.nn.Module) -> torch.nn.Module:
+    """DDP around the trained model (it broadcasts rank 0's state and averages gradients); the
+    several forwards of a TRD window before one backward are fine: each parameter's gradient
+    reaches DDP's hook once per backward."""
     if world.size == 1:
-        return
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= world.size
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module)
 
 
 def barrier(world: World) -> None:

@@ -23,7 +23,7 @@ from ..quant.ptq import PTQConfig, summary
 from ..quant.swap import set_step
 from ..sampling import ddim_schedule, ddim_step
 from .config import QATConfig, trainable
-from .dist import World, average_grads, barrier, broadcast_module, init_world, local_device
+from .dist import World, barrier, init_world, local_device, wrap
 from .lora import add_lora, merge_lora
 from .plot import plot_losses
 from .source import QAT_METHOD, Start, load_start
@@ -77,10 +77,8 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
     teacher.requires_grad_(False)
     if cfg.lora_rank:
         add_lora(q, cfg.lora_rank)
-    broadcast_module(world, q)
     q.train()
     groups = trainable(q, cfg)
-    params = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups)
     sched = ddim_schedule(start.scheduler.alphas_cumprod, len(start.timesteps),
                           start.scheduler.config.num_train_timesteps)
@@ -108,6 +106,7 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
                                "losses": losses, "seconds": seconds}, ckpt)
             write_json(rdir / "losses.json", {"iterations": it, "seconds": round(seconds, 1), "losses": losses})
 
+    fwd = wrap(world, q)     # after the resume: DDP broadcasts rank 0's loaded state
     taps = (FeatureTap(last_decoder_block(teacher)), FeatureTap(last_decoder_block(q))) if cfg.trd_weight else None
     c = q.config
     shape = (cfg.batch // world.size, c.in_channels, c.sample_size, c.sample_size)
@@ -116,8 +115,8 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
     try:
         for it in bar:
             t0 = time.perf_counter()
-            out_sum, trd_sum = _trajectory(teacher, q, taps, noise_for(cfg, it, world, shape).to(dev), sched,
-                                           cfg, opt, lr_sched, params, world)
+            out_sum, trd_sum = _trajectory(teacher, q, fwd, taps, noise_for(cfg, it, world, shape).to(dev),
+                                           sched, cfg, opt, lr_sched)
             seconds += time.perf_counter() - t0
             losses.append({"iteration": it + 1, "out": out_sum / n_steps, "trd": trd_sum / windows})
             bar.set_postfix(out=f"{out_sum / n_steps:.3g}", trd=f"{trd_sum / windows:.3g}")
@@ -144,8 +143,9 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
     return info
 
 
-def _trajectory(teacher, q, taps, x, sched, cfg: QATConfig, opt, lr_sched, params, world: World):
-    """One DDIM trajectory: distil at every step, step the optimiser once per window."""
+def _trajectory(teacher, q, fwd, taps, x, sched, cfg: QATConfig, opt, lr_sched):
+    """One DDIM trajectory: distil at every step, step the optimiser once per window. `fwd` is the
+    quantized model `q` or its DDP wrapper."""
     n_steps = len(sched.timesteps)
     out_sum = trd_sum = 0.0
     loss, f_fp, f_q = 0.0, [], []
@@ -154,7 +154,7 @@ def _trajectory(teacher, q, taps, x, sched, cfg: QATConfig, opt, lr_sched, param
         with torch.no_grad():
             eps_fp = teacher(x, tt).sample
         set_step(q, i)
-        eps_q = q(x, tt).sample
+        eps_q = fwd(x, tt).sample
         step_loss = (eps_q - eps_fp).pow(2).flatten(1).sum(1).mean()
         loss = loss + step_loss
         out_sum += float(step_loss.detach())
@@ -168,7 +168,6 @@ def _trajectory(teacher, q, taps, x, sched, cfg: QATConfig, opt, lr_sched, param
                 loss = loss + cfg.trd_weight * rel
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            average_grads(world, params)
             opt.step()
             lr_sched.step()
             loss, f_fp, f_q = 0.0, [], []
