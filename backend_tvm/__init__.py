@@ -1,0 +1,1 @@
+"""Backend: TVM-generated bit-packed mixed-precision kernels, lowering and the artifact."""

@@ -1,0 +1,111 @@
+"""Packed weights (format owner; the artifact's C header restates this layout).
+
+A quantized layer's weights, output channels in plan order, are stored group after group. In a
+group of n channels at b bits (1..8) each channel is one row of K codes, K = kh*kw*c_in in
+(kh, kw, c_in) order for a conv (NHWC kernels) and c_in for a dense layer. A row is a bit stream
+in little-endian 32-bit words: code k holds bits [k*b, (k+1)*b) of the row, least significant bit
+first, and the row ends with zero bits up to a whole word. Rows follow each other, groups follow
+each other, and one zero guard word ends the layer (a kernel reading a code that straddles two
+words loads the next word too). Codes are never expanded to bytes in memory.
+
+    bytes = 4 * (sum over groups of n_g * ceil(K * b_g / 32) + 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WORD_BITS = 32
+
+
+def words_per_row(k: int, bits: int) -> int:
+    return -(-k * bits // WORD_BITS)
+
+
+def check_bits(bits: int) -> None:
+    if not 1 <= int(bits) <= 8:
+        raise ValueError(f"weight bits must be in 1..8, got {bits}")
+
+
+def pack_rows(codes: np.ndarray, bits: int) -> np.ndarray:
+    """[n, K] codes in 0..2^bits-1 -> [n, ceil(K*bits/32)] uint32 rows."""
+    check_bits(bits)
+    codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be [channels, K], got shape {codes.shape}")
+    if codes.size and (codes.min() < 0 or codes.max() >= 1 << bits):
+        raise ValueError(f"codes outside 0..{(1 << bits) - 1} for {bits}-bit weights")
+    n, k = codes.shape
+    w = words_per_row(k, bits)
+    planes = (codes.astype(np.uint32)[..., None] >> np.arange(bits, dtype=np.uint32)) & 1   # [n, K, b]
+    stream = np.zeros((n, w * WORD_BITS), dtype=np.uint64)
+    stream[:, : k * bits] = planes.reshape(n, k * bits)
+    weights = np.uint64(1) << np.arange(WORD_BITS, dtype=np.uint64)
+    return (stream.reshape(n, w, WORD_BITS) * weights).sum(-1).astype(np.uint32)
+
+
+def unpack_rows(words: np.ndarray, bits: int, k: int) -> np.ndarray:
+    """Inverse of pack_rows: [n, words] uint32 -> [n, K] uint8 codes."""
+    check_bits(bits)
+    words = np.asarray(words, dtype=np.uint32)
+    n = words.shape[0]
+    bitstream = (words[..., None] >> np.arange(WORD_BITS, dtype=np.uint32)) & 1            # [n, w, 32]
+    bitstream = bitstream.reshape(n, -1)[:, : k * bits].reshape(n, k, bits)
+    return (bitstream << np.arange(bits, dtype=np.uint32)).sum(-1).astype(np.uint8)
+
+
+def weight_rows(codes: np.ndarray) -> np.ndarray:
+    """Export codes [c_out, c_in(, kh, kw)] -> rows [c_out, K] in the kernels' (kh, kw, c_in) order."""
+    codes = np.asarray(codes)
+    if codes.ndim == 4:
+        return codes.transpose(0, 2, 3, 1).reshape(codes.shape[0], -1)
+    if codes.ndim == 2:
+        return codes
+    raise ValueError(f"weight codes must be 2-D (dense) or 4-D (conv), got shape {codes.shape}")
+
+
+@dataclass(frozen=True)
+class PackedLayer:
+    k: int
+    groups: tuple[tuple[int, int], ...]      # (channels, bits) in plan order
+    words: np.ndarray                        # uint32, all groups then the guard word
+
+    @property
+    def group_offsets(self) -> tuple[int, ...]:
+        """Word offset of each group's first row."""
+        out, off = [], 0
+        for n, b in self.groups:
+            out.append(off)
+            off += n * words_per_row(self.k, b)
+        return tuple(out)
+
+    @property
+    def nbytes(self) -> int:
+        return self.words.nbytes
+
+    def unpack(self) -> np.ndarray:
+        rows, off = [], 0
+        for n, b in self.groups:
+            w = words_per_row(self.k, b)
+            rows.append(unpack_rows(self.words[off: off + n * w].reshape(n, w), b, self.k))
+            off += n * w
+        return np.concatenate(rows)
+
+
+def packed_bytes(k: int, groups) -> int:
+    return 4 * (sum(n * words_per_row(k, b) for n, b in groups) + 1)
+
+
+def pack_layer(rows: np.ndarray, groups) -> PackedLayer:
+    """rows [c_out, K] in plan order; groups [(channels, bits), ...] covering them in order."""
+    groups = tuple((int(n), int(b)) for n, b in groups)
+    if sum(n for n, _ in groups) != rows.shape[0]:
+        raise ValueError(f"groups cover {sum(n for n, _ in groups)} channels, the layer has {rows.shape[0]}")
+    parts, start = [], 0
+    for n, b in groups:
+        parts.append(pack_rows(rows[start: start + n], b).ravel())
+        start += n
+    words = np.concatenate(parts + [np.zeros(1, dtype=np.uint32)])
+    return PackedLayer(rows.shape[1], groups, words)
