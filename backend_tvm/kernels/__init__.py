@@ -1,0 +1,1 @@
+"""TensorIR kernels: quantized conv / dense on packed weights, input quantization, FP ops."""

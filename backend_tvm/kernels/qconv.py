@@ -1,0 +1,143 @@
+"""Quantized conv2d (NHWC) on packed weights; a dense layer is the 1x1 case on [M, 1, 1, C].
+
+Inputs: X uint8 [N, H, W, Cin] activation codes (padding reads the zero code za); Wp uint32, the
+layer's packed weights (backend_tvm.packing: groups in plan order, one bit-width each); perm int32
+[Cout]: the plan position of every output channel; per output channel (original order) the weight
+step sw, zero point zw, code sum colsum = sum_k qw and bias; act float32 [1] (the input step sa)
+and az int32 [1] (its zero code). Per group g (its bits fixed at compile time):
+    acc_g[p, j] = sum_k X[p, k] * qw_g[j, k]                          (int32)
+    corr[p, c]  = acc - za * colsum[c] - zw[c] * rowsum[p] + K * zw[c] * za
+    Y[p, c]     = corr * (sa * sw[c]) + bias[c]                     (float32)
+The groups' accumulators are computed per output pixel and gathered into the original channel
+order in the epilogue: several groups cost no extra pass over the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..packing import check_bits, words_per_row
+from ..tvm_compat import te, tirx
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    n: int
+    h: int
+    w: int
+    c_in: int
+    c_out: int
+    kh: int = 1
+    kw: int = 1
+    stride: int = 1
+    pad: int = 0
+    groups: tuple[tuple[int, int], ...] = ()      # (channels, bits) in plan order
+    abits: int = 8
+
+    def __post_init__(self):
+        object.__setattr__(self, "groups", tuple((int(n), int(b)) for n, b in self.groups))
+        for f in ("n", "h", "w", "c_in", "c_out", "kh", "kw", "stride"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"conv {f} must be >= 1, got {getattr(self, f)}")
+        if self.pad < 0:
+            raise ValueError(f"conv padding must be >= 0, got {self.pad}")
+        if self.abits not in (4, 8):
+            raise ValueError(f"activation bits must be 4 or 8, got {self.abits}")
+        if sum(n for n, _ in self.groups) != self.c_out:
+            raise ValueError(f"groups cover {sum(n for n, _ in self.groups)} channels, the layer has {self.c_out}")
+        for _, b in self.groups:
+            check_bits(b)
+        if self.ho < 1 or self.wo < 1:
+            raise ValueError(f"conv output is empty for input {self.h}x{self.w}, kernel {self.kh}x{self.kw}")
+
+    @property
+    def ho(self) -> int:
+        return (self.h + 2 * self.pad - self.kh) // self.stride + 1
+
+    @property
+    def wo(self) -> int:
+        return (self.w + 2 * self.pad - self.kw) // self.stride + 1
+
+    @property
+    def k(self) -> int:
+        return self.kh * self.kw * self.c_in
+
+    @property
+    def words(self) -> int:
+        return sum(n * words_per_row(self.k, b) for n, b in self.groups) + 1
+
+
+def _code(wp, row_word: tirx.PrimExpr, k: tirx.PrimExpr, bits: int) -> tirx.PrimExpr:
+    """The k-th `bits`-bit code of the row starting at word `row_word`, as int32."""
+    bit = k * bits
+    word = row_word + tirx.shift_right(bit, 5)
+    sh = tirx.bitwise_and(bit, 31)
+    mask = (1 << bits) - 1
+    if 32 % bits == 0:          # 1, 2, 4, 8: a code never straddles two words
+        v = tirx.bitwise_and(tirx.shift_right(wp[word], sh.astype("uint32")), tirx.const(mask, "uint32"))
+    else:
+        pair = tirx.bitwise_or(tirx.shift_left(wp[word + 1].astype("uint64"), tirx.const(32, "uint64")),
+                               wp[word].astype("uint64"))
+        v = tirx.bitwise_and(tirx.shift_right(pair, sh.astype("uint64")), tirx.const(mask, "uint64"))
+    return v.astype("int32")
+
+
+def qconv_compute(spec: ConvSpec, with_epilogue: bool = True):
+    """TE graph; returns (inputs..., output) for te.create_prim_func."""
+    s = spec
+    x = te.placeholder((s.n, s.h, s.w, s.c_in), "uint8", name="X")
+    wp = te.placeholder((s.words,), "uint32", name="Wp")
+    perm = te.placeholder((s.c_out,), "int32", name="perm")
+    sw = te.placeholder((s.c_out,), "float32", name="sw")
+    zw = te.placeholder((s.c_out,), "int32", name="zw")
+    colsum = te.placeholder((s.c_out,), "int32", name="colsum")
+    bias = te.placeholder((s.c_out,), "float32", name="bias")
+    act = te.placeholder((1,), "float32", name="act")
+    az = te.placeholder((1,), "int32", name="az")
+
+    def xpad(n, i, j, c):
+        ii, jj = i - s.pad, j - s.pad
+        inside = tirx.all(ii >= 0, ii < s.h, jj >= 0, jj < s.w)
+        return tirx.if_then_else(inside, x[n, ii, jj, c].astype("int32"), az[0])
+
+    def patch_axes():
+        return (te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q"), te.reduce_axis((0, s.c_in), "ci"))
+
+    def group_acc(g: int, off: int, n_g: int, b: int):
+        wpr = words_per_row(s.k, b)
+        r, q, ci = patch_axes()
+        return te.compute((s.n, s.ho, s.wo, n_g), lambda n, i, j, o: te.sum(
+            xpad(n, i * s.stride + r, j * s.stride + q, ci)
+            * _code(wp, off + o * wpr, (r * s.kw + q) * s.c_in + ci, b), axis=[r, q, ci]), name=f"acc{g}")
+
+    accs, start, off = [], 0, 0
+    for g, (n_g, b) in enumerate(s.groups):
+        accs.append((start, n_g, group_acc(g, off, n_g, b)))
+        start += n_g
+        off += n_g * words_per_row(s.k, b)
+    r, q, ci = patch_axes()
+    rowsum = te.compute((s.n, s.ho, s.wo), lambda n, i, j: te.sum(
+        xpad(n, i * s.stride + r, j * s.stride + q, ci), axis=[r, q, ci]), name="rowsum")
+
+    def gathered(n, i, j, c):
+        p = perm[c]
+        out = tirx.const(0, "int32")
+        for st, n_g, acc in reversed(accs):
+            out = tirx.if_then_else(tirx.all(p >= st, p < st + n_g), acc[n, i, j, p - st], out)
+        return out
+
+    def corrected(n, i, j, c):
+        za = az[0]
+        return gathered(n, i, j, c) - za * colsum[c] - zw[c] * rowsum[n, i, j] + s.k * zw[c] * za
+
+    if not with_epilogue:
+        y = te.compute((s.n, s.ho, s.wo, s.c_out), corrected, name="Y")
+    else:
+        y = te.compute((s.n, s.ho, s.wo, s.c_out), lambda n, i, j, c: corrected(n, i, j, c).astype("float32")
+                       * (act[0] * sw[c]) + bias[c], name="Y")
+    return [x, wp, perm, sw, zw, colsum, bias, act, az, y], [a for _, _, a in accs] + [rowsum]
+
+
+def qconv_func(spec: ConvSpec, with_epilogue: bool = True):
+    args, _ = qconv_compute(spec, with_epilogue)
+    return te.create_prim_func(args)
