@@ -113,7 +113,7 @@ def main() -> None:
         save_rows(out_json, rows, **same, ddim_steps=20, targets=targets(rows))
         cols = ["config", "variant", "avg_wbits", "fd", "iterations", "batch", "qat_seconds", "eval_seconds",
                 "device", "note"]
-        out_md.write_text("# QAT ablation on the default model (FD, 1,000 samples, 20 DDIM steps)\n\n"
+        out_md.write_text(f"# QAT ablation on the default model (FD, {args.samples} samples, 20 DDIM steps)\n\n"
                           "Command: `.venv/bin/python benchmarks/qat_ablation.py`\n\n"
                           + markdown_table(rows, cols) + "\n" + "\n".join(f"- {t}" for t in targets(rows)) + "\n")
 

@@ -1,0 +1,71 @@
+"""Run single generated kernels from C (runtime/tests/kernel_harness.c), natively or under qemu:
+how kernel tests reach the aarch64 builds without libtvm on the 'board'."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from boards.profile import Board
+from mpqdm.paths import REPO_ROOT
+
+from .tvm_compat import target, tvm
+
+RUNTIME = REPO_ROOT / "runtime"
+_DTYPES = {np.dtype(np.uint8): (1, 8), np.dtype(np.int32): (0, 32), np.dtype(np.uint32): (1, 32),
+           np.dtype(np.float32): (2, 32), np.dtype(np.int8): (0, 8)}
+CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
+
+
+def compile_object(mod: tvm.IRModule, board: Board, path: Path) -> Path:
+    """Kernels of `mod` for the board's target, as one object file."""
+    ex = tvm.compile(mod, target=target(board.tvm_target_dict()))
+    ex.mod.write_to_file(str(path))
+    return path
+
+
+def link(objects: list[Path], board: Board, symbol: str, out: Path) -> Path:
+    cc = shutil.which(board.cc)
+    if cc is None:
+        raise FileNotFoundError(f"compiler {board.cc!r} of board {board.name!r} is not installed; "
+                                "Possible solutions: bash scripts/install.sh")
+    cmd = [cc, *board.cflags, *CFLAGS, f"-DMPQ_KERNEL=__tvm_ffi_{symbol}", f"-I{RUNTIME / 'include'}",
+           str(RUNTIME / "tests" / "kernel_harness.c"), str(RUNTIME / "src" / "mpq_backend.c"),
+           *map(str, objects), "-o", str(out), "-lpthread", "-lm"]
+    if board.is_cross:
+        cmd.insert(1, "-static")
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return out
+
+
+def write_args(path: Path, arrays: list[np.ndarray], outputs: set[int]) -> None:
+    with open(path, "wb") as fh:
+        fh.write(b"MPQK" + struct.pack("<I", len(arrays)))
+        for i, a in enumerate(arrays):
+            a = np.ascontiguousarray(a)
+            code, bits = _DTYPES[a.dtype]
+            fh.write(struct.pack("<4B", code, bits, a.ndim, int(i in outputs)))
+            fh.write(struct.pack(f"<{a.ndim}q", *a.shape))
+            fh.write(a.tobytes())
+
+
+def run(exe: Path, board: Board, arrays: list[np.ndarray], outputs: set[int], work: Path,
+        threads: int = 1) -> list[np.ndarray]:
+    """Run the harness on `arrays`; returns the output arrays (same shapes and dtypes)."""
+    write_args(work / "args.bin", arrays, outputs)
+    cmd = board.qemu_command(exe) if board.is_cross else [str(exe)]
+    r = subprocess.run([*cmd, str(work / "args.bin"), str(work / "out.bin"), str(threads)],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"{exe.name} on {board.name} exited with {r.returncode}: {r.stderr.strip()[-2000:]}")
+    raw = (work / "out.bin").read_bytes()
+    res, off = [], 0
+    for i in sorted(outputs):
+        a = arrays[i]
+        res.append(np.frombuffer(raw[off: off + a.nbytes], dtype=a.dtype).reshape(a.shape))
+        off += a.nbytes
+    return res

@@ -1,0 +1,64 @@
+"""The quantized kernels built for each board and run from C (no libtvm): natively on the host,
+under qemu-aarch64 for the Raspberry Pi 4 (Cortex-A72) and 5 (Cortex-A76) builds."""
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from backend_tvm import harness
+from backend_tvm.kernels.qconv import ConvSpec, qconv_func
+from backend_tvm.packing import pack_layer
+from backend_tvm.reference import qconv_int
+from backend_tvm.tvm_compat import Schedule, tvm
+from boards.profile import load_board
+
+from .test_qconv_kernel import random_layer
+
+FAST = [ConvSpec(1, 7, 5, 3, 5, 3, 3, 1, 1, ((2, 3), (3, 2)), 4)]
+SLOW = [ConvSpec(1, 9, 6, 8, 7, 3, 3, 2, 1, ((2, 1), (3, 5), (2, 7)), 4),
+        ConvSpec(11, 1, 1, 24, 9, groups=((4, 8), (5, 4)), abits=8),
+        ConvSpec(1, 5, 5, 16, 6, groups=((6, 6),), abits=8)]
+
+
+def scheduled(spec: ConvSpec) -> tvm.IRModule:
+    mod = tvm.IRModule({"qconv": qconv_func(spec, with_epilogue=False).with_attr("global_symbol", "qconv")})
+    sch = Schedule(mod)
+    n, i, _, _ = sch.get_loops(sch.get_sblock("Y", func_name="qconv"))
+    sch.parallel(sch.fuse(n, i))                 # exercises our parallel launch
+    return sch.mod
+
+
+def check(board_name: str, spec: ConvSpec, tmp_path, seed: int) -> None:
+    board = load_board(board_name)
+    rng = np.random.default_rng(seed)
+    rows, order, zw = random_layer(spec, rng)
+    x = rng.integers(0, 1 << spec.abits, size=(spec.n, spec.h, spec.w, spec.c_in), dtype=np.uint8)
+    za = int(rng.integers(0, 1 << spec.abits))
+    w_orig = np.empty_like(rows)
+    w_orig[order] = rows
+    arrays = [x, pack_layer(rows, spec.groups).words, np.argsort(order).astype(np.int32),
+              np.ones(spec.c_out, np.float32), zw, w_orig.astype(np.int64).sum(1).astype(np.int32),
+              np.zeros(spec.c_out, np.float32), np.ones(1, np.float32), np.array([za], np.int32),
+              np.zeros((spec.n, spec.ho, spec.wo, spec.c_out), np.int32)]
+    obj = harness.compile_object(scheduled(spec), board, tmp_path / "k.o")
+    if board_name == "rpi4":   # the Pi 4 build must not contain dot-product instructions
+        dis = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(obj)], capture_output=True, text=True,
+                             check=True).stdout
+        assert not any(f"\t{op}\t" in dis for op in ("sdot", "udot", "usdot"))
+    exe = harness.link([obj], board, "qconv", tmp_path / "harness")
+    (y,) = harness.run(exe, board, arrays, {len(arrays) - 1}, tmp_path, threads=2)
+    ref = qconv_int(x, rows, order, zw, za, spec.kh, spec.kw, spec.stride, spec.pad)
+    assert np.array_equal(y.astype(np.int64), ref)
+
+
+@pytest.mark.parametrize("board", ["host", "rpi4", "rpi5"])
+def test_kernel_from_c_matches_reference(board, tmp_path):
+    check(board, FAST[0], tmp_path, seed=11)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["host", "rpi4", "rpi5"])
+@pytest.mark.parametrize("spec", SLOW, ids=lambda s: f"{s.kh}x{s.kw}-{s.groups}-a{s.abits}")
+def test_kernel_from_c_matches_reference_all(board, spec, tmp_path):
+    check(board, spec, tmp_path, seed=hash(spec) % 2**32)
