@@ -4,11 +4,14 @@ A quantized layer's weights, output channels in plan order, are stored group aft
 group of n channels at b bits (1..8) each channel is one row of K codes, K = kh*kw*c_in in
 (kh, kw, c_in) order for a conv (NHWC kernels) and c_in for a dense layer. A row is a bit stream
 in little-endian 32-bit words: code k holds bits [k*b, (k+1)*b) of the row, least significant bit
-first, and the row ends with zero bits up to a whole word. Rows follow each other, groups follow
-each other, and one zero guard word ends the layer (a kernel reading a code that straddles two
-words loads the next word too). Codes are never expanded to bytes in memory.
+first, and the row ends with zero bits up to a whole word (W = ceil(K*b/32) words).
+Channels are interleaved in tiles of LANES: word w of the rows of channels t*LANES .. t*LANES+7
+are stored side by side, at [t][w][lane], so one vector load gives the same word of LANES
+channels (a group whose size is not a multiple of LANES is padded with zero rows). Groups follow
+each other, and LANES zero guard words end the layer (a kernel extracting a code through a 64-bit
+window also loads the word after it). Codes are never expanded to bytes in memory.
 
-    bytes = 4 * (sum over groups of n_g * ceil(K * b_g / 32) + 1)
+    bytes = 4 * (sum over groups of ceil(n_g / LANES) * LANES * W_g + LANES)
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 WORD_BITS = 32
+LANES = 8
 
 
 def words_per_row(k: int, bits: int) -> int:
@@ -66,19 +70,39 @@ def weight_rows(codes: np.ndarray) -> np.ndarray:
     raise ValueError(f"weight codes must be 2-D (dense) or 4-D (conv), got shape {codes.shape}")
 
 
+def tiles(n: int) -> int:
+    return -(-n // LANES)
+
+
+def interleave(words: np.ndarray) -> np.ndarray:
+    """[n, W] rows -> flat [tiles, W, LANES] words (zero rows pad the last tile)."""
+    n, w = words.shape
+    padded = np.zeros((tiles(n) * LANES, w), dtype=np.uint32)
+    padded[:n] = words
+    return padded.reshape(-1, LANES, w).transpose(0, 2, 1).ravel()
+
+
+def deinterleave(flat: np.ndarray, n: int, w: int) -> np.ndarray:
+    return flat.reshape(-1, w, LANES).transpose(0, 2, 1).reshape(-1, w)[:n]
+
+
+def group_words(k: int, n: int, bits: int) -> int:
+    return tiles(n) * LANES * words_per_row(k, bits)
+
+
 @dataclass(frozen=True)
 class PackedLayer:
     k: int
     groups: tuple[tuple[int, int], ...]      # (channels, bits) in plan order
-    words: np.ndarray                        # uint32, all groups then the guard word
+    words: np.ndarray                        # uint32: all groups, then LANES guard words
 
     @property
     def group_offsets(self) -> tuple[int, ...]:
-        """Word offset of each group's first row."""
+        """Word offset of each group."""
         out, off = [], 0
         for n, b in self.groups:
             out.append(off)
-            off += n * words_per_row(self.k, b)
+            off += group_words(self.k, n, b)
         return tuple(out)
 
     @property
@@ -86,16 +110,15 @@ class PackedLayer:
         return self.words.nbytes
 
     def unpack(self) -> np.ndarray:
-        rows, off = [], 0
-        for n, b in self.groups:
+        rows = []
+        for (n, b), off in zip(self.groups, self.group_offsets, strict=True):
             w = words_per_row(self.k, b)
-            rows.append(unpack_rows(self.words[off: off + n * w].reshape(n, w), b, self.k))
-            off += n * w
+            rows.append(unpack_rows(deinterleave(self.words[off: off + group_words(self.k, n, b)], n, w), b, self.k))
         return np.concatenate(rows)
 
 
 def packed_bytes(k: int, groups) -> int:
-    return 4 * (sum(n * words_per_row(k, b) for n, b in groups) + 1)
+    return 4 * (sum(group_words(k, n, b) for n, b in groups) + LANES)
 
 
 def pack_layer(rows: np.ndarray, groups) -> PackedLayer:
@@ -105,7 +128,7 @@ def pack_layer(rows: np.ndarray, groups) -> PackedLayer:
         raise ValueError(f"groups cover {sum(n for n, _ in groups)} channels, the layer has {rows.shape[0]}")
     parts, start = [], 0
     for n, b in groups:
-        parts.append(pack_rows(rows[start: start + n], b).ravel())
+        parts.append(interleave(pack_rows(rows[start: start + n], b)))
         start += n
-    words = np.concatenate(parts + [np.zeros(1, dtype=np.uint32)])
+    words = np.concatenate(parts + [np.zeros(LANES, dtype=np.uint32)])
     return PackedLayer(rows.shape[1], groups, words)

@@ -44,22 +44,27 @@ def test_layer_layout_and_bytes():
     conv = rng.integers(0, 4, size=(13, 5, 3, 3), dtype=np.uint8)      # c_out, c_in, kh, kw
     rows = weight_rows(conv)
     assert rows.shape == (13, 45) and rows[2, 3 * 5 + 4] == conv[2, 4, 1, 0]   # (kh, kw, c_in) order
-    groups = [(3, 3), (8, 2), (2, 1)]
+    groups = [(3, 3), (9, 2), (1, 1)]
     rows = rows.copy()
     rows[:3] = rng.integers(0, 8, size=(3, 45))
-    rows[11:] &= 1
+    rows[12:] &= 1
     layer = pack_layer(rows, groups)
-    assert layer.nbytes == packed_bytes(45, groups) == 4 * (3 * 5 + 8 * 3 + 2 * 2 + 1)
-    assert layer.group_offsets == (0, 15, 39)
-    assert layer.words[-1] == 0
+    # tiles of 8 channels: 3 -> 8 rows of 5 words, 9 -> 16 rows of 3 words, 1 -> 8 rows of 2 words; 8 guard words
+    assert layer.nbytes == packed_bytes(45, groups) == 4 * (8 * 5 + 16 * 3 + 8 * 2 + 8)
+    assert layer.group_offsets == (0, 40, 88)
+    assert not layer.words[-8:].any()
     assert np.array_equal(layer.unpack(), rows)
+    # interleaving: word w of channel c of a group sits at [c // 8][w][c % 8]
+    g1 = pack_rows(rows[3:12], 2)
+    assert layer.words[40 + (1 * 3 + 2) * 8 + 0] == g1[8, 2]
     with pytest.raises(ValueError, match="cover 12 channels"):
         pack_layer(rows, [(10, 2), (2, 1)])
     assert isinstance(layer, PackedLayer)
 
 
 def test_bytes_equal_the_bits_they_hold_when_rows_fill_words():
-    # K = 288 (32 input channels x 3x3): every width fills whole words, so bytes = bits / 8 + guard
+    # K = 288 (32 input channels x 3x3) and 64 channels: every width fills whole words and tiles,
+    # so bytes = bits / 8 + the guard
     for b in range(1, 9):
         assert words_per_row(288, b) * 32 == 288 * b
-        assert packed_bytes(288, [(64, b)]) == 64 * 288 * b // 8 + 4
+        assert packed_bytes(288, [(64, b)]) == 64 * 288 * b // 8 + 4 * 8

@@ -7,26 +7,23 @@ import numpy as np
 import pytest
 
 from backend_tvm import harness
-from backend_tvm.kernels.qconv import ConvSpec, qconv_func
+from backend_tvm.kernels.qconv import ConvSpec
+from backend_tvm.kernels.qconv_schedule import schedule_qconv
 from backend_tvm.packing import pack_layer
 from backend_tvm.reference import qconv_int
-from backend_tvm.tvm_compat import Schedule, tvm
+from backend_tvm.tvm_compat import tvm
 from boards.profile import load_board
 
 from .test_qconv_kernel import random_layer
 
-FAST = [ConvSpec(1, 7, 5, 3, 5, 3, 3, 1, 1, ((2, 3), (3, 2)), 4)]
+FAST = [ConvSpec(1, 7, 5, 8, 24, 3, 3, 1, 1, ((8, 3), (16, 2)), 4)]
 SLOW = [ConvSpec(1, 9, 6, 8, 7, 3, 3, 2, 1, ((2, 1), (3, 5), (2, 7)), 4),
         ConvSpec(11, 1, 1, 24, 9, groups=((4, 8), (5, 4)), abits=8),
         ConvSpec(1, 5, 5, 16, 6, groups=((6, 6),), abits=8)]
 
 
 def scheduled(spec: ConvSpec) -> tvm.IRModule:
-    mod = tvm.IRModule({"qconv": qconv_func(spec, with_epilogue=False).with_attr("global_symbol", "qconv")})
-    sch = Schedule(mod)
-    n, i, _, _ = sch.get_loops(sch.get_sblock("Y", func_name="qconv"))
-    sch.parallel(sch.fuse(n, i))                 # exercises our parallel launch
-    return sch.mod
+    return schedule_qconv(spec, with_epilogue=False)   # parallel loops exercise our parallel launch
 
 
 def check(board_name: str, spec: ConvSpec, tmp_path, seed: int) -> None:

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from backend_tvm.kernels.qconv import ConvSpec, qconv_func
+from backend_tvm.kernels.qconv_schedule import schedule_qconv
 from backend_tvm.packing import pack_layer
 from backend_tvm.reference import qconv_int
-from backend_tvm.tvm_compat import build, tensor
+from backend_tvm.tvm_compat import build, target, tensor, tvm
+from boards.profile import load_board
 
 HOST = {"kind": "llvm"}
 
@@ -18,7 +20,7 @@ def random_layer(spec: ConvSpec, rng):
     return rows, order, zw.astype(np.int32)
 
 
-def run(spec: ConvSpec, rng, with_epilogue: bool):
+def run(spec: ConvSpec, rng, with_epilogue: bool, scheduled: bool = True):
     x = rng.integers(0, 1 << spec.abits, size=(spec.n, spec.h, spec.w, spec.c_in), dtype=np.uint8)
     rows, order, zw = random_layer(spec, rng)
     za = int(rng.integers(0, 1 << spec.abits))
@@ -32,7 +34,11 @@ def run(spec: ConvSpec, rng, with_epilogue: bool):
     sa = np.array([0.05], np.float32)
     out_dtype = "float32" if with_epilogue else "int32"
     y = np.zeros((spec.n, spec.ho, spec.wo, spec.c_out), out_dtype)
-    ex = build(qconv_func(spec, with_epilogue), HOST, "qconv")
+    if scheduled:   # our CPU schedule, for this machine's features
+        ex = tvm.compile(schedule_qconv(spec, with_epilogue=with_epilogue),
+                         target=target(load_board("host").tvm_target_dict()))
+    else:           # the plain loop nest
+        ex = build(qconv_func(spec, with_epilogue), HOST, "qconv")
     args = [x, packed.words, perm, sw, zw, colsum, bias, sa, np.array([za], np.int32), y]
     targs = [tensor(a) for a in args]
     ex.mod["qconv"](*targs)
@@ -45,12 +51,15 @@ SHAPES = [
     ConvSpec(2, 9, 6, 8, 7, 3, 3, 2, 1, ((2, 3), (3, 2), (2, 1)), 4),     # stride 2, three groups
     ConvSpec(1, 5, 5, 16, 6, 1, 1, 1, 0, ((3, 8), (3, 7)), 8),            # 1x1, straddling 7-bit codes
     ConvSpec(13, 1, 1, 33, 9, 1, 1, 1, 0, ((4, 5), (5, 6)), 8),           # dense [M, C] as 1x1 on 1x1 pixels
+    ConvSpec(1, 6, 7, 24, 24, 3, 3, 1, 1, ((8, 3), (16, 2)), 4),          # vectorised groups, ragged pixel tile
+    ConvSpec(10, 1, 1, 40, 16, groups=((16, 4),), abits=8),               # vectorised dense, ragged row tile
 ]
 
 
+@pytest.mark.parametrize("scheduled", [True, False], ids=["scheduled", "plain"])
 @pytest.mark.parametrize("spec", SHAPES, ids=lambda s: f"{s.kh}x{s.kw}s{s.stride}-{s.groups}-a{s.abits}")
-def test_integer_accumulators_exact(spec):
-    got, ref, *_ = run(spec, np.random.default_rng(hash(spec) % 2**32), with_epilogue=False)
+def test_integer_accumulators_exact(spec, scheduled):
+    got, ref, *_ = run(spec, np.random.default_rng(hash(spec) % 2**32), False, scheduled)
     assert np.array_equal(got.astype(np.int64), ref)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..packing import check_bits, words_per_row
+from ..packing import LANES, check_bits, group_words, words_per_row
 from ..tvm_compat import te, tirx
 
 
@@ -64,19 +64,20 @@ class ConvSpec:
 
     @property
     def words(self) -> int:
-        return sum(n * words_per_row(self.k, b) for n, b in self.groups) + 1
+        return sum(group_words(self.k, n, b) for n, b in self.groups) + LANES
 
 
-def _code(wp, row_word: tirx.PrimExpr, k: tirx.PrimExpr, bits: int) -> tirx.PrimExpr:
-    """The k-th `bits`-bit code of the row starting at word `row_word`, as int32."""
+def _code(wp, off: int, o: tirx.PrimExpr, k: tirx.PrimExpr, k_total: int, bits: int) -> tirx.PrimExpr:
+    """Code k of channel o of the group at word `off` (packing layout: [tile][word][lane]), as int32."""
+    wpr = words_per_row(k_total, bits)
     bit = k * bits
-    word = row_word + tirx.shift_right(bit, 5)
+    word = off + (tirx.floordiv(o, LANES) * wpr + tirx.shift_right(bit, 5)) * LANES + tirx.floormod(o, LANES)
     sh = tirx.bitwise_and(bit, 31)
     mask = (1 << bits) - 1
     if 32 % bits == 0:          # 1, 2, 4, 8: a code never straddles two words
         v = tirx.bitwise_and(tirx.shift_right(wp[word], sh.astype("uint32")), tirx.const(mask, "uint32"))
     else:
-        pair = tirx.bitwise_or(tirx.shift_left(wp[word + 1].astype("uint64"), tirx.const(32, "uint64")),
+        pair = tirx.bitwise_or(tirx.shift_left(wp[word + LANES].astype("uint64"), tirx.const(32, "uint64")),
                                wp[word].astype("uint64"))
         v = tirx.bitwise_and(tirx.shift_right(pair, sh.astype("uint64")), tirx.const(mask, "uint64"))
     return v.astype("int32")
@@ -104,17 +105,16 @@ def qconv_compute(spec: ConvSpec, with_epilogue: bool = True):
         return (te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q"), te.reduce_axis((0, s.c_in), "ci"))
 
     def group_acc(g: int, off: int, n_g: int, b: int):
-        wpr = words_per_row(s.k, b)
         r, q, ci = patch_axes()
         return te.compute((s.n, s.ho, s.wo, n_g), lambda n, i, j, o: te.sum(
             xpad(n, i * s.stride + r, j * s.stride + q, ci)
-            * _code(wp, off + o * wpr, (r * s.kw + q) * s.c_in + ci, b), axis=[r, q, ci]), name=f"acc{g}")
+            * _code(wp, off, o, (r * s.kw + q) * s.c_in + ci, s.k, b), axis=[r, q, ci]), name=f"acc{g}")
 
     accs, start, off = [], 0, 0
     for g, (n_g, b) in enumerate(s.groups):
         accs.append((start, n_g, group_acc(g, off, n_g, b)))
         start += n_g
-        off += n_g * words_per_row(s.k, b)
+        off += group_words(s.k, n_g, b)
     r, q, ci = patch_axes()
     rowsum = te.compute((s.n, s.ho, s.wo), lambda n, i, j: te.sum(
         xpad(n, i * s.stride + r, j * s.stride + q, ci), axis=[r, q, ci]), name="rowsum")

@@ -1,13 +1,19 @@
-"""CPU schedules of the quantized conv (first version: per-pixel accumulators, parallel rows).
+"""CPU schedule of the quantized conv.
 
-`schedule_qconv(spec, board)` returns an IRModule holding one PrimFunc named "qconv", ready for
-`tvm.compile` with the board's target.
+For a tile of PIXELS output pixels of one row (a dense layer: PIXELS rows), every group's
+accumulators are computed with the output channels' lanes innermost and vectorised: one load of
+LANES packed words serves LANES channels (the packing interleaves them), one shift and mask give
+their codes for one k, and the unrolled pixel loop reuses those codes PIXELS times. Rows (or row
+tiles) run in parallel. `schedule_qconv(spec, board)` returns an IRModule holding one PrimFunc.
 """
 
 from __future__ import annotations
 
+from ..packing import LANES
 from ..tvm_compat import Schedule, tvm
 from .qconv import ConvSpec, qconv_func
+
+PIXELS = 4
 
 
 def schedule_qconv(spec: ConvSpec, board=None, with_epilogue: bool = True, name: str = "qconv") -> tvm.IRModule:
@@ -15,8 +21,25 @@ def schedule_qconv(spec: ConvSpec, board=None, with_epilogue: bool = True, name:
     sch = Schedule(mod)
     y = sch.get_sblock("Y", func_name=name)
     n, i, j, _ = sch.get_loops(y)
-    for g in range(len(spec.groups)):
-        sch.compute_at(sch.get_sblock(f"acc{g}", func_name=name), j)
-    sch.compute_at(sch.get_sblock("rowsum", func_name=name), j)
-    sch.parallel(sch.fuse(n, i))
+    dense = spec.h == 1 and spec.w == 1
+    tile = min(PIXELS, spec.n if dense else spec.wo)
+    if dense:                      # [M, 1, 1, C]: tile the rows
+        at, _ = sch.split(n, [None, tile])
+        sch.parallel(at)
+    else:
+        at, _ = sch.split(j, [None, tile])
+        sch.parallel(sch.fuse(n, i))
+    for g, (n_g, _) in enumerate(spec.groups):
+        acc = sch.get_sblock(f"acc{g}", func_name=name)
+        sch.compute_at(acc, at)
+        # the loops compute_at made under `at` (TVM drops those of extent 1)
+        names = [k for k, e in (("pix", tile), ("o", n_g), ("r", spec.kh), ("q", spec.kw), ("ci", spec.c_in)) if e > 1]
+        loops = dict(zip(names, sch.get_loops(acc)[-len(names):], strict=True))
+        if n_g % LANES or "pix" not in loops:
+            continue                # ragged groups and single pixels keep the plain loop order
+        ot, ol = sch.split(loops["o"], [None, LANES])
+        sch.reorder(ot, *[loops[k] for k in ("r", "q", "ci") if k in loops], loops["pix"], ol)
+        sch.unroll(loops["pix"])
+        sch.vectorize(ol)
+    sch.compute_at(sch.get_sblock("rowsum", func_name=name), at)
     return sch.mod

@@ -1,0 +1,384 @@
+"""Floating-point kernels of the UNet (float32, NHWC activations): conv2d, dense, group norm (+SiLU),
+SiLU, add, channel concat, nearest 2x upsampling and the sinusoidal timestep embedding.
+
+Every op has a frozen spec (Python ints, validated), `<op>_func(spec)` returning the TE PrimFunc
+(inputs..., output) and `schedule_<op>(spec, name)` returning an IRModule holding that function
+under `name`, scheduled for CPUs: parallel over the outermost spatial loops, the innermost contiguous
+loop vectorized. Attention lives in attention.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..tvm_compat import Schedule, te, tirx, tvm
+
+MAX_LANES = 16      # widest vector we ask for (LLVM splits it into the target's registers)
+
+
+# -- validation -----------------------------------------------------------------------------------------
+
+def check_ints(op: str, spec, fields: tuple[str, ...], minimum: int = 1) -> None:
+    """ValueError naming the first field of `spec` that is not an int >= minimum."""
+    for f in fields:
+        v = getattr(spec, f)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ValueError(f"{op} {f} must be an int, got {v!r}")
+        if v < minimum:
+            raise ValueError(f"{op} {f} must be >= {minimum}, got {v}")
+
+
+# -- schedule helpers -----------------------------------------------------------------------------------
+
+def lanes(extent: int) -> int:
+    """Vector width for a contiguous loop of `extent`: the whole loop when short, else the widest
+    power-of-two divisor up to MAX_LANES (>= 4), else 1 (left scalar)."""
+    if extent <= MAX_LANES:
+        return extent
+    for v in (16, 8, 4):
+        if v <= MAX_LANES and extent % v == 0:
+            return v
+    return 1
+
+
+def split_inner(sch: Schedule, loop, extent: int):
+    """(outer, inner) with `inner` of lanes(extent) iterations; outer is None when not split."""
+    v = lanes(extent)
+    if v == extent:
+        return None, loop
+    if v == 1:
+        return loop, None
+    outer, inner = sch.split(loop, [None, v])
+    return outer, inner
+
+
+def vectorize(sch: Schedule, loop) -> None:
+    if loop is not None and int(sch.get(loop).extent) > 1:
+        sch.vectorize(loop)
+
+
+def vectorize_inner(sch: Schedule, loop) -> None:
+    """Vectorize `loop` (contiguous), split to lanes(extent) first when long."""
+    _, inner = split_inner(sch, loop, int(sch.get(loop).extent))
+    vectorize(sch, inner)
+
+
+def module(func, name: str) -> tvm.IRModule:
+    return tvm.IRModule({name: func.with_attr("global_symbol", name)})
+
+
+def schedule_pointwise(sch: Schedule, block: str, name: str, n_par: int = 2) -> None:
+    """A block over [..., C] written by pointwise code: parallel over its first `n_par` loops fused,
+    the last (contiguous) loop vectorized."""
+    b = sch.get_sblock(block, func_name=name)
+    loops = sch.get_loops(b)
+    vectorize_inner(sch, loops[-1])
+    sch.parallel(sch.fuse(*loops[:n_par]) if n_par > 1 else loops[0])
+
+
+def schedule_reduction_vec(sch: Schedule, acc: str, out: str, name: str, n_par: int) -> None:
+    """`acc` = a reduction whose last spatial axis (extent C) is contiguous, `out` its pointwise
+    consumer over the same axes. The channel loop of `out` is split into vectors, `acc` is computed per
+    vector with the reduction loops moved outside the vector loop (vector accumulators), the first
+    `n_par` loops of `out` run in parallel."""
+    y = sch.get_sblock(out, func_name=name)
+    loops = sch.get_loops(y)
+    c_out, c_in = split_inner(sch, loops[-1], int(sch.get(loops[-1]).extent))
+    at = c_out if c_out is not None else loops[-2]
+    par = loops[:n_par]
+    if c_out is not None and n_par == len(loops) - 1:
+        par = [*par, c_out]          # e.g. dense: rows x channel blocks
+    a = sch.get_sblock(acc, func_name=name)
+    sch.compute_at(a, at)
+    if c_in is not None:
+        a_loops = sch.get_loops(a)                # [outer..., (c_out,) cv, reduction...]
+        at_cv = len(loops) - (c_out is None)
+        cv, red = a_loops[at_cv], a_loops[at_cv + 1:]
+        sch.reorder(*red, cv)
+        vectorize(sch, cv)
+        vectorize(sch, c_in)
+    # order matters in TVM 0.27: vectorize, then parallel, then decompose_reduction (the primitives
+    # reject a subtree whose update block lost its init)
+    sch.parallel(sch.fuse(*par) if len(par) > 1 else par[0])
+    if c_in is not None:
+        init = sch.decompose_reduction(a, red[0])
+        vectorize(sch, sch.get_loops(init)[-1])
+
+
+# -- conv2d ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Conv2dSpec:
+    """X [n, h, w, c_in] * W [c_out, kh, kw, c_in] + B [c_out] -> Y [n, ho, wo, c_out]; zero padding."""
+    n: int
+    h: int
+    w: int
+    c_in: int
+    c_out: int
+    kh: int = 1
+    kw: int = 1
+    stride: int = 1
+    pad: int = 0
+
+    def __post_init__(self):
+        check_ints("conv2d", self, ("n", "h", "w", "c_in", "c_out", "kh", "kw", "stride"))
+        check_ints("conv2d", self, ("pad",), minimum=0)
+        if self.ho < 1 or self.wo < 1:
+            raise ValueError(f"conv2d output is empty: input {self.h}x{self.w}, kernel {self.kh}x{self.kw}, "
+                             f"pad {self.pad}")
+
+    @property
+    def ho(self) -> int:
+        return (self.h + 2 * self.pad - self.kh) // self.stride + 1
+
+    @property
+    def wo(self) -> int:
+        return (self.w + 2 * self.pad - self.kw) // self.stride + 1
+
+
+def conv2d_func(s: Conv2dSpec) -> tirx.PrimFunc:
+    x = te.placeholder((s.n, s.h, s.w, s.c_in), "float32", name="X")
+    wt = te.placeholder((s.c_out, s.kh, s.kw, s.c_in), "float32", name="W")
+    b = te.placeholder((s.c_out,), "float32", name="B")
+    r, q, ci = te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q"), te.reduce_axis((0, s.c_in), "ci")
+
+    def xpad(n, i, j, c):
+        if s.pad == 0:
+            return x[n, i, j, c]
+        ii, jj = i - s.pad, j - s.pad
+        return tirx.if_then_else(tirx.all(ii >= 0, ii < s.h, jj >= 0, jj < s.w), x[n, ii, jj, c],
+                                 tirx.const(0.0, "float32"))
+
+    acc = te.compute((s.n, s.ho, s.wo, s.c_out), lambda n, i, j, o: te.sum(
+        xpad(n, i * s.stride + r, j * s.stride + q, ci) * wt[o, r, q, ci], axis=[r, q, ci]), name="acc")
+    y = te.compute(acc.shape, lambda n, i, j, o: acc[n, i, j, o] + b[o], name="Y")
+    return te.create_prim_func([x, wt, b, y])
+
+
+def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d") -> tvm.IRModule:
+    sch = Schedule(module(conv2d_func(s), name))
+    schedule_reduction_vec(sch, "acc", "Y", name, n_par=2)
+    return sch.mod
+
+
+# -- dense ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DenseSpec:
+    """X [m, k] . W [n, k]^T + B [n] -> Y [m, n] (torch.nn.Linear's weight layout)."""
+    m: int
+    k: int
+    n: int
+
+    def __post_init__(self):
+        check_ints("dense", self, ("m", "k", "n"))
+
+
+def dense_func(s: DenseSpec) -> tirx.PrimFunc:
+    x = te.placeholder((s.m, s.k), "float32", name="X")
+    wt = te.placeholder((s.n, s.k), "float32", name="W")
+    b = te.placeholder((s.n,), "float32", name="B")
+    k = te.reduce_axis((0, s.k), "k")
+    acc = te.compute((s.m, s.n), lambda i, j: te.sum(x[i, k] * wt[j, k], axis=k), name="acc")
+    y = te.compute((s.m, s.n), lambda i, j: acc[i, j] + b[j], name="Y")
+    return te.create_prim_func([x, wt, b, y])
+
+
+def schedule_dense(s: DenseSpec, name: str = "dense") -> tvm.IRModule:
+    sch = Schedule(module(dense_func(s), name))
+    schedule_reduction_vec(sch, "acc", "Y", name, n_par=1)
+    return sch.mod
+
+
+# -- group norm -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GroupNormSpec:
+    """torch.nn.GroupNorm(groups, c, eps, affine=True) on X [n, h, w, c]; then SiLU when `silu`."""
+    n: int
+    h: int
+    w: int
+    c: int
+    groups: int
+    eps: float = 1e-5
+    silu: bool = False
+
+    def __post_init__(self):
+        check_ints("group_norm", self, ("n", "h", "w", "c", "groups"))
+        if self.c % self.groups:
+            raise ValueError(f"group_norm groups={self.groups} does not divide c={self.c}")
+        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or not self.eps > 0:
+            raise ValueError(f"group_norm eps must be a float > 0, got {self.eps!r}")
+        if not isinstance(self.silu, bool):
+            raise ValueError(f"group_norm silu must be a bool, got {self.silu!r}")
+
+
+def group_norm_func(s: GroupNormSpec) -> tirx.PrimFunc:
+    """Two passes (mean, then the centred sum of squares: torch's biased variance), float32 sums."""
+    x = te.placeholder((s.n, s.h, s.w, s.c), "float32", name="X")
+    gamma = te.placeholder((s.c,), "float32", name="gamma")
+    beta = te.placeholder((s.c,), "float32", name="beta")
+    cg = s.c // s.groups
+    inv = tirx.const(1.0 / (s.h * s.w * cg), "float32")
+
+    def axes():
+        return te.reduce_axis((0, s.h), "rh"), te.reduce_axis((0, s.w), "rw"), te.reduce_axis((0, cg), "rc")
+
+    rh, rw, rc = axes()
+    total = te.compute((s.n, s.groups), lambda n, g: te.sum(x[n, rh, rw, g * cg + rc], axis=[rh, rw, rc]),
+                       name="gn_sum")
+    rh, rw, rc = axes()
+    sq = te.compute((s.n, s.groups), lambda n, g: te.sum(
+        tirx.power(x[n, rh, rw, g * cg + rc] - total[n, g] * inv, 2), axis=[rh, rw, rc]), name="gn_sq")
+    rstd = te.compute((s.n, s.groups), lambda n, g: tirx.rsqrt(sq[n, g] * inv + tirx.const(s.eps, "float32")),
+                      name="gn_rstd")
+
+    def norm(n, i, j, c):
+        g = c // cg
+        v = (x[n, i, j, c] - total[n, g] * inv) * (rstd[n, g] * gamma[c]) + beta[c]
+        return v * tirx.sigmoid(v) if s.silu else v
+
+    y = te.compute((s.n, s.h, s.w, s.c), norm, name="Y")
+    return te.create_prim_func([x, gamma, beta, y])
+
+
+def schedule_group_norm(s: GroupNormSpec, name: str = "group_norm") -> tvm.IRModule:
+    sch = Schedule(module(group_norm_func(s), name))
+    for blk in ("gn_sum", "gn_sq"):               # one task per (sample, group)
+        n, g, *_ = sch.get_loops(sch.get_sblock(blk, func_name=name))
+        sch.parallel(sch.fuse(n, g))
+    schedule_pointwise(sch, "Y", name)
+    return sch.mod
+
+
+# -- elementwise, concat, upsample ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EltwiseSpec:
+    """An NHWC shape [n, h, w, c] (tokens [N, L, C] as h=L, w=1)."""
+    n: int
+    h: int
+    w: int
+    c: int
+
+    def __post_init__(self):
+        check_ints("eltwise", self, ("n", "h", "w", "c"))
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return self.n, self.h, self.w, self.c
+
+
+def silu_func(s: EltwiseSpec) -> tirx.PrimFunc:
+    x = te.placeholder(s.shape, "float32", name="X")
+    y = te.compute(s.shape, lambda *i: x(*i) * tirx.sigmoid(x(*i)), name="Y")
+    return te.create_prim_func([x, y])
+
+
+def add_func(s: EltwiseSpec) -> tirx.PrimFunc:
+    a = te.placeholder(s.shape, "float32", name="A")
+    b = te.placeholder(s.shape, "float32", name="B")
+    y = te.compute(s.shape, lambda *i: a(*i) + b(*i), name="Y")
+    return te.create_prim_func([a, b, y])
+
+
+def schedule_silu(s: EltwiseSpec, name: str = "silu") -> tvm.IRModule:
+    sch = Schedule(module(silu_func(s), name))
+    schedule_pointwise(sch, "Y", name)
+    return sch.mod
+
+
+def schedule_add(s: EltwiseSpec, name: str = "add") -> tvm.IRModule:
+    sch = Schedule(module(add_func(s), name))
+    schedule_pointwise(sch, "Y", name)
+    return sch.mod
+
+
+@dataclass(frozen=True)
+class ConcatSpec:
+    """A [n, h, w, c1] ++ B [n, h, w, c2] along channels -> Y [n, h, w, c1 + c2]."""
+    n: int
+    h: int
+    w: int
+    c1: int
+    c2: int
+
+    def __post_init__(self):
+        check_ints("concat", self, ("n", "h", "w", "c1", "c2"))
+
+
+def concat_func(s: ConcatSpec) -> tirx.PrimFunc:
+    a = te.placeholder((s.n, s.h, s.w, s.c1), "float32", name="A")
+    b = te.placeholder((s.n, s.h, s.w, s.c2), "float32", name="B")
+    y = te.compute((s.n, s.h, s.w, s.c1 + s.c2), lambda n, i, j, c: tirx.if_then_else(
+        c < s.c1, a[n, i, j, tirx.min(c, s.c1 - 1)], b[n, i, j, tirx.max(c - s.c1, 0)]), name="Y")
+    return te.create_prim_func([a, b, y])
+
+
+def schedule_concat(s: ConcatSpec, name: str = "concat") -> tvm.IRModule:
+    # the clamped indices keep both sides in bounds, so a vectorized select is safe
+    sch = Schedule(module(concat_func(s), name))
+    schedule_pointwise(sch, "Y", name)
+    return sch.mod
+
+
+def upsample_nearest2x_func(s: EltwiseSpec) -> tirx.PrimFunc:
+    """X [n, h, w, c] -> Y [n, 2h, 2w, c] (F.interpolate(scale_factor=2.0, mode="nearest"))."""
+    x = te.placeholder(s.shape, "float32", name="X")
+    y = te.compute((s.n, 2 * s.h, 2 * s.w, s.c), lambda n, i, j, c: x[n, i // 2, j // 2, c], name="Y")
+    return te.create_prim_func([x, y])
+
+
+def schedule_upsample_nearest2x(s: EltwiseSpec, name: str = "upsample") -> tvm.IRModule:
+    sch = Schedule(module(upsample_nearest2x_func(s), name))
+    schedule_pointwise(sch, "Y", name)
+    return sch.mod
+
+
+# -- timestep embedding ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TimestepSpec:
+    """diffusers' Timesteps(dim, flip_sin_to_cos, freq_shift): T [n] float32 -> Y [n, dim]. The defaults
+    are those UNet2DModel passes (flip_sin_to_cos=True, freq_shift=0)."""
+    n: int
+    dim: int
+    flip_sin_to_cos: bool = True
+    freq_shift: float = 0
+    max_period: int = 10000
+
+    def __post_init__(self):
+        check_ints("timestep_embedding", self, ("n", "max_period"))
+        check_ints("timestep_embedding", self, ("dim",), minimum=2)
+        if not isinstance(self.flip_sin_to_cos, bool):
+            raise ValueError(f"timestep_embedding flip_sin_to_cos must be a bool, got {self.flip_sin_to_cos!r}")
+        if not isinstance(self.freq_shift, (int, float)) or isinstance(self.freq_shift, bool) \
+                or self.freq_shift == self.dim // 2:
+            raise ValueError(f"timestep_embedding freq_shift must be a number != dim // 2, got {self.freq_shift!r}")
+
+
+def timestep_embedding_func(s: TimestepSpec) -> tirx.PrimFunc:
+    """get_timestep_embedding with scale 1, in its float32 operation order:
+    freq[k] = exp((-ln(max_period) * k) / (half - shift)); [sin(t f), cos(t f)] (cos first when flipped),
+    a zero column appended for odd dims."""
+    t = te.placeholder((s.n,), "float32", name="T")
+    half = s.dim // 2
+    f32 = "float32"
+
+    def emb(n, j):
+        k = tirx.if_then_else(j < half, j, j - half)
+        expo = tirx.const(-math.log(s.max_period), f32) * k.astype(f32) / tirx.const(half - s.freq_shift, f32)
+        arg = t[n] * tirx.exp(expo)
+        first, second = (tirx.cos(arg), tirx.sin(arg)) if s.flip_sin_to_cos else (tirx.sin(arg), tirx.cos(arg))
+        v = tirx.if_then_else(j < half, first, second)
+        return tirx.if_then_else(j < 2 * half, v, tirx.const(0.0, f32))
+
+    y = te.compute((s.n, s.dim), emb, name="Y")
+    return te.create_prim_func([t, y])
+
+
+def schedule_timestep_embedding(s: TimestepSpec, name: str = "timestep_embedding") -> tvm.IRModule:
+    # [n, dim] is tiny (n = batch): a parallel launch would cost more than it saves; sin/cos of LLVM
+    # have no vector form without a vector math library, so the loop stays scalar
+    return module(timestep_embedding_func(s), name)
