@@ -1,0 +1,36 @@
+"""The input quantization kernel equals the frontend's codes exactly (same float32 operations)."""
+
+import numpy as np
+import pytest
+import torch
+
+from backend_tvm.kernels.quantize import schedule_quantize
+from backend_tvm.reference import quantize_input
+from backend_tvm.tvm_compat import tensor, tvm
+
+
+@pytest.mark.parametrize("shape,abits", [((2, 7, 5, 12), 4), ((13, 33), 8)])
+def test_codes_match_the_frontend(shape, abits):
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=shape) * 3).astype(np.float32)
+    smooth = rng.uniform(0.3, 3.0, size=shape[-1]).astype(np.float32)
+    step, zero = np.float32(0.37), 7
+    x.flat[:4] = [0.5 * 0.37 * smooth[0], 1.5 * 0.37 * smooth[1], -1e4, 1e4]   # ties and clamps
+    ex = tvm.compile(schedule_quantize(shape, abits), target={"kind": "llvm"})
+    q = np.zeros(shape, np.uint8)
+    args = [tensor(a) for a in (x, smooth, np.array([step], np.float32), np.array([zero], np.int32), q)]
+    ex.mod["quantize"](*args)
+    got = args[-1].numpy()
+    assert np.array_equal(got, quantize_input(x, smooth, step, zero, abits))
+    # the frontend's own formula (frontend/quant/intref.py, NHWC here)
+    xs = torch.from_numpy(x) / torch.from_numpy(smooth)
+    want = torch.clamp(torch.round(xs / torch.tensor(step)) + zero, 0, 2 ** abits - 1).to(torch.uint8).numpy()
+    assert np.array_equal(got, want)
+    assert got.max() == 2 ** abits - 1 and got.min() == 0
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="4 or 8"):
+        schedule_quantize((2, 3), 3)
+    with pytest.raises(ValueError, match="positive"):
+        schedule_quantize((0, 3), 4)
