@@ -59,17 +59,17 @@ def schedule_attention(s: AttentionSpec, name: str = "attention") -> tvm.IRModul
     blk = {b: sch.get_sblock(b, func_name=name) for b in ("score", "rmax", "ex", "den", "prob", "O")}
     b, i, c, rj = sch.get_loops(blk["O"])
     for p in ("prob", "den", "ex", "rmax", "score"):     # consumers first
-        sch.compute_at(blk[p], i)
+        sch.compute_at(blk[p], i, preserve_unit_loops=True)
     for p in ("ex", "prob"):                              # rows over j: contiguous
         vectorize_inner(sch, sch.get_loops(blk[p])[-1])
     # the output row: per head, the reduction over j outside a vector of the head's channels
     v = lanes(s.d)
-    h, cd = sch.split(c, [s.heads, s.d])
+    _, cd = sch.split(c, [s.heads, s.d])
     if v == s.d:
         sch.reorder(rj, cd)
         vectorize(sch, cd)
     elif v > 1:
-        co, cv = sch.split(cd, [None, v])
+        _, cv = sch.split(cd, [None, v])
         sch.reorder(rj, cv)
         vectorize(sch, cv)
     sch.parallel(sch.fuse(b, i))

@@ -90,7 +90,7 @@ def schedule_reduction_vec(sch: Schedule, acc: str, out: str, name: str, n_par: 
     if c_out is not None and n_par == len(loops) - 1:
         par = [*par, c_out]          # e.g. dense: rows x channel blocks
     a = sch.get_sblock(acc, func_name=name)
-    sch.compute_at(a, at)
+    sch.compute_at(a, at, preserve_unit_loops=True)
     if c_in is not None:
         a_loops = sch.get_loops(a)                # [outer..., (c_out,) cv, reduction...]
         at_cv = len(loops) - (c_out is None)
@@ -311,13 +311,14 @@ class ConcatSpec:
 def concat_func(s: ConcatSpec) -> tirx.PrimFunc:
     a = te.placeholder((s.n, s.h, s.w, s.c1), "float32", name="A")
     b = te.placeholder((s.n, s.h, s.w, s.c2), "float32", name="B")
-    y = te.compute((s.n, s.h, s.w, s.c1 + s.c2), lambda n, i, j, c: tirx.if_then_else(
+    y = te.compute((s.n, s.h, s.w, s.c1 + s.c2), lambda n, i, j, c: tirx.Select(
         c < s.c1, a[n, i, j, tirx.min(c, s.c1 - 1)], b[n, i, j, tirx.max(c - s.c1, 0)]), name="Y")
     return te.create_prim_func([a, b, y])
 
 
 def schedule_concat(s: ConcatSpec, name: str = "concat") -> tvm.IRModule:
-    # the clamped indices keep both sides in bounds, so a vectorized select is safe
+    # Select (both sides evaluated, their indices clamped into bounds) vectorizes; TVM scalarizes an
+    # if_then_else whose condition varies along the vector
     sch = Schedule(module(concat_func(s), name))
     schedule_pointwise(sch, "Y", name)
     return sch.mod
