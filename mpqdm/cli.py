@@ -102,6 +102,20 @@ def _qat(args) -> None:
               f"in {info['run_dir']}")
 
 
+def _profile(args) -> None:
+    from boards.profile import load_board
+
+    board = load_board(args.board)
+    from backend_tvm.profile import profile, set_threads
+
+    set_threads(args.threads or board.threads)
+    info = profile(args.model, board.name, wbits=tuple(int(b) for b in args.wbits.split(",")),
+                   abits=tuple(int(a) for a in args.abits.split(",")), repeats=args.repeats,
+                   table_path=args.table)
+    print(f"merged {info['entries']} timings ({info['shapes']} layer shapes, {info['threads']} threads, build "
+          f"{info['build_id']}) into {info['table']}: {info['total_entries']} entries")
+
+
 def _stats(args) -> None:
     from frontend.device import pick_device
     from frontend.model_io import load_scheduler, load_unet, model_fingerprint
@@ -173,6 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--resume", action="store_true", help="continue the run in <out>.qat/")
     _add_calib(a)
     a.set_defaults(func=_qat)
+
+    pr = sub.add_parser("profile", help="time every kernel choice for a model's layer shapes on a board; "
+                        "merge into boards/<board>/latency.json")
+    pr.add_argument("model", help="diffusers UNet2DModel folder or quantized export")
+    pr.add_argument("--board", default="host")
+    pr.add_argument("--wbits", default="1,2,3,4,8", help="weight widths to time")
+    pr.add_argument("--abits", default="4,8", help="activation widths to time")
+    pr.add_argument("--threads", type=int, help="kernel threads (default: the board profile's)")
+    pr.add_argument("--repeats", type=int, default=10)
+    pr.add_argument("--table", help="latency table to merge into (default boards/<board>/latency.json)")
+    pr.set_defaults(func=_profile)
 
     st = sub.add_parser("stats", help="channel statistics (kurtosis, per-bit costs, sensitivity) for the allocator")
     st.add_argument("model", help="diffusers UNet2DModel folder")

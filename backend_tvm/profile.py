@@ -1,0 +1,120 @@
+"""`mpqdm profile`: time every kernel configuration the allocator can choose for a model's layer
+shapes on a board, and merge the timings into boards/<board>/latency.json (boards/latency.py).
+
+Per quantized layer shape: every weight width in `wbits` x activation width in `abits`, each at
+full width (c_out channels) and at one partial width (half, rounded to the packing's lanes) for
+the fixed cost. Layers the policy keeps at 8 bits get W8A8 only. The host is timed in-process;
+a board needs TVM's RPC tracker (not built yet): nothing is made up for boards not measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from boards.latency import LatencyTable
+from boards.profile import load_board
+from frontend.model_io import load_unet
+from frontend.quant.swap import LayerPolicy
+from mpqdm.errors import UserError
+from mpqdm.machine import commit
+
+from .kernels.qconv import ConvSpec
+from .kernels.qconv_schedule import schedule_qconv
+from .packing import LANES, pack_layer
+from .shapes import layer_specs, shape_key
+from .tvm_compat import TVM_VERSION, target, tensor, tvm
+
+DEFAULT_WBITS = (1, 2, 3, 4, 8)
+DEFAULT_ABITS = (4, 8)
+
+
+def partial_width(c_out: int) -> int:
+    half = (c_out // 2) // LANES * LANES
+    return half if half >= LANES else max(1, c_out // 2)
+
+
+def with_width(spec: ConvSpec, channels: int, wbits: int, abits: int) -> ConvSpec:
+    return ConvSpec(spec.n, spec.h, spec.w, spec.c_in, channels, spec.kh, spec.kw, spec.stride, spec.pad,
+                    ((channels, wbits),), abits)
+
+
+def random_args(spec: ConvSpec, rng) -> list[np.ndarray]:
+    (c, b), = spec.groups
+    rows = rng.integers(0, 1 << b, size=(c, spec.k), dtype=np.uint8)
+    return [rng.integers(0, 1 << spec.abits, size=(spec.n, spec.h, spec.w, spec.c_in), dtype=np.uint8),
+            pack_layer(rows, spec.groups).words, np.arange(c, dtype=np.int32), np.ones(c, np.float32),
+            np.zeros(c, np.int32), rows.astype(np.int64).sum(1).astype(np.int32), np.zeros(c, np.float32),
+            np.ones(1, np.float32), np.zeros(1, np.int32), np.zeros((spec.n, spec.ho, spec.wo, c), np.float32)]
+
+
+def time_kernel(spec: ConvSpec, tgt: dict, repeats: int, min_repeat_ms: int, rng) -> tuple[float, float]:
+    """(median ms, spread = (p90 - p10) / median) of the scheduled kernel on this machine."""
+    ex = tvm.compile(schedule_qconv(spec), target=target(tgt))
+    args = [tensor(a) for a in random_args(spec, rng)]
+    f = ex.mod.time_evaluator("qconv", tvm.cpu(), number=1, repeat=repeats, min_repeat_ms=min_repeat_ms)
+    t = np.asarray(f(*args).results) * 1e3
+    med = float(np.median(t))
+    return med, float((np.percentile(t, 90) - np.percentile(t, 10)) / med)
+
+
+def work_list(model_dir, wbits, abits, policy: LayerPolicy) -> list[tuple[str, ConvSpec, int, int, int]]:
+    """Distinct (shape, wbits, abits, channels) jobs, each named by its first layer."""
+    specs = layer_specs(load_unet(model_dir))
+    jobs, seen = [], set()
+    for name, s in specs.items():
+        kind = policy.kind(name)
+        if kind == "float":
+            continue
+        pairs = [(8, 8)] if kind == "w8a8" else [(w, a) for w in wbits for a in abits]
+        for w, a in pairs:
+            for ch in (s.c_out, partial_width(s.c_out)):
+                key = (shape_key(s), w, a, ch)
+                if key not in seen:
+                    seen.add(key)
+                    jobs.append((name, s, w, a, ch))
+    return jobs
+
+
+def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFAULT_ABITS, repeats: int = 10,
+            min_repeat_ms: int = 20, table_path: Path | None = None, progress: bool = True) -> dict:
+    board = load_board(board_name)
+    if board.name != "host":
+        raise UserError(f"board {board.name!r} can only be profiled on the board itself (TVM RPC tracker), which "
+                        "is not built yet; no timings are made up for it. Possible solutions: --board host")
+    for b in wbits:
+        if not 1 <= b <= 8:
+            raise UserError(f"--wbits {b}: weight bits must be in 1..8")
+    for a in abits:
+        if a not in (4, 8):
+            raise UserError(f"--abits {a}: activation bits must be 4 or 8")
+    threads = int(tvm.runtime.num_threads())
+    tgt = board.tvm_target_dict()
+    build_id = hashlib.sha256(f"{commit()}|{TVM_VERSION}|{tgt}".encode()).hexdigest()[:12]
+    jobs = work_list(model_dir, wbits, abits, LayerPolicy())
+    rng = np.random.default_rng(0)
+    entries = []
+    for _name, s, w, a, ch in tqdm(jobs, desc=f"profile {board.name}", disable=not progress):
+        med, spread = time_kernel(with_width(s, ch, w, a), tgt, repeats, min_repeat_ms, rng)
+        entries.append({"op": "qconv", "shape": shape_key(s), "wbits": w, "abits": a, "threads": threads,
+                        "channels": ch, "median_ms": round(med, 5), "spread": round(spread, 4), "repeats": repeats,
+                        "build_id": build_id, "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    path = Path(table_path or board.path / "latency.json")
+    table = LatencyTable.load_or_empty(path, board.name)
+    table.merge(entries)
+    table.save(path)
+    return {"table": str(path), "entries": len(entries), "total_entries": len(table.entries), "threads": threads,
+            "shapes": len({e["shape"] for e in entries}), "build_id": build_id}
+
+
+def set_threads(n: int | None) -> None:
+    """TVM's thread pool reads TVM_NUM_THREADS once, at its first use: call this before that."""
+    if n is not None:
+        if n < 1:
+            raise UserError(f"--threads must be >= 1, got {n}")
+        os.environ["TVM_NUM_THREADS"] = str(n)
