@@ -69,3 +69,33 @@ def run(exe: Path, board: Board, arrays: list[np.ndarray], outputs: set[int], wo
         res.append(np.frombuffer(raw[off: off + a.nbytes], dtype=a.dtype).reshape(a.shape))
         off += a.nbytes
     return res
+
+
+PLUGIN_SRC = RUNTIME / "tools" / "insn_count.c"
+
+
+def insn_plugin(work: Path) -> Path:
+    """Build the instruction-counting TCG plugin (for the build machine's qemu)."""
+    out = work / "libinsn_count.so"
+    if not out.is_file():
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O2", *CFLAGS[1:], "-o", str(out), str(PLUGIN_SRC)],
+                       check=True, capture_output=True, text=True)
+    return out
+
+
+def count_instructions(exe: Path, board: Board, arrays: list[np.ndarray], outputs: set[int], work: Path) -> int:
+    """Guest instructions of one kernel call under qemu (1 thread): a run with 2 calls minus one with 1."""
+    if not board.is_cross or not board.qemu:
+        raise ValueError(f"board {board.name!r} does not run under qemu")
+    plugin = insn_plugin(work)
+    write_args(work / "args.bin", arrays, outputs)
+    counts = []
+    for calls in (1, 2):
+        cmd = [board.qemu, "-plugin", str(plugin), "-d", "plugin", *board.qemu_command(exe)[1:]]
+        r = subprocess.run([*cmd, str(work / "args.bin"), str(work / "out.bin"), "1", str(calls)],
+                           capture_output=True, text=True, timeout=1200)
+        if r.returncode != 0:
+            raise RuntimeError(f"{exe.name} under qemu exited with {r.returncode}: {r.stderr.strip()[-2000:]}")
+        line = [x for x in (r.stdout + r.stderr).splitlines() if x.startswith("insns: ")]
+        counts.append(int(line[-1].split()[1]))
+    return counts[1] - counts[0]

@@ -10,6 +10,7 @@ from backend_tvm import harness
 from backend_tvm.kernels.qconv import ConvSpec
 from backend_tvm.kernels.qconv_schedule import schedule_qconv
 from backend_tvm.packing import pack_layer
+from backend_tvm.profile import random_args
 from backend_tvm.reference import qconv_int
 from backend_tvm.tvm_compat import tvm
 from boards.profile import load_board
@@ -59,3 +60,19 @@ def test_kernel_from_c_matches_reference(board, tmp_path):
 @pytest.mark.parametrize("spec", SLOW, ids=lambda s: f"{s.kh}x{s.kw}-{s.groups}-a{s.abits}")
 def test_kernel_from_c_matches_reference_all(board, spec, tmp_path):
     check(board, spec, tmp_path, seed=hash(spec) % 2**32)
+
+
+def test_instruction_count_of_one_call_grows_with_the_work(tmp_path):
+    """The qemu plugin counts one kernel call: a layer with twice the rows costs about twice as much."""
+    board = load_board("rpi4")
+    counts = []
+    for h in (4, 8):
+        spec = ConvSpec(1, h, 8, 8, 16, 3, 3, 1, 1, ((16, 2),), 4)
+        work = tmp_path / f"h{h}"
+        work.mkdir()
+        exe = harness.link([harness.compile_object(schedule_qconv(spec), board, work / "k.o")], board, "qconv",
+                           work / "harness")
+        counts.append(harness.count_instructions(exe, board, random_args(spec, np.random.default_rng(h)),
+                                                 {9}, work))
+    assert counts[0] > 10_000
+    assert 1.6 < counts[1] / counts[0] < 2.4       # twice the rows, twice the instructions

@@ -1,6 +1,7 @@
 /* Runs one generated kernel on tensors read from a file, writes the outputs (kernel tests).
  *
- * usage: kernel_harness ARGS_FILE OUT_FILE [THREADS]; the kernel is the symbol MPQ_KERNEL.
+ * usage: kernel_harness ARGS_FILE OUT_FILE [THREADS [CALLS]]; the kernel is the symbol MPQ_KERNEL,
+ * called CALLS times (default 1: instruction counts of 2 calls minus 1 call give one call's cost).
  * ARGS_FILE: "MPQK", uint32 count, then per tensor: uint8 dtype code, uint8 dtype bits,
  * uint8 ndim, uint8 is_output, int64 shape[ndim], the data (row-major, little-endian).
  * OUT_FILE: the data of every output tensor, in argument order.
@@ -25,7 +26,7 @@ static int fail(const char *what) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 3) return fail("usage: kernel_harness ARGS_FILE OUT_FILE [THREADS]");
+    if (argc < 3) return fail("usage: kernel_harness ARGS_FILE OUT_FILE [THREADS [CALLS]]");
     FILE *f = fopen(argv[1], "rb");
     if (!f) return fail("cannot open the arguments file");
     char magic[4];
@@ -56,8 +57,10 @@ int main(int argc, char **argv) {
     fclose(f);
     mpq_backend_init(argc > 3 ? atoi(argv[3]) : 1);
     mpq_ffi_any result = {0, 0, {0}};
-    int rc = MPQ_KERNEL(NULL, args, (int32_t)count, &result);
-    if (rc != 0) return fail("the kernel returned an error");
+    int calls = argc > 4 ? atoi(argv[4]) : 1;
+    for (int c = 0; c < calls; c++) {
+        if (MPQ_KERNEL(NULL, args, (int32_t)count, &result) != 0) return fail("the kernel returned an error");
+    }
     FILE *o = fopen(argv[2], "wb");
     if (!o) return fail("cannot open the output file");
     for (uint32_t i = 0; i < count; i++) {
