@@ -1,0 +1,95 @@
+"""ARM cost proxy until a board is at hand: executed instructions of one call of each layer's kernel
+under qemu-aarch64 (our TCG plugin, runtime/tools/insn_count.c), for the Raspberry Pi 4 (Cortex-A72,
+no dot product) and Pi 5 (Cortex-A76) builds, at W2A4, W4A4, W8A8 and float32, 1 thread.
+
+Run: .venv/bin/python benchmarks/kernels_arm.py [--quick]
+Writes benchmarks/results/kernels_arm.json and kernels_arm.md (--quick: out/kernels_arm_quick.*).
+Instruction counts are a cost proxy, weaker for out-of-order cores (both are) than for in-order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import markdown_table, save_rows  # noqa: E402
+
+from backend_tvm import harness  # noqa: E402
+from backend_tvm.kernels.fp import Conv2dSpec, schedule_conv2d  # noqa: E402
+from backend_tvm.kernels.qconv_schedule import schedule_qconv  # noqa: E402
+from backend_tvm.profile import random_args, with_width  # noqa: E402
+from backend_tvm.shapes import layer_specs, shape_key  # noqa: E402
+from boards.profile import load_board  # noqa: E402
+from frontend.model_io import load_unet  # noqa: E402
+from frontend.quant.swap import LayerPolicy  # noqa: E402
+from mpqdm.paths import DEFAULT_MODEL, REPO_ROOT, RESULTS  # noqa: E402
+
+CONFIGS = {"W2A4": (2, 4), "W4A4": (4, 4), "W8A8": (8, 8), "fp32": None}
+CPUS = {"cortex-a72": "rpi4", "cortex-a76": "rpi5"}
+
+
+def fp32_args(s, rng):
+    return [rng.normal(size=(s.n, s.h, s.w, s.c_in)).astype(np.float32),
+            rng.normal(size=(s.c_out, s.kh, s.kw, s.c_in)).astype(np.float32),
+            rng.normal(size=s.c_out).astype(np.float32), np.zeros((s.n, s.ho, s.wo, s.c_out), np.float32)]
+
+
+def count(spec, config: str, board, work: Path) -> int:
+    rng = np.random.default_rng(0)
+    if CONFIGS[config] is None:
+        fs = Conv2dSpec(spec.n, spec.h, spec.w, spec.c_in, spec.c_out, spec.kh, spec.kw, spec.stride, spec.pad)
+        mod, sym, args = schedule_conv2d(fs, name="kernel"), "kernel", fp32_args(fs, rng)
+    else:
+        w, a = CONFIGS[config]
+        q = with_width(spec, spec.c_out, w, a)
+        mod, sym, args = schedule_qconv(q, name="kernel"), "kernel", random_args(q, rng)
+    exe = harness.link([harness.compile_object(mod, board, work / "k.o")], board, sym, work / "harness")
+    return harness.count_instructions(exe, board, args, {len(args) - 1}, work)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="3 layers, for trying it out (writes under out/)")
+    args = ap.parse_args()
+    specs = {}
+    for name, s in layer_specs(load_unet(DEFAULT_MODEL)).items():
+        if LayerPolicy().kind(name) == "quant" and shape_key(s) not in {shape_key(v) for v in specs.values()}:
+            specs[name] = s
+    if args.quick:
+        specs = dict(list(specs.items())[:3])
+    rows = []
+    jobs = [(n, s, c, cpu) for n, s in specs.items() for c in CONFIGS for cpu in CPUS]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, s, config, cpu in tqdm(jobs, desc="qemu instruction counts"):
+            work = Path(tmp) / f"{len(rows)}"
+            work.mkdir()
+            rows.append({"layer": name, "model": "default", "shape": shape_key(s), "cpu": cpu, "config": config,
+                         "wbits": CONFIGS[config][0] if CONFIGS[config] else 32,
+                         "abits": CONFIGS[config][1] if CONFIGS[config] else 32,
+                         "instructions": count(s, config, load_board(CPUS[cpu]), work)})
+    summary = []
+    for cpu in CPUS:
+        tot = {c: sum(r["instructions"] for r in rows if r["cpu"] == cpu and r["config"] == c) for c in CONFIGS}
+        summary.append({"cpu": cpu, **{f"{c}_minstr": round(v / 1e6, 2) for c, v in tot.items()},
+                        "w2a4_over_w8a8": round(tot["W2A4"] / tot["W8A8"], 3),
+                        "target_w2a4_below_w8a8": "met" if tot["W2A4"] < tot["W8A8"] else "missed"})
+    out = (REPO_ROOT / "out" / "kernels_arm_quick") if args.quick else RESULTS / "kernels_arm"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_rows(out.with_suffix(".json"), rows, summary=summary, threads=1,
+              note="guest instructions of one kernel call under qemu-aarch64 (2 calls minus 1), summed per model")
+    out.with_suffix(".md").write_text(
+        "# Executed ARM instructions per layer (qemu-aarch64, 1 thread, default model)\n\n"
+        "Command: `.venv/bin/python benchmarks/kernels_arm.py`\n\n" + markdown_table(summary, list(summary[0]))
+        + "\n" + markdown_table(rows, ["layer", "shape", "cpu", "config", "instructions"]))
+    print(markdown_table(summary, list(summary[0])))
+
+
+if __name__ == "__main__":
+    main()
