@@ -10,9 +10,15 @@ TVM_VERSION = tvm.__version__
 Schedule = s_tir.Schedule
 
 
+SUPPORTED_KINDS = ("llvm", "cuda", "c")
+
+
 def target(d: dict) -> tvm.target.Target:
+    """A TVM target from a board profile's dict; unknown kinds name the supported ones."""
     if not isinstance(d, dict):
         raise TypeError(f"TVM 0.27 targets are dicts, got {d!r}")
+    if d.get("kind") not in SUPPORTED_KINDS:
+        raise ValueError(f"unsupported target kind {d.get('kind')!r}; supported: {', '.join(SUPPORTED_KINDS)}")
     return tvm.target.Target(d)
 
 

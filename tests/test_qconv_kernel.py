@@ -86,3 +86,8 @@ def test_bad_specs_name_the_problem():
         ConvSpec(1, 4, 4, 2, 4, groups=((4, 9),))
     with pytest.raises(ValueError, match="empty"):
         ConvSpec(1, 2, 2, 2, 4, 3, 3, groups=((4, 2),))
+
+
+def test_unknown_target_names_the_supported_ones():
+    with pytest.raises(ValueError, match="supported: llvm, cuda, c"):
+        target({"kind": "vulkan"})
