@@ -6,8 +6,24 @@ import torch
 from torch import nn
 
 from frontend.quant.swap import quant_targets
+from mpqdm.errors import UserError
 
 from .kernels.qconv import ConvSpec
+
+
+def check_supported(name: str, mod: nn.Module) -> None:
+    """The conv geometry our kernels implement; anything else is named."""
+    if not isinstance(mod, nn.Conv2d):
+        return
+    bad = {"groups": mod.groups != 1, "dilation": tuple(mod.dilation) != (1, 1),
+           "stride": mod.stride[0] != mod.stride[1], "padding": mod.padding[0] != mod.padding[1]
+           or isinstance(mod.padding, str), "padding_mode": mod.padding_mode != "zeros",
+           "kernel_size": mod.kernel_size[0] != mod.kernel_size[1]}
+    for attr, is_bad in bad.items():
+        if is_bad:
+            raise UserError(f"layer {name!r}: Conv2d with {attr}={getattr(mod, attr)!r} is not supported by the "
+                            "backend kernels (square kernels, equal strides and paddings, zero padding, "
+                            "dilation 1, groups 1). Possible solutions: keep this layer in floating point")
 
 
 def layer_specs(unet: nn.Module, groups_of=None, abits: int = 8) -> dict[str, ConvSpec]:
@@ -30,6 +46,7 @@ def layer_specs(unet: nn.Module, groups_of=None, abits: int = 8) -> dict[str, Co
         return fn
 
     for name, mod in quant_targets(unet).items():
+        check_supported(name, mod)
         hooks.append(mod.register_forward_pre_hook(hook(name, mod)))
     c = unet.config
     size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]

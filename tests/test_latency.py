@@ -74,3 +74,12 @@ def test_profile_bad_input(tiny_unet_dir, tmp_path):
         profile(tiny_unet_dir, "no-such-board", table_path=tmp_path / "x.json")
     with pytest.raises(UserError, match="1..8"):
         profile(tiny_unet_dir, "host", wbits=(9,), table_path=tmp_path / "x.json")
+
+
+def test_unsupported_conv_is_named(tiny_unet_dir):
+    from torch import nn
+
+    unet = load_unet(tiny_unet_dir)
+    unet.conv_in = nn.Conv2d(1, unet.conv_in.out_channels, 3, padding=2, dilation=2)
+    with pytest.raises(UserError, match="'conv_in'.*dilation"):
+        layer_specs(unet)
