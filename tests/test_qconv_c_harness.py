@@ -75,4 +75,4 @@ def test_instruction_count_of_one_call_grows_with_the_work(tmp_path):
         counts.append(harness.count_instructions(exe, board, random_args(spec, np.random.default_rng(h)),
                                                  {9}, work))
     assert counts[0] > 10_000
-    assert 1.6 < counts[1] / counts[0] < 2.4       # twice the rows, twice the instructions
+    assert 1.5 < counts[1] / counts[0] < 2.7       # twice the rows, about twice the instructions

@@ -83,6 +83,13 @@ def _code(wp, off: int, o: tirx.PrimExpr, k: tirx.PrimExpr, k_total: int, bits: 
     return v.astype("int32")
 
 
+def swar(spec: ConvSpec, bits: int) -> bool:
+    """Whether a group of `bits`-bit weights accumulates two pixels per 32-bit lane: a conv (not a
+    dense layer) whose largest sum, K (2^b - 1)(2^a - 1), fits in 16 bits."""
+    dense = spec.h == 1 and spec.w == 1
+    return not dense and spec.wo > 1 and spec.k * ((1 << bits) - 1) * ((1 << spec.abits) - 1) < 65536
+
+
 def qconv_compute(spec: ConvSpec, with_epilogue: bool = True):
     """TE graph; returns (inputs..., output) for te.create_prim_func."""
     s = spec
@@ -110,9 +117,28 @@ def qconv_compute(spec: ConvSpec, with_epilogue: bool = True):
             xpad(n, i * s.stride + r, j * s.stride + q, ci)
             * _code(wp, off, o, (r * s.kw + q) * s.c_in + ci, s.k, b), axis=[r, q, ci]), name=f"acc{g}")
 
+    def group_acc_pairs(g: int, off: int, n_g: int, b: int):
+        """Two neighbouring output pixels per 32-bit lane (SWAR): x0 + x1 * 2^16 times the code
+        accumulates both 16-bit sums at once; `swar(spec, b)` guarantees neither field overflows."""
+        r, q, ci = patch_axes()
+
+        def pair(n, i, jp):
+            j0, j1 = jp * 2, jp * 2 + 1
+            lo = xpad(n, i * s.stride + r, j0 * s.stride + q, ci)
+            hi = tirx.if_then_else(j1 < s.wo, xpad(n, i * s.stride + r, j1 * s.stride + q, ci), 0)
+            return (lo + hi * 65536).astype("uint32")
+
+        accp = te.compute((s.n, s.ho, (s.wo + 1) // 2, n_g), lambda n, i, jp, o: te.sum(
+            pair(n, i, jp) * _code(wp, off, o, (r * s.kw + q) * s.c_in + ci, s.k, b).astype("uint32"),
+            axis=[r, q, ci]), name=f"accp{g}")
+        return te.compute((s.n, s.ho, s.wo, n_g), lambda n, i, j, o: tirx.bitwise_and(tirx.shift_right(
+            accp[n, i, tirx.floordiv(j, 2), o], (tirx.floormod(j, 2) * 16).astype("uint32")),
+            tirx.const(0xFFFF, "uint32")).astype("int32"), name=f"acc{g}")
+
     accs, start, off = [], 0, 0
     for g, (n_g, b) in enumerate(s.groups):
-        accs.append((start, n_g, group_acc(g, off, n_g, b)))
+        make = group_acc_pairs if swar(s, b) else group_acc
+        accs.append((start, n_g, make(g, off, n_g, b)))
         start += n_g
         off += group_words(s.k, n_g, b)
     r, q, ci = patch_axes()

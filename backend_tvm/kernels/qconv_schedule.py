@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..packing import LANES
 from ..tvm_compat import Schedule, tvm
-from .qconv import ConvSpec, qconv_func
+from .qconv import ConvSpec, qconv_func, swar
 
 PIXELS = 4
 
@@ -29,11 +29,17 @@ def schedule_qconv(spec: ConvSpec, board=None, with_epilogue: bool = True, name:
     else:
         at, _ = sch.split(j, [None, tile])
         sch.parallel(sch.fuse(n, i))
-    for g, (n_g, _) in enumerate(spec.groups):
-        acc = sch.get_sblock(f"acc{g}", func_name=name)
+    for g, (n_g, b) in enumerate(spec.groups):
+        pix = tile
+        if swar(spec, b):      # the pair accumulator is computed; the per-pixel view is inlined
+            sch.compute_inline(sch.get_sblock(f"acc{g}", func_name=name))
+            acc = sch.get_sblock(f"accp{g}", func_name=name)
+            pix = -(-tile // 2)
+        else:
+            acc = sch.get_sblock(f"acc{g}", func_name=name)
         sch.compute_at(acc, at)
         # the loops compute_at made under `at` (TVM drops those of extent 1)
-        names = [k for k, e in (("pix", tile), ("o", n_g), ("r", spec.kh), ("q", spec.kw), ("ci", spec.c_in)) if e > 1]
+        names = [k for k, e in (("pix", pix), ("o", n_g), ("r", spec.kh), ("q", spec.kw), ("ci", spec.c_in)) if e > 1]
         loops = dict(zip(names, sch.get_loops(acc)[-len(names):], strict=True))
         if n_g % LANES or "pix" not in loops:
             continue                # ragged groups and single pixels keep the plain loop order
