@@ -63,9 +63,21 @@ def time_kernel(spec: ConvSpec, tgt: dict, repeats: int, min_repeat_ms: int, rng
     return med, float((np.percentile(t, 90) - np.percentile(t, 10)) / med)
 
 
+NAMED_MODELS = ("ddpm-cifar10",)
+
+
+def load_model(model) -> object:
+    """A diffusers folder, or 'ddpm-cifar10': that public architecture with random weights."""
+    if str(model) == "ddpm-cifar10":
+        from frontend.fp_model import ddpm_cifar10_unet
+
+        return ddpm_cifar10_unet()
+    return load_unet(model)
+
+
 def work_list(model_dir, wbits, abits, policy: LayerPolicy) -> list[tuple[str, ConvSpec, int, int, int]]:
     """Distinct (shape, wbits, abits, channels) jobs, each named by its first layer."""
-    specs = layer_specs(load_unet(model_dir))
+    specs = layer_specs(load_model(model_dir))
     jobs, seen = [], set()
     for name, s in specs.items():
         kind = policy.kind(name)

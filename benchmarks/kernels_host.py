@@ -37,13 +37,6 @@ MODELS = ("default", "ddpm-cifar10")
 QUICK_LAYERS = ("down_blocks.1.resnets.0.conv2", "down_blocks.1.resnets.0.conv_shortcut")
 TARGET_TEXT = "W4A4 and W2A4 median ratio <= 1.0"
 # google/ddpm-cifar10-32's UNet2DModel config (35.7M parameters); random weights, nothing downloaded
-DDPM_CIFAR10 = dict(
-    sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256), layers_per_block=2,
-    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), attention_head_dim=None,
-    downsample_padding=0, norm_num_groups=32, norm_eps=1e-6, flip_sin_to_cos=False, freq_shift=1,
-)
-DDPM_PARAMS = 35_746_307
 FP32_SCHEDULE = ("TVM topi.nn.conv2d_nhwc (HWIO weights), padding inlined; loops n,h,w,co,kh,kw,ci,cv: "
                  "n*h fused and parallel, output channels split by the vector width (cv, vectorized), "
                  "reduction decomposed; no tiling, no tuning")
@@ -73,15 +66,11 @@ class Shape:
 def model_shapes(model: str) -> list[Shape]:
     """Distinct conv shapes in forward order, each named by its first layer (imports torch: parent only)."""
     import torch
-    from diffusers import UNet2DModel
 
-    from frontend.fp_model import default_unet
+    from frontend.fp_model import ddpm_cifar10_unet, default_unet
 
     torch.manual_seed(0)
-    net = default_unet() if model == "default" else UNet2DModel(**DDPM_CIFAR10)
-    if model == "ddpm-cifar10":
-        n = sum(p.numel() for p in net.parameters())
-        assert n == DDPM_PARAMS, f"DDPM CIFAR-10 UNet has {n} parameters, expected {DDPM_PARAMS}"
+    net = default_unet() if model == "default" else ddpm_cifar10_unet()
     seen: dict[tuple, Shape] = {}
 
     def hook(name):

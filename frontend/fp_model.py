@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 # Sized for ~1 GFLOP per call or less and two hours of training on 2 CPU cores.
@@ -33,3 +34,22 @@ def default_unet(**overrides) -> UNet2DModel:
 
 def default_scheduler() -> DDPMScheduler:
     return DDPMScheduler(**SCHEDULER)
+
+
+# The public DDPM CIFAR-10 UNet configuration (google/ddpm-cifar10-32), for size and speed only:
+# built with random weights, nothing downloaded.
+DDPM_CIFAR10 = dict(
+    sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256), layers_per_block=2,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), attention_head_dim=None,
+    downsample_padding=0, norm_num_groups=32, norm_eps=1e-6, flip_sin_to_cos=False, freq_shift=1,
+)
+DDPM_CIFAR10_PARAMS = 35_746_307
+
+
+def ddpm_cifar10_unet(seed: int = 0) -> UNet2DModel:
+    torch.manual_seed(seed)
+    net = UNet2DModel(**DDPM_CIFAR10)
+    n = sum(p.numel() for p in net.parameters())
+    assert n == DDPM_CIFAR10_PARAMS, f"DDPM CIFAR-10 UNet has {n} parameters, expected {DDPM_CIFAR10_PARAMS}"
+    return net

@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("profile", help="time every kernel choice for a model's layer shapes on a board; "
                         "merge into boards/<board>/latency.json")
-    pr.add_argument("model", help="diffusers UNet2DModel folder or quantized export")
+    pr.add_argument("model", help="diffusers UNet2DModel folder, quantized export, or ddpm-cifar10 (that public "
+                    "configuration with random weights)")
     pr.add_argument("--board", default="host")
     pr.add_argument("--wbits", default="1,2,3,4,8", help="weight widths to time")
     pr.add_argument("--abits", default="4,8", help="activation widths to time")
