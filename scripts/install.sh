@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything mpqdm needs on a fresh Debian machine: the aarch64 cross toolchain and
-# qemu (apt), then a virtual environment .venv with the pinned Python packages (pip).
+# qemu, and the host C compiler for the kernel harness and the qemu plugin (apt), then a virtual environment .venv with the pinned Python packages (pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS="gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
+APT_PKGS="gcc libc6-dev gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
