@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs everything mpqdm needs on a fresh Debian machine: the aarch64 cross toolchain and
-# qemu, and the host C compiler for the kernel harness and the qemu plugin (apt), then a virtual environment .venv with the pinned Python packages (pip).
+# Installs everything mpqdm needs on a fresh Debian machine: with apt, the aarch64 cross toolchain,
+# qemu and the host C compiler (kernel harness, qemu plugin); then a virtual environment .venv with
+# the pinned Python packages (pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
