@@ -93,7 +93,8 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated CONFIG-VARIANT keys")
     args = ap.parse_args()
     out_json, out_md = RESULTS / "qat_ablation.json", RESULTS / "qat_ablation.md"
-    work = REPO_ROOT / "out" / "qat_ablation" / f"it{args.iterations}_b{args.batch}_r{args.lora_rank}"
+    # v2: scale-aware activation lr, weight lr scale 4e-4, steps kept positive
+    work = REPO_ROOT / "out" / "qat_ablation" / f"v2_it{args.iterations}_b{args.batch}_r{args.lora_rank}"
     same = {"iterations": args.iterations, "batch": args.batch, "samples": args.samples}
     rows = [r for r in load_rows(out_json)
             if r["samples"] == args.samples and r["batch"] == args.batch

@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--window", type=int, default=2, help="TRD window; one optimiser step per window")
     a.add_argument("--trd-weight", type=float, default=100.0, help="0: output distillation only")
     a.add_argument("--lora-rank", type=int, default=0, help="0: full QAT of the weights")
-    a.add_argument("--weight-lr-scale", type=float, default=1e-2, help="weight lr = this x mean weight step")
+    a.add_argument("--weight-lr-scale", type=float, default=4e-4, help="weight lr = this x mean weight step")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--ckpt-every", type=int, default=10)
     a.add_argument("--resume", action="store_true", help="continue the run in <out>.qat/")

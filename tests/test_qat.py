@@ -157,3 +157,16 @@ def test_bad_input(tiny_unet_dir, tmp_path):
         qat(tmp_path / "q1", tmp_path / "o4", cfg, PTQ, progress=False)
     qat(tmp_path / "q1", tmp_path / "q2", cfg, PTQ, teacher_dir=tiny_unet_dir, progress=False)
     assert (tmp_path / "q2" / "quant_export.json").is_file()
+
+
+def test_steps_stay_positive_after_an_optimiser_step(start):
+    from frontend.qat.config import keep_steps_positive
+    from frontend.quant.swap import quant_layers
+
+    q = copy.deepcopy(start[0].qunet)
+    layer = next(iter(quant_layers(q).values()))
+    with torch.no_grad():
+        layer.aq.step[0] = -0.01
+        layer.wq.step[1] = -0.02
+    keep_steps_positive(q)
+    assert layer.aq.step.min() > 0 and layer.wq.step.min() > 0

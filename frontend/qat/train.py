@@ -22,7 +22,7 @@ from ..quant.export import export
 from ..quant.ptq import PTQConfig, summary
 from ..quant.swap import set_step
 from ..sampling import ddim_schedule, ddim_step
-from .config import QATConfig, trainable
+from .config import QATConfig, keep_steps_positive, trainable
 from .dist import World, barrier, init_world, local_device, wrap
 from .lora import add_lora, merge_lora
 from .plot import plot_losses
@@ -169,6 +169,7 @@ def _trajectory(teacher, q, fwd, taps, x, sched, cfg: QATConfig, opt, lr_sched):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            keep_steps_positive(q)
             lr_sched.step()
             loss, f_fp, f_q = 0.0, [], []
         x = ddim_step(x, eps_fp, sched, i)
