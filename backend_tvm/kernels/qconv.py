@@ -90,8 +90,9 @@ def swar(spec: ConvSpec, bits: int) -> bool:
     return not dense and spec.wo > 1 and spec.k * ((1 << bits) - 1) * ((1 << spec.abits) - 1) < 65536
 
 
-def qconv_compute(spec: ConvSpec, with_epilogue: bool = True):
-    """TE graph; returns (inputs..., output) for te.create_prim_func."""
+def qconv_compute(spec: ConvSpec, with_epilogue: bool = True, allow_swar: bool = True):
+    """TE graph; returns (inputs..., output) for te.create_prim_func. `allow_swar=False` keeps one
+    pixel per lane (the CUDA schedule has no use for the pairs)."""
     s = spec
     x = te.placeholder((s.n, s.h, s.w, s.c_in), "uint8", name="X")
     wp = te.placeholder((s.words,), "uint32", name="Wp")
@@ -137,7 +138,7 @@ def qconv_compute(spec: ConvSpec, with_epilogue: bool = True):
 
     accs, start, off = [], 0, 0
     for g, (n_g, b) in enumerate(s.groups):
-        make = group_acc_pairs if swar(s, b) else group_acc
+        make = group_acc_pairs if allow_swar and swar(s, b) else group_acc
         accs.append((start, n_g, make(g, off, n_g, b)))
         start += n_g
         off += group_words(s.k, n_g, b)
@@ -164,6 +165,6 @@ def qconv_compute(spec: ConvSpec, with_epilogue: bool = True):
     return [x, wp, perm, sw, zw, colsum, bias, act, az, y], [a for _, _, a in accs] + [rowsum]
 
 
-def qconv_func(spec: ConvSpec, with_epilogue: bool = True):
-    args, _ = qconv_compute(spec, with_epilogue)
+def qconv_func(spec: ConvSpec, with_epilogue: bool = True, allow_swar: bool = True):
+    args, _ = qconv_compute(spec, with_epilogue, allow_swar)
     return te.create_prim_func(args)

@@ -17,7 +17,7 @@ MAX_THREADS = 1024
 def schedule_qconv_cuda(spec: ConvSpec, with_epilogue: bool = True, name: str = "qconv") -> tvm.IRModule:
     if spec.c_out > MAX_THREADS:
         raise ValueError(f"CUDA qconv: c_out {spec.c_out} exceeds {MAX_THREADS} threads per block")
-    mod = tvm.IRModule({name: qconv_func(spec, with_epilogue).with_attr("global_symbol", name)})
+    mod = tvm.IRModule({name: qconv_func(spec, with_epilogue, allow_swar=False).with_attr("global_symbol", name)})
     sch = Schedule(mod)
     y = sch.get_sblock("Y", func_name=name)
     n, i, j, c = sch.get_loops(y)
