@@ -53,9 +53,9 @@ def random_args(spec: ConvSpec, rng) -> list[np.ndarray]:
             np.ones(1, np.float32), np.zeros(1, np.int32), np.zeros((spec.n, spec.ho, spec.wo, c), np.float32)]
 
 
-def time_kernel(spec: ConvSpec, tgt: dict, repeats: int, min_repeat_ms: int, rng) -> tuple[float, float]:
-    """(median ms, spread = (p90 - p10) / median) of the scheduled kernel on this machine."""
-    ex = tvm.compile(schedule_qconv(spec), target=target(tgt))
+def time_kernel(spec: ConvSpec, board, repeats: int, min_repeat_ms: int, rng) -> tuple[float, float]:
+    """(median ms, spread = (p90 - p10) / median) of the board's kernel for `spec` on this machine."""
+    ex = tvm.compile(schedule_qconv(spec, board), target=target(board.tvm_target_dict()))
     args = [tensor(a) for a in random_args(spec, rng)]
     f = ex.mod.time_evaluator("qconv", tvm.cpu(), number=1, repeat=repeats, min_repeat_ms=min_repeat_ms)
     t = np.asarray(f(*args).results) * 1e3
@@ -112,7 +112,7 @@ def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFA
     rng = np.random.default_rng(0)
     entries = []
     for _name, s, w, a, ch in tqdm(jobs, desc=f"profile {board.name}", disable=not progress):
-        med, spread = time_kernel(with_width(s, ch, w, a), tgt, repeats, min_repeat_ms, rng)
+        med, spread = time_kernel(with_width(s, ch, w, a), board, repeats, min_repeat_ms, rng)
         entries.append({"op": "qconv", "shape": shape_key(s), "wbits": w, "abits": a, "threads": threads,
                         "channels": ch, "median_ms": round(med, 5), "spread": round(spread, 4), "repeats": repeats,
                         "build_id": build_id, "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})

@@ -49,7 +49,7 @@ def count(spec, config: str, board, work: Path) -> int:
     else:
         w, a = CONFIGS[config]
         q = with_width(spec, spec.c_out, w, a)
-        mod, sym, args = schedule_qconv(q, name="kernel"), "kernel", random_args(q, rng)
+        mod, sym, args = schedule_qconv(q, board, name="kernel"), "kernel", random_args(q, rng)
     exe = harness.link([harness.compile_object(mod, board, work / "k.o")], board, sym, work / "harness")
     return harness.count_instructions(exe, board, args, {len(args) - 1}, work)
 

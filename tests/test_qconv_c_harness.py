@@ -23,8 +23,8 @@ SLOW = [ConvSpec(1, 9, 6, 8, 7, 3, 3, 2, 1, ((2, 1), (3, 5), (2, 7)), 4),
         ConvSpec(1, 5, 5, 16, 6, groups=((6, 6),), abits=8)]
 
 
-def scheduled(spec: ConvSpec) -> tvm.IRModule:
-    return schedule_qconv(spec, with_epilogue=False)   # parallel loops exercise our parallel launch
+def scheduled(spec: ConvSpec, board) -> tvm.IRModule:
+    return schedule_qconv(spec, board, with_epilogue=False)   # parallel loops exercise our parallel launch
 
 
 def check(board_name: str, spec: ConvSpec, tmp_path, seed: int) -> None:
@@ -39,11 +39,11 @@ def check(board_name: str, spec: ConvSpec, tmp_path, seed: int) -> None:
               np.ones(spec.c_out, np.float32), zw, w_orig.astype(np.int64).sum(1).astype(np.int32),
               np.zeros(spec.c_out, np.float32), np.ones(1, np.float32), np.array([za], np.int32),
               np.zeros((spec.n, spec.ho, spec.wo, spec.c_out), np.int32)]
-    obj = harness.compile_object(scheduled(spec), board, tmp_path / "k.o")
-    if board_name == "rpi4":   # the Pi 4 build must not contain dot-product instructions
+    obj = harness.compile_object(scheduled(spec, board), board, tmp_path / "k.o")
+    if board_name in ("rpi4", "rpi5"):   # the Pi 4 build has no dot-product instruction, the Pi 5 build uses it
         dis = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(obj)], capture_output=True, text=True,
                              check=True).stdout
-        assert not any(f"\t{op}\t" in dis for op in ("sdot", "udot", "usdot"))
+        assert any(f"\t{op}\t" in dis for op in ("sdot", "udot", "usdot")) == (board_name == "rpi5")
     exe = harness.link([obj], board, "qconv", tmp_path / "harness")
     (y,) = harness.run(exe, board, arrays, {len(arrays) - 1}, tmp_path, threads=2)
     ref = qconv_int(x, rows, order, zw, za, spec.kh, spec.kw, spec.stride, spec.pad)

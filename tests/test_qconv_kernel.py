@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from backend_tvm.kernels.qconv import ConvSpec, qconv_func
-from backend_tvm.kernels.qconv_schedule import schedule_qconv
+from backend_tvm.kernels.qconv_schedule import dot_intrins, schedule_qconv
 from backend_tvm.packing import pack_layer
 from backend_tvm.reference import qconv_int
 from backend_tvm.tvm_compat import build, target, tensor, tvm
@@ -20,7 +20,16 @@ def random_layer(spec: ConvSpec, rng):
     return rows, order, zw.astype(np.int32)
 
 
-def run(spec: ConvSpec, rng, with_epilogue: bool, scheduled: bool = True):
+HOST_BOARD = load_board("host")
+SCHEDULES = ["dot", "portable", "plain"]
+
+
+def needs_dot(schedule: str) -> None:
+    if schedule == "dot" and dot_intrins(ConvSpec(1, 1, 1, 4, 8, groups=((8, 2),), abits=4), HOST_BOARD) is None:
+        pytest.skip(f"this host has no dot-product instruction we use (features: {HOST_BOARD.cpu_features})")
+
+
+def run(spec: ConvSpec, rng, with_epilogue: bool, scheduled: str = "dot"):
     x = rng.integers(0, 1 << spec.abits, size=(spec.n, spec.h, spec.w, spec.c_in), dtype=np.uint8)
     rows, order, zw = random_layer(spec, rng)
     za = int(rng.integers(0, 1 << spec.abits))
@@ -34,10 +43,12 @@ def run(spec: ConvSpec, rng, with_epilogue: bool, scheduled: bool = True):
     sa = np.array([0.05], np.float32)
     out_dtype = "float32" if with_epilogue else "int32"
     y = np.zeros((spec.n, spec.ho, spec.wo, spec.c_out), out_dtype)
-    if scheduled:   # our CPU schedule, for this machine's features
-        ex = tvm.compile(schedule_qconv(spec, with_epilogue=with_epilogue),
-                         target=target(load_board("host").tvm_target_dict()))
-    else:           # the plain loop nest
+    needs_dot(scheduled)
+    if scheduled != "plain":   # our CPU schedules: tensorised for this machine's features, or portable
+        board = HOST_BOARD if scheduled == "dot" else None
+        ex = tvm.compile(schedule_qconv(spec, board, with_epilogue=with_epilogue),
+                         target=target(HOST_BOARD.tvm_target_dict()))
+    else:                      # the plain loop nest
         ex = build(qconv_func(spec, with_epilogue), HOST, "qconv")
     args = [x, packed.words, perm, sw, zw, colsum, bias, sa, np.array([za], np.int32), y]
     targs = [tensor(a) for a in args]
@@ -56,17 +67,19 @@ SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("scheduled", [True, False], ids=["scheduled", "plain"])
+@pytest.mark.parametrize("scheduled", SCHEDULES)
 @pytest.mark.parametrize("spec", SHAPES, ids=lambda s: f"{s.kh}x{s.kw}s{s.stride}-{s.groups}-a{s.abits}")
 def test_integer_accumulators_exact(spec, scheduled):
     got, ref, *_ = run(spec, np.random.default_rng(hash(spec) % 2**32), False, scheduled)
     assert np.array_equal(got.astype(np.int64), ref)
 
 
+@pytest.mark.parametrize("scheduled", SCHEDULES[:2])
+@pytest.mark.parametrize("abits", [4, 8])
 @pytest.mark.parametrize("bits", range(1, 9))
-def test_every_weight_width(bits):
-    spec = ConvSpec(1, 4, 3, 5, 3, 3, 3, 1, 1, ((3, bits),), 4 if bits < 8 else 8)
-    got, ref, *_ = run(spec, np.random.default_rng(bits), with_epilogue=False)
+def test_every_weight_width(bits, abits, scheduled):
+    spec = ConvSpec(1, 4, 3, 5, 11, 3, 3, 1, 1, ((11, bits),), abits)
+    got, ref, *_ = run(spec, np.random.default_rng(bits * 10 + abits), False, scheduled)
     assert np.array_equal(got.astype(np.int64), ref)
 
 

@@ -5,18 +5,33 @@ accumulators are computed with the output channels' lanes innermost and vectoris
 LANES packed words serves LANES channels (the packing interleaves them), one shift and mask give
 their codes for one k, and the unrolled pixel loop reuses those codes PIXELS times. Rows (or row
 tiles) run in parallel. `schedule_qconv(spec, board)` returns an IRModule holding one PrimFunc.
+
+A board whose CPU has an integer dot product we use (AVX2 on x86-64, the Arm dot product) gets
+the tensorised kernel of qconv_dot.py instead; this plain schedule serves the rest (Cortex-A72).
 """
 
 from __future__ import annotations
 
 from ..packing import LANES
 from ..tvm_compat import Schedule, tvm
+from .dot_intrin import dot_intrin
 from .qconv import ConvSpec, qconv_func, swar
+from .qconv_dot import schedule_qconv_dot
 
 PIXELS = 4
 
 
+def dot_intrins(spec: ConvSpec, board) -> list[str] | None:
+    """The dot-product intrinsic of every group on this board, or None for the plain schedule."""
+    features = board.cpu_features if board is not None else ()
+    intrins = [dot_intrin(features, spec.abits, b) for _, b in spec.groups]
+    return None if None in intrins else intrins
+
+
 def schedule_qconv(spec: ConvSpec, board=None, with_epilogue: bool = True, name: str = "qconv") -> tvm.IRModule:
+    intrins = dot_intrins(spec, board)
+    if intrins is not None:
+        return schedule_qconv_dot(spec, intrins, with_epilogue, name)
     mod = tvm.IRModule({name: qconv_func(spec, with_epilogue).with_attr("global_symbol", name)})
     sch = Schedule(mod)
     y = sch.get_sblock("Y", func_name=name)

@@ -1,0 +1,121 @@
+"""Quantized conv on CPUs with an integer dot-product instruction (x86 AVX2, Arm dot product).
+
+Same arguments and result as kernels/qconv.py; the work is arranged for a 4-deep dot product:
+- Xp: the input with its padding (the zero code za) and c_in rounded up to 4 (zeros), so the 4
+  codes of one dot product are contiguous.
+- Wd_g: one tile of 8 output channels of group g decoded from the packed words into int8 [kq][8][4]
+  (minus an offset where 8-bit codes must fit int8). It is built inside the loop over channel
+  tiles, so only 8 x K bytes exist at a time: the packed weights are never expanded as a whole.
+- acc_g [N, Ho, Wo, 8 * tiles]: for each channel tile (parallel), every output pixel in tiles of
+  PIX pixels accumulated in registers by the dot intrinsic (dot_intrin.py).
+- rowsum and the epilogue as in qconv.py, one pass over the output whatever the number of groups.
+"""
+
+from __future__ import annotations
+
+from ..packing import group_words
+from ..tvm_compat import Schedule, te, tirx, tvm
+from . import dot_intrin
+from .qconv import ConvSpec, _code
+
+PIX = 4
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = True):
+    x = te.placeholder((s.n, s.h, s.w, s.c_in), "uint8", name="X")
+    wp = te.placeholder((s.words,), "uint32", name="Wp")
+    perm = te.placeholder((s.c_out,), "int32", name="perm")
+    sw = te.placeholder((s.c_out,), "float32", name="sw")
+    zw = te.placeholder((s.c_out,), "int32", name="zw")
+    colsum = te.placeholder((s.c_out,), "int32", name="colsum")
+    bias = te.placeholder((s.c_out,), "float32", name="bias")
+    act = te.placeholder((1,), "float32", name="act")
+    az = te.placeholder((1,), "int32", name="az")
+    c4 = _ceil(s.c_in, 4) * 4
+
+    def xp_value(n, i, j, c):
+        ii, jj = i - s.pad, j - s.pad
+        inside = tirx.all(ii >= 0, ii < s.h, jj >= 0, jj < s.w)
+        return tirx.if_then_else(c >= s.c_in, tirx.const(0, "uint8"),
+                                 tirx.if_then_else(inside, x[n, ii, jj, c], az[0].astype("uint8")))
+
+    xp = te.compute((s.n, s.h + 2 * s.pad, s.w + 2 * s.pad, c4), xp_value, name="Xp")
+
+    def decoded(g, off, n_g, b, intrin):
+        wdtype = "uint8" if intrin == dot_intrin.UDOT else "int8"
+        offset = dot_intrin.weight_offset(intrin, b)
+        cq = c4 // 4
+
+        def value(t, kq, lane, cc):
+            o = t * 8 + lane
+            rq, ci = tirx.floordiv(kq, cq), tirx.floormod(kq, cq) * 4 + cc
+            code = _code(wp, off, o, rq * s.c_in + ci, s.k, b) - offset
+            return tirx.if_then_else(tirx.all(o < n_g, ci < s.c_in), code, 0).astype(wdtype)
+
+        return te.compute((_ceil(n_g, 8), s.kh * s.kw * cq, 8, 4), value, name=f"Wd{g}")
+
+    accs, start, off = [], 0, 0
+    for g, (n_g, b) in enumerate(s.groups):
+        wd = decoded(g, off, n_g, b, intrins[g])
+        r, q = te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q")
+        cq, cc = te.reduce_axis((0, c4 // 4), "cq"), te.reduce_axis((0, 4), "cc")
+        acc = te.compute((s.n, s.ho, s.wo, _ceil(n_g, 8) * 8), lambda n, i, j, o: te.sum(
+            xp[n, i * s.stride + r, j * s.stride + q, cq * 4 + cc].astype("int32")
+            * wd[tirx.floordiv(o, 8), (r * s.kw + q) * (c4 // 4) + cq, tirx.floormod(o, 8), cc].astype("int32"),
+            axis=[r, q, cq, cc]), name=f"acc{g}")
+        accs.append((start, n_g, acc, dot_intrin.weight_offset(intrins[g], b)))
+        start += n_g
+        off += group_words(s.k, n_g, b)
+    r, q, c = te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q"), te.reduce_axis((0, c4), "c")
+    rowsum = te.compute((s.n, s.ho, s.wo), lambda n, i, j: te.sum(
+        xp[n, i * s.stride + r, j * s.stride + q, c].astype("int32"), axis=[r, q, c]), name="rowsum")
+
+    def corrected(n, i, j, ch):
+        p = perm[ch]
+        out = tirx.const(0, "int32")
+        for st, n_g, acc, offset in reversed(accs):
+            v = acc[n, i, j, p - st] + (offset * rowsum[n, i, j] if offset else 0)
+            out = tirx.if_then_else(tirx.all(p >= st, p < st + n_g), v, out)
+        za = az[0]
+        return out - za * colsum[ch] - zw[ch] * rowsum[n, i, j] + s.k * zw[ch] * za
+
+    if with_epilogue:
+        y = te.compute((s.n, s.ho, s.wo, s.c_out), lambda n, i, j, ch: corrected(n, i, j, ch).astype("float32")
+                       * (act[0] * sw[ch]) + bias[ch], name="Y")
+    else:
+        y = te.compute((s.n, s.ho, s.wo, s.c_out), corrected, name="Y")
+    return [x, wp, perm, sw, zw, colsum, bias, act, az, y]
+
+
+def schedule_qconv_dot(spec: ConvSpec, intrins: list[str], with_epilogue: bool = True,
+                       name: str = "qconv") -> tvm.IRModule:
+    func = te.create_prim_func(qconv_dot_compute(spec, intrins, with_epilogue))
+    sch = Schedule(tvm.IRModule({name: func.with_attr("global_symbol", name)}))
+    blk = lambda b: sch.get_sblock(b, func_name=name)  # noqa: E731
+    pix = next(p for p in (PIX, 2, 1) if spec.wo % p == 0)
+    n, i, j, c = sch.get_loops(blk("Xp"))
+    sch.parallel(sch.fuse(n, i))
+    sch.vectorize(c) if spec.c_in % 4 == 0 and spec.c_in <= 64 else None
+    for g in range(len(spec.groups)):
+        acc = blk(f"acc{g}")
+        n, i, j, o, r, q, cq, cc = sch.get_loops(acc)
+        ot, ol = sch.split(o, [None, 8])
+        jt, ji = sch.split(j, [None, pix])
+        sch.reorder(ot, n, i, jt, r, q, cq, ji, ol, cc)
+        sch.parallel(ot)
+        sch.compute_at(blk(f"Wd{g}"), ot)
+        local = sch.cache_write(acc, 0, "local")
+        sch.reverse_compute_at(local, jt)
+        init = sch.decompose_reduction(acc, r)
+        sch.vectorize(sch.get_loops(init)[-1])
+        sch.tensorize(ol, intrins[g])
+        sch.unroll(ji)
+    y = blk("Y")
+    n, i, j, c = sch.get_loops(y)
+    sch.parallel(sch.fuse(n, i))
+    sch.compute_at(blk("rowsum"), j)
+    return sch.mod
