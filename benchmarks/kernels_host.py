@@ -378,7 +378,10 @@ def run_notes(repeats: int, min_ms: int, tgt: dict) -> dict:
         "timing": f"median of {repeats} repeats, each the mean of enough calls to last >= {min_ms} ms "
                   "(TVM time_evaluator; ORT the same loop in Python over run_with_iobinding, after 2 warm-up runs)",
         "spread": "(p90 - p10) / median over the repeats",
-        "ours": "schedule_qconv(spec, host board) compiled for the host target; one group of all channels at wbits; "
+        "ours": "schedule_qconv(spec, host board) compiled for the host target: on AVX2 the tensorised kernel "
+                "(kernels/qconv_dot.py: weights decoded per 8-channel tile, 4-deep u8 x s8 dot by vpmaddubsw + "
+                "vpmaddwd, 4 pixels x 8 channels accumulated in registers; W7/W8 at A8 split odd and even k so "
+                "int16 pair sums cannot saturate, twice the work); one group of all channels at wbits; "
                 "random codes, symmetric weights (zero point 2^(wbits-1)), identity channel order",
         "ort_int8": ort,
         "tvm_fp32": FP32_SCHEDULE + "; measured once per (shape, threads)",

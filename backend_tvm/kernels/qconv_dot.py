@@ -8,7 +8,8 @@ Same arguments and result as kernels/qconv.py; the work is arranged for a 4-deep
   tiles, so only 8 x K bytes exist at a time: the packed weights are never expanded as a whole.
 - acc_g [N, Ho, Wo, 8 * tiles]: for each channel tile (parallel), every output pixel in tiles of
   PIX pixels accumulated in registers by the dot intrinsic (dot_intrin.py).
-- rowsum and the epilogue as in qconv.py, one pass over the output whatever the number of groups.
+- rowsum (the patch sums) from per-pixel channel sums, and the epilogue as in qconv.py: one pass
+  over the output whatever the number of groups.
 """
 
 from __future__ import annotations
@@ -70,9 +71,12 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
         accs.append((start, n_g, acc, dot_intrin.weight_offset(intrins[g], b)))
         start += n_g
         off += group_words(s.k, n_g, b)
-    r, q, c = te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q"), te.reduce_axis((0, c4), "c")
+    # the patch sum of every output pixel, from per-pixel channel sums: (kh kw + c_in / Ho Wo) adds each
+    c = te.reduce_axis((0, c4), "c")
+    xsum = te.compute(xp.shape[:3], lambda n, i, j: te.sum(xp[n, i, j, c].astype("int32"), axis=c), name="xsum")
+    r, q = te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q")
     rowsum = te.compute((s.n, s.ho, s.wo), lambda n, i, j: te.sum(
-        xp[n, i * s.stride + r, j * s.stride + q, c].astype("int32"), axis=[r, q, c]), name="rowsum")
+        xsum[n, i * s.stride + r, j * s.stride + q], axis=[r, q]), name="rowsum")
 
     def corrected(n, i, j, ch):
         p = perm[ch]
@@ -114,6 +118,8 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[str], with_epilogue: bool =
         sch.vectorize(sch.get_loops(init)[-1])
         sch.tensorize(ol, intrins[g])
         sch.unroll(ji)
+    n, i = sch.get_loops(blk("xsum"))[:2]
+    sch.parallel(sch.fuse(n, i))
     y = blk("Y")
     n, i, j, c = sch.get_loops(y)
     sch.parallel(sch.fuse(n, i))
