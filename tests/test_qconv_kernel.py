@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from backend_tvm.kernels.qconv import ConvSpec, qconv_func
+from backend_tvm.kernels import dot_intrin as dot_intrin_mod
+from backend_tvm.kernels.dot_intrin import dot_intrin
 from backend_tvm.kernels.qconv_schedule import dot_intrins, schedule_qconv
 from backend_tvm.packing import pack_layer
 from backend_tvm.reference import qconv_int
@@ -64,6 +66,8 @@ SHAPES = [
     ConvSpec(13, 1, 1, 33, 9, 1, 1, 1, 0, ((4, 5), (5, 6)), 8),           # dense [M, C] as 1x1 on 1x1 pixels
     ConvSpec(1, 6, 7, 24, 24, 3, 3, 1, 1, ((8, 3), (16, 2)), 4),          # vectorised groups, ragged pixel tile
     ConvSpec(10, 1, 1, 40, 16, groups=((16, 4),), abits=8),               # vectorised dense, ragged row tile
+    ConvSpec(1, 6, 5, 32, 16, 3, 3, 2, 1, ((8, 4), (8, 1)), 8),           # AVX2: 16-deep int16 pair sums at A8
+    ConvSpec(1, 5, 6, 16, 16, 3, 3, 1, 1, ((8, 3), (8, 2)), 4),           # AVX2: 16-deep, pixel tile of 2
 ]
 
 
@@ -81,6 +85,19 @@ def test_every_weight_width(bits, abits, scheduled):
     spec = ConvSpec(1, 4, 3, 5, 11, 3, 3, 1, 1, ((11, bits),), abits)
     got, ref, *_ = run(spec, np.random.default_rng(bits * 10 + abits), False, scheduled)
     assert np.array_equal(got.astype(np.int64), ref)
+
+
+def test_dot_intrinsic_choice_keeps_int16_sums_exact():
+    """The deepest int16 accumulation whose worst case fits: q quads x 2 (2^a - 1) max|w| <= 32767."""
+    avx2 = ("avx2", "fma")
+    assert dot_intrin(avx2, 4, 2, 64) == (dot_intrin_mod.DEEP[4], 4)
+    assert dot_intrin(avx2, 8, 4, 64) == (dot_intrin_mod.DEEP[4], 4)      # 4 * 2 * 255 * 15 = 30600
+    assert dot_intrin(avx2, 8, 5, 64) == (dot_intrin_mod.DEEP[2], 2)      # 2 * 2 * 255 * 31 = 31620
+    assert dot_intrin(avx2, 8, 6, 64) == (dot_intrin_mod.AVX2, 1)         # 2 * 255 * 63 = 32130
+    assert dot_intrin(avx2, 8, 8, 64) == (dot_intrin_mod.AVX2_SPLIT, 1)   # pairs would saturate
+    assert dot_intrin(avx2, 4, 2, 24) == (dot_intrin_mod.DEEP[2], 2)      # c_in holds whole calls only
+    assert dot_intrin(("neon", "dotprod"), 8, 8, 64) == (dot_intrin_mod.UDOT, 1)
+    assert dot_intrin(("neon",), 4, 2, 64) is None
 
 
 def test_float_epilogue():

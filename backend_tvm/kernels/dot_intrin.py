@@ -8,14 +8,16 @@ C is a register tile (scope "local", from cache_write). The description is share
 - "mpq_dot8x4_avx2_split": the same with odd and even k in separate vpmaddubsw calls (each pair
   holds one product, |product| <= 255 * 128 fits int16): exact for every 8-bit input, twice the work.
 - "mpq_dot8x4_udot": two Arm udot (u8 x u8 -> u32, 4 lanes each); weights are unsigned codes.
-`dot_intrin(board_features, abits, wbits)` picks one, or None where the plain loop must be used.
+- "mpq_dot8x8_avx2", "mpq_dot8x16_avx2": 2 or 4 quads per call, their int16 pair sums added
+  before one vpmaddwd (low-bit weights and activations leave room in int16).
+`dot_intrin(board_features, abits, wbits, c_in)` picks one, or None where the plain loop must be used.
 """
 
 from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from ..tvm_compat import s_tir
+from ..tvm_compat import s_tir, tirx
 
 LANES, DEPTH = 8, 4
 
@@ -92,22 +94,79 @@ def _udot(a: T.handle, b: T.handle, c: T.handle) -> None:
                 a16, B.vload([h * 4, 0], dtype="uint8x16"), dtype="uint32x4"), dtype="int32x4")
 
 
+def _deep_desc(q: int):
+    """C[i] += sum over q quads of A[4 kq + k] * B[kq, i, k]: q consecutive k-quads in one call."""
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4 * q,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (q, 8, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4 * q], B[0:q, 0:8, 0:4])
+            T.writes(C[0:8])
+            for kq, i, k in T.grid(q, 8, 4):
+                with T.sblock("update"):
+                    vi = T.axis.spatial(8, i)      # block vars in the conv's order: channel, then k
+                    vq = T.axis.reduce(q, kq)
+                    vk = T.axis.reduce(4, k)
+                    C[vi] = C[vi] + T.cast(A[vq * 4 + vk], "int32") * T.cast(B[vq, vi, vk], "int32")
+    return desc
+
+
+def _pair_sums(A, B, q: int):
+    """int16 pair sums of q quads added in int16 (vpaddw): exact while q 2 (2^a-1) max|w| <= 32767."""
+    total = None
+    for j in range(q):
+        a4 = tirx.reinterpret("int32", A.vload([4 * j], "uint8x4"))
+        p = tirx.call_llvm_pure_intrin("int16x16", "llvm.x86.avx2.pmadd.ub.sw",
+                                       tirx.reinterpret("uint8x32", tirx.Broadcast(a4, 8)),
+                                       B.vload([j, 0, 0], "int8x32"))
+        total = p if total is None else total + p
+    return total
+
+
+def _avx2_deep(q: int):
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4 * q,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (q, 8, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4 * q], B[0:q, 0:8, 0:4])
+            T.writes(C[0:8])
+            pairs = T.meta_var(_pair_sums(A, B, q))
+            C[T.ramp(T.int32(0), 1, 8)] += T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, T.int16x16(1), dtype="int32x8")
+    return impl
+
+
 AVX2, AVX2_SPLIT, UDOT = "mpq_dot8x4_avx2", "mpq_dot8x4_avx2_split", "mpq_dot8x4_udot"
+DEEP = {q: f"mpq_dot8x{4 * q}_avx2" for q in (2, 4)}
 s_tir.TensorIntrin.register(AVX2, _desc("int8"), _avx2)
 s_tir.TensorIntrin.register(AVX2_SPLIT, _desc("int8"), _avx2_split)
 s_tir.TensorIntrin.register(UDOT, _desc("uint8"), _udot)
+for _q, _name in DEEP.items():
+    s_tir.TensorIntrin.register(_name, _deep_desc(_q), _avx2_deep(_q))
 
 
 def weight_offset(intrin: str | None, wbits: int) -> int:
     """What the decoded weights subtract so they fit the intrinsic's int8 (8-bit codes on x86)."""
-    return 128 if intrin in (AVX2, AVX2_SPLIT) and wbits == 8 else 0
+    return 128 if intrin is not None and intrin != UDOT and wbits == 8 else 0
 
 
-def dot_intrin(features, abits: int, wbits: int) -> str | None:
+def dot_intrin(features, abits: int, wbits: int, c_in: int = 4) -> tuple[str, int] | None:
+    """(intrinsic, quads per call) for this CPU and widths, or None. On AVX2 the pair sums of up to
+    4 quads add in int16 (one vpmaddwd per 16 k instead of per 4) where they cannot overflow and
+    c_in holds whole calls: the low-bit configurations do less work per MAC."""
     f = set(features or ())
     if "dotprod" in f:
-        return UDOT
+        return UDOT, 1
     if "avx2" in f:
-        wmax = 128 if wbits == 8 else (1 << wbits) - 1
-        return AVX2 if 2 * ((1 << abits) - 1) * wmax <= 32767 else AVX2_SPLIT
+        pair = 2 * ((1 << abits) - 1) * (128 if wbits == 8 else (1 << wbits) - 1)
+        if pair > 32767:
+            return AVX2_SPLIT, 1
+        for q in (4, 2):
+            if q * pair <= 32767 and c_in % (4 * q) == 0:
+                return DEEP[q], q
+        return AVX2, 1
     return None

@@ -2,12 +2,12 @@
 
 Same arguments and result as kernels/qconv.py; the work is arranged for a 4-deep dot product:
 - Xp: the input with its padding (the zero code za) and c_in rounded up to 4 (zeros), so the 4
-  codes of one dot product are contiguous.
+  codes of one dot product are contiguous (the input itself where there is neither).
 - Wd_g: one tile of 8 output channels of group g decoded from the packed words into int8 [kq][8][4]
   (minus an offset where 8-bit codes must fit int8). It is built inside the loop over channel
   tiles, so only 8 x K bytes exist at a time: the packed weights are never expanded as a whole.
 - acc_g [N, Ho, Wo, 8 * tiles]: for each channel tile (parallel), every output pixel in tiles of
-  PIX pixels accumulated in registers by the dot intrinsic (dot_intrin.py).
+  PIX (8) pixels accumulated in registers by the dot intrinsic (dot_intrin.py).
 - rowsum (the patch sums) from per-pixel channel sums, and the epilogue as in qconv.py: one pass
   over the output whatever the number of groups.
 """
@@ -19,7 +19,7 @@ from ..tvm_compat import Schedule, te, tirx, tvm
 from . import dot_intrin
 from .qconv import ConvSpec, _code
 
-PIX = 4
+PIX = 8
 
 
 def _ceil(a: int, b: int) -> int:
@@ -27,6 +27,7 @@ def _ceil(a: int, b: int) -> int:
 
 
 def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = True):
+    """`intrins`: the intrinsic name of every group (dot_intrin.py)."""
     x = te.placeholder((s.n, s.h, s.w, s.c_in), "uint8", name="X")
     wp = te.placeholder((s.words,), "uint32", name="Wp")
     perm = te.placeholder((s.c_out,), "int32", name="perm")
@@ -44,7 +45,9 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
         return tirx.if_then_else(c >= s.c_in, tirx.const(0, "uint8"),
                                  tirx.if_then_else(inside, x[n, ii, jj, c], az[0].astype("uint8")))
 
-    xp = te.compute((s.n, s.h + 2 * s.pad, s.w + 2 * s.pad, c4), xp_value, name="Xp")
+    # no padding and whole quads (most 1x1 convs): the input itself serves
+    direct = s.pad == 0 and s.c_in == c4
+    xp = x if direct else te.compute((s.n, s.h + 2 * s.pad, s.w + 2 * s.pad, c4), xp_value, name="Xp")
 
     def decoded(g, off, n_g, b, intrin):
         wdtype = "uint8" if intrin == dot_intrin.UDOT else "int8"
@@ -95,28 +98,33 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
     return [x, wp, perm, sw, zw, colsum, bias, act, az, y]
 
 
-def schedule_qconv_dot(spec: ConvSpec, intrins: list[str], with_epilogue: bool = True,
+def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epilogue: bool = True,
                        name: str = "qconv") -> tvm.IRModule:
-    func = te.create_prim_func(qconv_dot_compute(spec, intrins, with_epilogue))
+    """`intrins`: (intrinsic, k-quads per call) of every group."""
+    func = te.create_prim_func(qconv_dot_compute(spec, [i for i, _ in intrins], with_epilogue))
     sch = Schedule(tvm.IRModule({name: func.with_attr("global_symbol", name)}))
     blk = lambda b: sch.get_sblock(b, func_name=name)  # noqa: E731
-    pix = next(p for p in (PIX, 2, 1) if spec.wo % p == 0)
-    n, i, j, c = sch.get_loops(blk("Xp"))
-    sch.parallel(sch.fuse(n, i))
-    sch.vectorize(c) if spec.c_in % 4 == 0 and spec.c_in <= 64 else None
+    pix = next(p for p in (PIX, 4, 2, 1) if spec.wo % p == 0)
+    if not (spec.pad == 0 and spec.c_in % 4 == 0):
+        n, i, j, c = sch.get_loops(blk("Xp"))
+        sch.parallel(sch.fuse(n, i))
+        if spec.c_in % 4 == 0 and spec.c_in <= 64:
+            sch.vectorize(c)
     for g in range(len(spec.groups)):
         acc = blk(f"acc{g}")
         n, i, j, o, r, q, cq, cc = sch.get_loops(acc)
         ot, ol = sch.split(o, [None, 8])
         jt, ji = sch.split(j, [None, pix])
-        sch.reorder(ot, n, i, jt, r, q, cq, ji, ol, cc)
+        intrin, quads = intrins[g]
+        cq, cqi = sch.split(cq, [None, quads])
+        sch.reorder(ot, n, i, jt, r, q, cq, ji, cqi, ol, cc)
         sch.parallel(ot)
         sch.compute_at(blk(f"Wd{g}"), ot)
         local = sch.cache_write(acc, 0, "local")
         sch.reverse_compute_at(local, jt)
         init = sch.decompose_reduction(acc, r)
         sch.vectorize(sch.get_loops(init)[-1])
-        sch.tensorize(ol, intrins[g])
+        sch.tensorize(cqi if quads > 1 else ol, intrin)
         sch.unroll(ji)
     n, i = sch.get_loops(blk("xsum"))[:2]
     sch.parallel(sch.fuse(n, i))
@@ -124,4 +132,6 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[str], with_epilogue: bool =
     n, i, j, c = sch.get_loops(y)
     sch.parallel(sch.fuse(n, i))
     sch.compute_at(blk("rowsum"), j)
+    if spec.c_out % 8 == 0:     # 8 channels a vector: the plan-order accumulators are gathered
+        sch.vectorize(sch.split(c, [None, 8])[1])
     return sch.mod
