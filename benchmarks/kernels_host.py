@@ -380,7 +380,8 @@ def run_notes(repeats: int, min_ms: int, tgt: dict) -> dict:
         "spread": "(p90 - p10) / median over the repeats",
         "ours": "schedule_qconv(spec, host board) compiled for the host target: on AVX2 the tensorised kernel "
                 "(kernels/qconv_dot.py: weights decoded per 8-channel tile, 4-deep u8 x s8 dot by vpmaddubsw + "
-                "vpmaddwd, 8 pixels x 8 channels accumulated in registers, int16 pair sums of up to 16 k added before vpmaddwd where they cannot overflow; W7/W8 at A8 split odd and even k so "
+                "vpmaddwd, 8 pixels x 8 channels accumulated in registers, int16 pair sums of up to 16 k added "
+                "before vpmaddwd where they cannot overflow; W7/W8 at A8 split odd and even k so "
                 "int16 pair sums cannot saturate, twice the work); one group of all channels at wbits; "
                 "random codes, symmetric weights (zero point 2^(wbits-1)), identity channel order",
         "ort_int8": ort,

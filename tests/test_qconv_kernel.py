@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from backend_tvm.kernels.qconv import ConvSpec, qconv_func
 from backend_tvm.kernels import dot_intrin as dot_intrin_mod
 from backend_tvm.kernels.dot_intrin import dot_intrin
+from backend_tvm.kernels.qconv import ConvSpec, qconv_func
 from backend_tvm.kernels.qconv_schedule import dot_intrins, schedule_qconv
 from backend_tvm.packing import pack_layer
 from backend_tvm.reference import qconv_int

@@ -2,7 +2,8 @@
 
     C[i] += sum_k int32(A[k]) * int32(B[i, k])      A: 4 activation codes (uint8), B: 8 lanes x 4 weights
 
-C is a register tile (scope "local", from cache_write). The description is shared; each implementation maps it to one CPU's instructions:
+C is a register tile (scope "local", from cache_write). The description is shared; each
+implementation maps it to one CPU's instructions:
 - "mpq_dot8x4_avx2": vpmaddubsw (u8 x s8, pairs summed to int16 with saturation) then vpmaddwd by
   ones (int32). Exact only when a pair sum cannot saturate: 2 (2^a - 1) max|w| <= 32767.
 - "mpq_dot8x4_avx2_split": the same with odd and even k in separate vpmaddubsw calls (each pair

@@ -26,6 +26,15 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _group_acc(s: ConvSpec, xp, wd, c4: int, n_g: int, g: int):
+    r, q = te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q")
+    cq, cc = te.reduce_axis((0, c4 // 4), "cq"), te.reduce_axis((0, 4), "cc")
+    return te.compute((s.n, s.ho, s.wo, _ceil(n_g, 8) * 8), lambda n, i, j, o: te.sum(
+        xp[n, i * s.stride + r, j * s.stride + q, cq * 4 + cc].astype("int32")
+        * wd[tirx.floordiv(o, 8), (r * s.kw + q) * (c4 // 4) + cq, tirx.floormod(o, 8), cc].astype("int32"),
+        axis=[r, q, cq, cc]), name=f"acc{g}")
+
+
 def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = True):
     """`intrins`: the intrinsic name of every group (dot_intrin.py)."""
     x = te.placeholder((s.n, s.h, s.w, s.c_in), "uint8", name="X")
@@ -64,13 +73,7 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
 
     accs, start, off = [], 0, 0
     for g, (n_g, b) in enumerate(s.groups):
-        wd = decoded(g, off, n_g, b, intrins[g])
-        r, q = te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q")
-        cq, cc = te.reduce_axis((0, c4 // 4), "cq"), te.reduce_axis((0, 4), "cc")
-        acc = te.compute((s.n, s.ho, s.wo, _ceil(n_g, 8) * 8), lambda n, i, j, o: te.sum(
-            xp[n, i * s.stride + r, j * s.stride + q, cq * 4 + cc].astype("int32")
-            * wd[tirx.floordiv(o, 8), (r * s.kw + q) * (c4 // 4) + cq, tirx.floormod(o, 8), cc].astype("int32"),
-            axis=[r, q, cq, cc]), name=f"acc{g}")
+        acc = _group_acc(s, xp, decoded(g, off, n_g, b, intrins[g]), c4, n_g, g)
         accs.append((start, n_g, acc, dot_intrin.weight_offset(intrins[g], b)))
         start += n_g
         off += group_words(s.k, n_g, b)
