@@ -121,6 +121,25 @@ def packed_bytes(k: int, groups) -> int:
     return 4 * (sum(group_words(k, n, b) for n, b in groups) + LANES)
 
 
+# What the artifact stores per quantized layer beside the packed words: a float32 step and an
+# int32 zero point per output channel. The allocator's memory budget counts exactly this.
+PER_CHANNEL_BYTES = 8
+
+
+def group_bytes(k: int, n: int, bits: int) -> int:
+    return 4 * group_words(k, n, bits)
+
+
+def layer_fixed_bytes(c_out: int) -> int:
+    """Bytes of a layer that do not depend on its bits: guard words, steps and zero points."""
+    return 4 * LANES + PER_CHANNEL_BYTES * c_out
+
+
+def layer_weight_bytes(k: int, groups) -> int:
+    """Everything the artifact stores for a quantized layer's weights (groups: [(channels, bits)])."""
+    return packed_bytes(k, groups) + PER_CHANNEL_BYTES * sum(n for n, _ in groups)
+
+
 def pack_layer(rows: np.ndarray, groups) -> PackedLayer:
     """rows [c_out, K] in plan order; groups [(channels, bits), ...] covering them in order."""
     groups = tuple((int(n), int(b)) for n, b in groups)

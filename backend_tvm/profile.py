@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from boards.latency import LatencyTable
+from boards.latency import LatencyTable, partial_width
 from boards.profile import load_board
 from frontend.model_io import load_unet
 from frontend.quant.swap import LayerPolicy
@@ -26,17 +26,12 @@ from mpqdm.machine import commit
 
 from .kernels.qconv import ConvSpec
 from .kernels.qconv_schedule import schedule_qconv
-from .packing import LANES, pack_layer
+from .packing import pack_layer
 from .shapes import layer_specs, shape_key
 from .tvm_compat import TVM_VERSION, target, tensor, tvm
 
 DEFAULT_WBITS = (1, 2, 3, 4, 8)
 DEFAULT_ABITS = (4, 8)
-
-
-def partial_width(c_out: int) -> int:
-    half = (c_out // 2) // LANES * LANES
-    return half if half >= LANES else max(1, c_out // 2)
 
 
 def with_width(spec: ConvSpec, channels: int, wbits: int, abits: int) -> ConvSpec:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mpqdm.io import write_json
 from mpqdm.machine import provenance
+from mpqdm.report import markdown_table  # noqa: F401  (the runners import it from here)
 
 
 def load_rows(path: Path) -> list[dict]:
@@ -18,12 +19,3 @@ def load_rows(path: Path) -> list[dict]:
 def save_rows(path: Path, rows: list[dict], **extra) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {**provenance(), **extra, "rows": rows})
-
-
-def markdown_table(rows: list[dict], cols: list[str]) -> str:
-    def fmt(v):
-        return f"{v:.2f}" if isinstance(v, float) else ("" if v is None else str(v))
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"

@@ -21,12 +21,19 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend_tvm.packing import LANES
 from mpqdm.errors import UserError
 from mpqdm.io import write_json
 
 FORMAT, VERSION = "mpqdm.latency", 1
 KEY = ("op", "shape", "wbits", "abits", "threads", "channels")
 FIELDS = KEY + ("median_ms", "spread", "repeats", "build_id", "measured")
+
+
+def partial_width(c_out: int) -> int:
+    """The second width timed per shape (half, rounded down to the kernels' 8-channel tile)."""
+    half = (c_out // 2) // LANES * LANES
+    return half if half >= LANES else max(1, c_out // 2)
 
 
 def _key(e: dict) -> tuple:

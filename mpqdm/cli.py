@@ -116,6 +116,29 @@ def _profile(args) -> None:
           f"{info['build_id']}) into {info['table']}: {info['total_entries']} entries")
 
 
+def _allocate(args) -> None:
+    from allocator.allocate import allocate, plot, report_rows, write_report
+    from allocator.ilp import Budgets
+    from mpqdm.io import ensure_writable_dir
+
+    budgets = Budgets(args.latency_ms, args.weight_memory_kb, args.avg_bits)
+    bits = tuple(int(b) for b in args.bits.split(","))
+    plan, sol, problems, _ = allocate(args.stats, args.board, budgets, args.abits, bits, args.group_size,
+                                      args.table, args.threads)
+    out = Path(args.out)
+    ensure_writable_dir(out.parent)
+    plan.save(out)
+    rows = report_rows(problems, sol)
+    stem = out.with_suffix("")
+    write_report(stem.with_suffix(".report.md"), rows, sol, budgets, args.board)
+    if args.pareto_points > 0:
+        plot(stem.with_suffix(".pareto.png"), stem.with_suffix(".bits.png"), problems, sol, budgets,
+             args.pareto_points, 2)
+    print(f"wrote {out} and {stem.with_suffix('.report.md')}: cost {sol.cost:.5g}, weight memory "
+          f"{sol.weight_bytes / 1024:.2f} KB, latency {sol.latency_ms:.4f} ms, average weight bits "
+          f"{sol.avg_bits:.3f}, solved in {sol.solve_s:.2f} s")
+
+
 def _stats(args) -> None:
     from frontend.device import pick_device
     from frontend.model_io import load_scheduler, load_unet, model_fingerprint
@@ -199,6 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--repeats", type=int, default=10)
     pr.add_argument("--table", help="latency table to merge into (default boards/<board>/latency.json)")
     pr.set_defaults(func=_profile)
+
+    al = sub.add_parser("allocate", help="ILP: bits per channel group under latency and memory budgets -> BitPlan")
+    al.add_argument("--stats", required=True, help="statistics JSON from mpqdm stats")
+    al.add_argument("--board", default="host")
+    al.add_argument("--latency-ms", type=float, help="budget per UNet call, quantized layers (board's table)")
+    al.add_argument("--weight-memory-kb", type=float, help="budget for the quantized layers' packed weights")
+    al.add_argument("--avg-bits", type=float, help="bound on the weight-weighted average bits")
+    al.add_argument("--abits", type=int, choices=(4, 8), help="fix activation bits (default: chosen per layer)")
+    al.add_argument("--bits", default="1,2,3,4,8", help="candidate weight bits")
+    al.add_argument("--group-size", type=int, help="channels per group (default: the board profile's)")
+    al.add_argument("--table", help="latency table (default boards/<board>/latency.json)")
+    al.add_argument("--threads", type=int, help="the table's thread count to use (default: the board's)")
+    al.add_argument("--pareto-points", type=int, default=5, help="solves per Pareto curve (0: no plots)")
+    al.add_argument("--out", default="out/plans/plan.json", help="BitPlan JSON; the report and plots go beside it")
+    al.set_defaults(func=_allocate)
 
     st = sub.add_parser("stats", help="channel statistics (kurtosis, per-bit costs, sensitivity) for the allocator")
     st.add_argument("model", help="diffusers UNet2DModel folder")

@@ -4,6 +4,7 @@
  "candidate_bits": [1..8], "abits": [4, 8], "calibration": {...},
  "layers": {name: {"kind": "conv2d" | "linear", "policy": "quant" | "w8a8" | "float",
                    "c_out", "c_in", "kernel", "stride", "padding", "weights_per_channel",
+                   "shape": the kernel shape key of the latency table (backend_tvm.shapes.shape_key),
                    "macs": MACs per UNet call (batch 1), "kurtosis": [c_out],
                    "cost": {"4": [[c_out] per candidate bit-width], "8": [...]},
                    "sensitivity": d|eps|^2 / d|layer output|^2}}}
@@ -31,7 +32,7 @@ from .quantizer import StepIndex
 from .ranges import init_layer
 from .swap import LayerPolicy, _set, quant_targets
 
-FORMAT, VERSION = "mpqdm.stats", 1
+FORMAT, VERSION = "mpqdm.stats", 2     # v2: "shape", for the allocator's latency lookups
 CANDIDATE_BITS = tuple(range(1, 9))
 
 
@@ -82,6 +83,11 @@ def channel_stats(unet: nn.Module, sha: str, alphas_cumprod, calib_cfg: CalibCon
     unet = unet.eval()
     calib = calibrate(unet, alphas_cumprod, calib_cfg, progress)
     macs = macs_per_call(unet)
+    from backend_tvm.shapes import layer_specs, shape_key
+
+    dev = next(unet.parameters()).device
+    shapes = {name: shape_key(spec) for name, spec in layer_specs(unet.cpu()).items()}
+    unet.to(dev)
     layers = {}
     targets = quant_targets(unet)
     for name, fp in tqdm(targets.items(), desc="stats", disable=not progress):
@@ -91,7 +97,7 @@ def channel_stats(unet: nn.Module, sha: str, alphas_cumprod, calib_cfg: CalibCon
         init_layer(layer, calib.layers[name], method, smoothing)
         entry = {"kind": "conv2d" if layer.is_conv else "linear", "policy": policy.kind(name),
                  "c_out": c_out, "c_in": fp.weight.shape[1],
-                 "weights_per_channel": fp.weight[0].numel(), "macs": macs[name],
+                 "weights_per_channel": fp.weight[0].numel(), "macs": macs[name], "shape": shapes[name],
                  "kurtosis": [round(float(k), 5) for k in kurtosis(layer.smoothed_weight())],
                  "cost": {str(a): channel_costs(layer, calib.layers[name], list(CANDIDATE_BITS), a,
                                                method).tolist() for a in (4, 8)},

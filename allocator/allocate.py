@@ -1,0 +1,126 @@
+"""`mpqdm allocate`: statistics + board latency table + budgets -> BitPlan and a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from boards.latency import LatencyTable
+from boards.profile import load_board
+from frontend.quant.stats import read_stats
+from mpqdm.errors import UserError
+from mpqdm.report import markdown_table
+
+from .bitplan import BitPlan, FloatLayer, Group, LayerPlan
+from .ilp import Budgets, Solution, layer_terms, solve
+from .problem import DEFAULT_BITS, LayerProblem, build
+
+
+def to_plan(stats: dict, problems: list[LayerProblem], sol: Solution, group_size: int) -> BitPlan:
+    layers = {}
+    for name, entry in stats["layers"].items():
+        if entry["policy"] == "float":
+            layers[name] = FloatLayer()
+    for p in problems:
+        a, bits = sol.choice[p.name]
+        groups, start = [], 0
+        for n, b in zip(p.sizes, bits, strict=True):
+            if groups and groups[-1][2] == b:            # bits never rise along the order: one run per width
+                groups[-1][1] += n
+            else:
+                groups.append([start, start + n, b])
+            start += n
+        layers[p.name] = LayerPlan(p.order, tuple(Group(*g) for g in groups), a)
+    layers = {name: layers[name] for name in stats["layers"]}   # the statistics' layer order
+    return BitPlan(stats["model"]["sha256"], stats["model"]["class"], group_size, bool(stats["smoothing"]), layers)
+
+
+def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = None, bits=DEFAULT_BITS,
+             group_size: int | None = None, table_path=None, threads: int | None = None, solver_threads: int = 2):
+    board = load_board(board_name)
+    table = LatencyTable.load(table_path or board.path / "latency.json", board.name)
+    stats = read_stats(stats_path)
+    for what, v in (("latency", budgets.latency_ms), ("weight memory", budgets.weight_kb),
+                    ("average bits", budgets.avg_bits)):
+        if v is not None and v <= 0:
+            raise UserError(f"the {what} budget must be positive, got {v:g}")
+    g = group_size or board.group_size
+    problems = build(stats, table, threads or board.threads, g, bits, (abits,) if abits else (4, 8))
+    sol = solve(problems, budgets, solver_threads)
+    return to_plan(stats, problems, sol, g), sol, problems, stats
+
+
+def report_rows(problems: list[LayerProblem], sol: Solution) -> list[dict]:
+    rows = []
+    for p in problems:
+        a, bits = sol.choice[p.name]
+        cost, nbytes, ms = layer_terms(p, a, bits)
+        mix = {}
+        for n, b in zip(p.sizes, bits, strict=True):
+            mix[b] = mix.get(b, 0) + n
+        rows.append({"layer": p.name, "c_out": p.c_out, "abits": a,
+                     "wbits": " ".join(f"{n}@{b}" for b, n in sorted(mix.items(), reverse=True)),
+                     "avg_wbits": round(sum(n * b for b, n in mix.items()) / p.c_out, 3),
+                     "cost": f"{cost:.4g}", "weight_kb": f"{nbytes / 1024:.2f}", "ms": f"{ms:.4f}"})
+    return rows
+
+
+def write_report(path: Path, rows: list[dict], sol: Solution, budgets: Budgets, board: str) -> None:
+    lines = [f"# Bit allocation for board {board}", "",
+             f"Predicted cost {sol.cost:.5g}; weight memory {sol.weight_bytes / 1024:.2f} KB"
+             f" (budget {budgets.weight_kb if budgets.weight_kb is not None else 'none'});"
+             f" latency {sol.latency_ms:.4f} ms per UNet call, quantized layers"
+             f" (budget {budgets.latency_ms if budgets.latency_ms is not None else 'none'});"
+             f" average weight bits {sol.avg_bits:.3f}; solved in {sol.solve_s:.2f} s.", "",
+             markdown_table(rows, list(rows[0]))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(path_pareto: Path, path_bits: Path, problems: list[LayerProblem], sol: Solution, budgets: Budgets,
+         points: int, threads: int) -> None:
+    """Predicted cost against latency and against weight memory over several budgets (each curve
+    tightens one budget from the plan's value down to the smallest feasible), and the chosen bits."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .ilp import _smallest
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, obj, scale, unit in ((axes[0], "latency_ms", "latency", 1.0, "ms per UNet call"),
+                                      (axes[1], "weight_kb", "memory", 1 / 1024, "weight KB")):
+        others = {k: v for k, v in vars(budgets).items() if k != key}
+        lo = _smallest(problems, obj, Budgets(**others), threads) * scale
+        hi = sol.latency_ms if obj == "latency" else sol.weight_bytes * scale
+        xs, ys = [], []
+        for v in np.linspace(lo, max(hi, lo), points):
+            try:
+                s = solve(problems, Budgets(**others, **{key: float(v) * (1 + 1e-9)}), threads)
+            except UserError:
+                continue
+            xs.append(s.latency_ms if obj == "latency" else s.weight_bytes * scale)
+            ys.append(s.cost)
+        ax.plot(xs, ys, "o-")
+        ax.set_xlabel(unit)
+        ax.set_ylabel("predicted cost")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path_pareto, dpi=110)
+    plt.close(fig)
+
+    widths = sorted({b for p in problems for a in p.cost for b in p.cost[a]})
+    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(problems)), 4))
+    bottom = np.zeros(len(problems))
+    for b in widths:
+        share = np.array([sum(n for n, bb in zip(p.sizes, sol.choice[p.name][1], strict=True) if bb == b) / p.c_out
+                          for p in problems])
+        ax.bar(range(len(problems)), share, bottom=bottom, label=f"{b} bits")
+        bottom += share
+    ax.set_xticks(range(len(problems)), [p.name for p in problems], rotation=90, fontsize=6)
+    ax.set_ylabel("share of output channels")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path_bits, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,161 @@
+"""The ILP (PuLP + the CBC solver its wheel bundles): one (activation bits, weight bits) choice per
+channel group, minimising the summed cost under the weight-memory, latency and average-bits budgets.
+
+    x[l,g,a,b] binary, sum_ab x = 1 per group; one activation width per layer (z[l,a]);
+    bits never increase along the kurtosis order; u[l,a,b] >= x[l,g,a,b] marks the widths used
+    memory  = sum fixed_bytes + sum gbytes[b][g] x                      <= M
+    latency = sum t0[a,b] u + sum n_g slope[a,b] x  (+ pinned layers)    <= L
+    avg     = sum n_g k b x / sum c_out k                                <= B
+An infeasible budget is named with the smallest value that can be met (a second solve).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import pulp
+
+from mpqdm.errors import UserError
+
+from .problem import LayerProblem
+
+
+@dataclass
+class Budgets:
+    latency_ms: float | None = None
+    weight_kb: float | None = None
+    avg_bits: float | None = None
+
+
+@dataclass
+class Solution:
+    choice: dict[str, tuple[int, list[int]]]     # layer -> (abits, bits per group)
+    cost: float
+    weight_bytes: int
+    latency_ms: float
+    avg_bits: float
+    solve_s: float
+
+
+def _choices(p: LayerProblem):
+    return [(a, b) for a in p.cost for b in p.cost[a]]
+
+
+def layer_terms(p: LayerProblem, abits: int, bits: list[int]) -> tuple[float, int, float]:
+    """(cost, weight bytes, latency ms) of one layer's choice: the plan-side recomputation."""
+    cost = sum(float(p.cost[abits][b][g]) for g, b in enumerate(bits))
+    nbytes = p.fixed_bytes + sum(int(p.gbytes[b][g]) for g, b in enumerate(bits))
+    lat = sum(p.t0[abits, b] for b in set(bits))
+    lat += sum(n * p.slope[abits, b] for n, b in zip(p.sizes, bits, strict=True))
+    return cost, nbytes, lat
+
+
+def totals(problems: list[LayerProblem], choice: dict) -> tuple[float, int, float, float]:
+    cost = nbytes = lat = wb = w = 0.0
+    for p in problems:
+        a, bits = choice[p.name]
+        c, m, t = layer_terms(p, a, bits)
+        cost, nbytes, lat = cost + c, nbytes + m, lat + t
+        wb += p.k * sum(n * b for n, b in zip(p.sizes, bits, strict=True))
+        w += p.k * p.c_out
+    return cost, int(nbytes), lat, wb / w
+
+
+class _Model:
+    def __init__(self, problems: list[LayerProblem], objective: str, budgets: Budgets):
+        self.problems = problems
+        self.m = pulp.LpProblem("mpqdm_bits", pulp.LpMinimize)
+        self.x, cost, mem, lat, wbits = {}, [], [], [], []
+        weights = sum(p.k * p.c_out for p in problems)
+        for li, p in enumerate(problems):
+            ch = _choices(p)
+            acts = sorted(p.cost)
+            z = {a: self.m.add_variable(f"z_{li}_{a}", cat="Binary") for a in acts}
+            self.m += pulp.lpSum(z.values()) == 1
+            u = {(a, b): self.m.add_variable(f"u_{li}_{a}_{b}", cat="Binary") for a, b in ch}
+            mem.append(p.fixed_bytes)
+            prev = None
+            for g, n in enumerate(p.sizes):
+                xs = {(a, b): self.m.add_variable(f"x_{li}_{g}_{a}_{b}", cat="Binary") for a, b in ch}
+                self.x[li, g] = xs
+                self.m += pulp.lpSum(xs.values()) == 1
+                for a in acts:
+                    self.m += pulp.lpSum(v for (aa, _), v in xs.items() if aa == a) == z[a]
+                for key, v in xs.items():
+                    self.m += u[key] >= v
+                    a, b = key
+                    cost.append(float(p.cost[a][b][g]) * v)
+                    mem.append(int(p.gbytes[b][g]) * v)
+                    lat.append(n * p.slope[a, b] * v)
+                    wbits.append(n * p.k * b / weights * v)
+                bits = pulp.lpSum(b * v for (_, b), v in xs.items())
+                if prev is not None:
+                    self.m += prev >= bits
+                prev = bits
+            lat += [p.t0[key] * u[key] for key in ch]
+        self.cost, self.mem = pulp.lpSum(cost), pulp.lpSum(mem)
+        self.lat, self.avg = pulp.lpSum(lat), pulp.lpSum(wbits)
+        self.m += {"cost": self.cost, "latency": self.lat, "memory": self.mem, "avg": self.avg}[objective]
+        if budgets.weight_kb is not None:
+            self.m += self.mem <= budgets.weight_kb * 1024
+        if budgets.latency_ms is not None:
+            self.m += self.lat <= budgets.latency_ms
+        if budgets.avg_bits is not None:
+            self.m += self.avg <= budgets.avg_bits
+
+    def solve(self, threads: int, time_limit: float | None) -> bool:
+        with warnings.catch_warnings():    # PuLP 3.3 warns that the bundled CBC goes away in 4.0 (pinned)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.m.solve(pulp.PULP_CBC_CMD(msg=False, threads=threads, timeLimit=time_limit, gapRel=1e-6))
+        return pulp.LpStatus[self.m.status] == "Optimal"
+
+    def choice(self) -> dict:
+        out = {}
+        for li, p in enumerate(self.problems):
+            picks = [max(self.x[li, g].items(), key=lambda kv: kv[1].value() or 0)[0] for g in range(len(p.sizes))]
+            out[p.name] = (picks[0][0], [b for _, b in picks])
+        return out
+
+
+def _smallest(problems, objective: str, budgets: Budgets, threads: int) -> float | None:
+    m = _Model(problems, objective, budgets)
+    if not m.solve(threads, None):
+        return None
+    return pulp.value(m.m.objective)
+
+
+def solve(problems: list[LayerProblem], budgets: Budgets, threads: int = 2,
+          time_limit: float | None = None) -> Solution:
+    t = time.perf_counter()
+    m = _Model(problems, "cost", budgets)
+    if not m.solve(threads, time_limit):
+        raise UserError(_infeasible(problems, budgets, threads))
+    choice = m.choice()
+    cost, nbytes, lat, avg = totals(problems, choice)
+    return Solution(choice, cost, nbytes, lat, avg, time.perf_counter() - t)
+
+
+def _infeasible(problems, budgets: Budgets, threads: int) -> str:
+    """Which budget cannot be met and the smallest value that can (with the other budgets, and alone)."""
+    msgs = []
+    for name, obj, value, unit, scale in (("latency", "latency", budgets.latency_ms, "ms per UNet call", 1.0),
+                                           ("weight memory", "memory", budgets.weight_kb, "KB", 1 / 1024),
+                                           ("average weight bits", "avg", budgets.avg_bits, "bits", 1.0)):
+        if value is None:
+            continue
+        others = Budgets(**{k: v for k, v in vars(budgets).items()
+                            if k != {"latency": "latency_ms", "memory": "weight_kb", "avg": "avg_bits"}[obj]})
+        with_others = _smallest(problems, obj, others, threads)
+        if with_others is not None and with_others * scale <= value * (1 + 1e-9):
+            continue
+        alone = _smallest(problems, obj, Budgets(), threads)
+        msg = f"{name} {value:g} {unit} cannot be met"
+        if with_others is not None:
+            msg += f"; the smallest with the other budgets is {with_others * scale:.6g} {unit}"
+        msg += f"; the smallest on its own is {alone * scale:.6g} {unit}"
+        msgs.append(msg)
+    if not msgs:
+        msgs.append("the budgets cannot be met together (each alone can)")
+    return "no plan fits: " + "; ".join(msgs) + ". Possible solutions: relax the named budget"

@@ -1,0 +1,102 @@
+"""The allocation problem: per quantized layer, channel groups in kurtosis order and, for every
+(activation bits, weight bits) choice, its cost, weight bytes and latency terms.
+
+- Groups: output channels sorted by descending kurtosis, cut into groups of G (the last may be
+  smaller). G must be a multiple of the kernels' channel tile (packing.LANES), so that the packed
+  size of a plan is the sum of its groups' sizes.
+- Cost of group g at (a, b): sensitivity x the summed per-channel output errors of the statistics.
+- Weight bytes, exactly as packed (backend_tvm.packing.layer_weight_bytes): the group's words at b
+  bits, plus per layer the guard words and a float32 step and int32 zero point per channel.
+- Latency (boards/latency.py): each width a layer uses pays its fixed cost t0_b once, each channel
+  its slope_b; a plan's widths run in one contiguous block each (bits never increase along the
+  kurtosis order), so this is the time of the kernel the plan compiles to.
+Layers the policy keeps at 8 bits are pinned (W8A8, their cost counted as constants); float layers
+are outside the problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backend_tvm.packing import LANES, group_bytes, layer_fixed_bytes
+from boards.latency import LatencyTable
+from boards.latency import partial_width as default_partial
+from mpqdm.errors import UserError
+
+DEFAULT_BITS = (1, 2, 3, 4, 8)
+
+
+@dataclass
+class LayerProblem:
+    name: str
+    shape: str                      # latency-table shape key
+    c_out: int
+    k: int                          # weights per output channel
+    order: tuple[int, ...]          # channels by descending kurtosis
+    sizes: tuple[int, ...]          # group sizes along `order`
+    pinned: tuple[int, int] | None  # (wbits, abits) of a pinned layer
+    # per abits: per bits: per group
+    cost: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+    gbytes: dict[int, np.ndarray] = field(default_factory=dict)       # per bits: per group
+    t0: dict[tuple[int, int], float] = field(default_factory=dict)    # (a, b) -> fixed ms
+    slope: dict[tuple[int, int], float] = field(default_factory=dict)  # (a, b) -> ms per channel
+
+    @property
+    def fixed_bytes(self) -> int:
+        return layer_fixed_bytes(self.c_out)
+
+
+def groups_of(kurt: list[float], group_size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    order = tuple(int(i) for i in np.argsort(-np.asarray(kurt, dtype=np.float64), kind="stable"))
+    n = len(order)
+    sizes = tuple(min(group_size, n - s) for s in range(0, n, group_size))
+    return order, sizes
+
+
+def fit_line(table: LatencyTable, shape: str, c_out: int, partial: int, a: int, b: int,
+             threads: int) -> tuple[float, float]:
+    """(t0, slope) from the full-width and partial-width timings; noise never makes either negative."""
+    full = table.time("qconv", shape, b, a, threads, c_out)
+    if partial == c_out:
+        return 0.0, full / c_out
+    part = table.time("qconv", shape, b, a, threads, partial)
+    slope = max((full - part) / (c_out - partial), 0.0)
+    return max(full - c_out * slope, 0.0), slope
+
+
+def build(stats: dict, table: LatencyTable, threads: int, group_size: int, bits=DEFAULT_BITS,
+          abits=(4, 8), partial_width=None) -> list[LayerProblem]:
+    partial_width = partial_width or default_partial
+    if group_size < 1 or group_size % LANES:
+        raise UserError(f"group size {group_size} is not a multiple of {LANES} (the kernels' channel tile). "
+                        f"Possible solutions: --group-size {max(LANES, group_size // LANES * LANES)}")
+    cand = stats["candidate_bits"]
+    missing = [b for b in bits if b not in cand]
+    if missing:
+        raise UserError(f"the statistics have no costs for {missing}-bit weights (they cover {cand}). "
+                        "Possible solutions: choose --bits among those, or re-run mpqdm stats")
+    out = []
+    for name, L in stats["layers"].items():
+        if L["policy"] == "float":
+            continue
+        order, sizes = groups_of(L["kurtosis"], group_size)
+        k = int(L["weights_per_channel"])
+        pinned = (8, 8) if L["policy"] == "w8a8" else None
+        p = LayerProblem(name, L["shape"], int(L["c_out"]), k, order, sizes, pinned)
+        widths = [8] if pinned else list(bits)
+        acts = [8] if pinned else list(abits)
+        bounds = np.cumsum((0,) + sizes)
+        for a in acts:
+            per_bit = np.asarray(L["cost"][str(a)], dtype=np.float64)[:, list(order)]
+            p.cost[a] = {b: L["sensitivity"] * np.add.reduceat(per_bit[cand.index(b)], bounds[:-1])
+                         for b in widths}
+            for b in widths:
+                p.t0[a, b], p.slope[a, b] = fit_line(table, L["shape"], p.c_out, partial_width(p.c_out), a, b,
+                                                     threads)
+        p.gbytes = {b: np.array([group_bytes(k, n, b) for n in sizes]) for b in widths}
+        out.append(p)
+    if not out:
+        raise UserError("the statistics hold no quantized layer")
+    return out

@@ -1,0 +1,199 @@
+"""The ILP bit allocator on small hand-written statistics and latency tables."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from allocator.bitplan import BitPlan, FloatLayer
+from allocator.ilp import Budgets, layer_terms, solve, totals
+from allocator.problem import build
+from backend_tvm.packing import layer_weight_bytes
+from boards.latency import LatencyTable, partial_width
+from frontend.quant.omq import omq_split
+from mpqdm.errors import UserError
+
+BITS = list(range(1, 9))
+
+
+def layer(c_out, k, costs4, kurt=None, policy="quant", shape=None, sens=1.0):
+    """costs4: [8 bits][c_out] (the same numbers serve 8-bit activations, halved)."""
+    costs4 = np.asarray(costs4, dtype=float)
+    return {"kind": "conv2d", "policy": policy, "c_out": c_out, "c_in": k, "weights_per_channel": k,
+            "macs": k * c_out, "shape": shape or f"n1_4x4x{k}-{c_out}_k1x1_s1_p0",
+            "kurtosis": list(kurt if kurt is not None else np.arange(c_out, 0, -1, dtype=float)),
+            "cost": {"4": costs4.tolist(), "8": (costs4 / 2).tolist()}, "sensitivity": sens}
+
+
+def stats(layers: dict) -> dict:
+    return {"format": "mpqdm.stats", "version": 2, "model": {"sha256": "ab" * 32, "class": "UNet2DModel"},
+            "method": "mse", "smoothing": True, "candidate_bits": BITS, "abits": [4, 8], "layers": layers}
+
+
+def table(st: dict, t0=0.01, slope=lambda a, b: 0.001 * b * a / 4, threads=2) -> LatencyTable:
+    t = LatencyTable("host")
+    entries = []
+    for L in st["layers"].values():
+        c = L["c_out"]
+        for a in (4, 8):
+            for b in BITS:
+                for n in {c, partial_width(c)}:
+                    entries.append({"op": "qconv", "shape": L["shape"], "wbits": b, "abits": a, "threads": threads,
+                                    "channels": n, "median_ms": t0 + n * slope(a, b), "spread": 0.0, "repeats": 1,
+                                    "build_id": "test", "measured": "now"})
+    t.merge(entries)
+    return t
+
+
+def costs_two_groups(g0, g1):
+    """16 channels, groups of 8: per-channel costs so each group sums to g0[b] / g1[b]."""
+    c = np.zeros((8, 16))
+    for b in BITS:
+        c[b - 1, :8] = g0.get(b, 100.0) / 8
+        c[b - 1, 8:] = g1.get(b, 100.0) / 8
+    return c
+
+
+def small(g0, g1):
+    st = stats({"l": layer(16, 64, costs_two_groups(g0, g1))})
+    return st, build(st, table(st), 2, 8, bits=(2, 4), abits=(4,))
+
+
+# fixed bytes 32 + 8 * 16 = 160; a group of 8 channels of K = 64 takes 64 * bits bytes
+def test_hand_checked_optimum_under_memory():
+    _, probs = small({2: 10, 4: 1}, {2: 5, 4: 4})
+    for kb_bytes, want, cost in ((700, [4, 4], 5), (600, [4, 2], 6), (500, [2, 2], 15)):
+        sol = solve(probs, Budgets(weight_kb=kb_bytes / 1024))
+        assert sol.choice["l"] == (4, want) and sol.cost == pytest.approx(cost)
+        assert sol.weight_bytes == 160 + sum(64 * b for b in want) <= kb_bytes
+
+
+def test_bits_never_rise_along_the_kurtosis_order():
+    _, probs = small({2: 1, 4: 0.9}, {2: 10, 4: 1})      # unconstrained, (2, 4) would be best
+    sol = solve(probs, Budgets(weight_kb=600 / 1024))
+    assert sol.choice["l"][1] == [4, 2]
+
+
+def test_latency_counts_a_fixed_cost_per_width_and_is_met_as_recomputed():
+    _, probs = small({2: 10, 4: 1}, {2: 5, 4: 4})
+    p = probs[0]
+    _, _, mixed = layer_terms(p, 4, [4, 2])
+    _, _, uniform = layer_terms(p, 4, [4, 4])
+    assert mixed == pytest.approx(p.t0[4, 4] + p.t0[4, 2] + 8 * (p.slope[4, 4] + p.slope[4, 2]))
+    assert uniform == pytest.approx(0.01 + 16 * 0.001 * 4)          # the table's full-width time
+    budget = (uniform + mixed) / 2 if uniform < mixed else uniform   # mixed costs an extra fixed term
+    sol = solve(probs, Budgets(latency_ms=budget))
+    assert totals(probs, sol.choice)[2] <= budget + 1e-12
+
+
+def test_infeasible_budgets_name_the_budget_and_the_smallest_value():
+    _, probs = small({2: 10, 4: 1}, {2: 5, 4: 4})
+    with pytest.raises(UserError, match=r"weight memory 0.3 KB cannot be met.*smallest on its own is 0.40625 KB"):
+        solve(probs, Budgets(weight_kb=0.3))
+    fastest = 0.01 + 16 * 0.001 * 2
+    with pytest.raises(UserError, match=rf"latency 0.001 ms per UNet call cannot be met.*on its own is {fastest:g}"):
+        solve(probs, Budgets(latency_ms=0.001))
+    with pytest.raises(UserError, match="average weight bits 1 bits cannot be met.*on its own is 2 bits"):
+        solve(probs, Budgets(avg_bits=1.0))
+
+
+def test_missing_latency_entry_is_named():
+    st = stats({"l": layer(16, 64, costs_two_groups({}, {}))})
+    t = table(st)
+    del t.entries[("qconv", st["layers"]["l"]["shape"], 3, 4, 2, 16)]
+    with pytest.raises(UserError, match="no entry op=qconv shape=n1_4x4x64-16_k1x1_s1_p0 wbits=3 abits=4"):
+        build(st, t, 2, 8, bits=(2, 3), abits=(4,))
+
+
+def test_pinned_and_float_layers_and_plan_round_trip(tmp_path):
+    from allocator.allocate import to_plan
+
+    rng = np.random.default_rng(0)
+    cost = np.sort(rng.uniform(0, 1, (8, 32)), axis=0)[::-1]
+    st = stats({"conv_in": layer(16, 9, cost[:, :16], policy="w8a8", shape="n1_8x8x1-16_k3x3_s1_p1"),
+                "mid": layer(32, 144, cost, kurt=rng.normal(size=32)),
+                "short": layer(32, 16, cost, policy="float")})
+    probs = build(st, table(st), 2, 16)
+    sol = solve(probs, Budgets(avg_bits=3.0))
+    plan = to_plan(st, probs, sol, 16)
+    assert isinstance(plan.layers["short"], FloatLayer)
+    assert [(g.wbits, plan.layers["conv_in"].abits) for g in plan.layers["conv_in"].groups] == [(8, 8)]
+    mid = plan.layers["mid"]
+    assert list(mid.order) == list(np.argsort(-np.asarray(st["layers"]["mid"]["kurtosis"]), kind="stable"))
+    path = tmp_path / "plan.json"
+    plan.save(path)
+    assert BitPlan.load(path) == plan
+    assert plan.avg_wbits({"conv_in": 9, "mid": 144}) == pytest.approx(sol.avg_bits) and sol.avg_bits <= 3.0
+
+
+def test_predicted_memory_is_what_the_packed_layers_take():
+    rng = np.random.default_rng(1)
+    cost = np.sort(rng.uniform(0, 1, (8, 40)), axis=0)[::-1]
+    st = stats({"a": layer(40, 27, cost, kurt=rng.normal(size=40)), "b": layer(24, 50, cost[:, :24])})
+    probs = build(st, table(st), 2, 8, bits=(1, 2, 3, 4, 8), abits=(4,))
+    sol = solve(probs, Budgets(avg_bits=2.5))
+    stored = sum(layer_weight_bytes(p.k, list(zip(p.sizes, sol.choice[p.name][1], strict=True))) for p in probs)
+    assert sol.weight_bytes == stored
+
+
+def test_omq_rule_is_the_special_case_of_n_plus_minus_one_at_average_n():
+    """Bits {n-1, n, n+1} with the average held at n force k groups up and k down: the ILP's best k
+    (whole groups) is OMQ's k searched over every multiple of the group size."""
+    rng = np.random.default_rng(2)
+    c_out, g, n = 48, 8, 2
+    kurt = rng.normal(size=c_out)
+    base = rng.uniform(0.5, 2, c_out) * (1 + np.argsort(np.argsort(-kurt)) / c_out)
+    cost = np.stack([base * 4.0 ** -b * rng.uniform(0.5, 1.5, c_out) for b in BITS])
+    st = stats({"l": layer(c_out, 32, cost, kurt=kurt)})
+    probs = build(st, table(st), 2, g, bits=(n - 1, n, n + 1), abits=(4,))
+    sol = solve(probs, Budgets(avg_bits=float(n)))
+    fr = [k / c_out for k in range(0, c_out // 2 + 1, g)]
+    omq = omq_split(torch.tensor(kurt), torch.tensor(cost), BITS, n, 4, group=g, fractions=fr)
+    assert list(probs[0].order) == list(omq.order)
+    assert [b for b in omq.bits_per_channel()] == [b for s, b in zip(probs[0].sizes, sol.choice["l"][1],
+                                                                      strict=True) for _ in range(s)]
+
+
+def test_group_size_must_fit_the_kernel_tile():
+    st = stats({"l": layer(16, 64, costs_two_groups({}, {}))})
+    with pytest.raises(UserError, match="multiple of 8"):
+        build(st, table(st), 2, 12)
+
+
+def test_stats_file_round_trip(tmp_path):
+    from frontend.quant.stats import read_stats, write_stats
+
+    st = stats({"l": layer(16, 64, costs_two_groups({}, {}))})
+    write_stats(st, tmp_path / "s.json")
+    assert read_stats(tmp_path / "s.json") == json.loads(json.dumps(st))
+
+
+def test_allocate_command_writes_plan_report_and_plots(tmp_path):
+    import subprocess
+    import sys
+
+    from frontend.quant.stats import write_stats
+
+    rng = np.random.default_rng(3)
+    cost = np.sort(rng.uniform(0, 1, (8, 32)), axis=0)[::-1]
+    st = stats({"a": layer(32, 72, cost, kurt=rng.normal(size=32)), "b": layer(16, 36, cost[:, :16])})
+    write_stats(st, tmp_path / "stats.json")
+    table(st).save(tmp_path / "lat.json")
+    out = tmp_path / "plans" / "p.json"
+
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "mpqdm.cli", "allocate", "--stats", str(tmp_path / "stats.json"),
+                               "--table", str(tmp_path / "lat.json"), "--out", str(out), "--abits", "4",
+                               "--pareto-points", "3", *extra], capture_output=True, text=True)
+
+    r = run("--weight-memory-kb", "4", "--latency-ms", "1")
+    assert r.returncode == 0, r.stderr
+    plan = BitPlan.load(out)
+    assert set(plan.layers) == {"a", "b"} and "weight memory" in r.stdout
+    for suffix in (".report.md", ".pareto.png", ".bits.png"):
+        assert out.with_suffix("").with_suffix(suffix).stat().st_size > 0
+    out.unlink()
+    r = run("--weight-memory-kb", "0.5")
+    assert r.returncode != 0 and "weight memory 0.5 KB cannot be met" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()                        # nothing written for an infeasible budget
