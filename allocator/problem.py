@@ -7,9 +7,9 @@
 - Cost of group g at (a, b): sensitivity x the summed per-channel output errors of the statistics.
 - Weight bytes, exactly as packed (backend_tvm.packing.layer_weight_bytes): the group's words at b
   bits, plus per layer the guard words and a float32 step and int32 zero point per channel.
-- Latency (boards/latency.py): each width a layer uses pays its fixed cost t0_b once, each channel
-  its slope_b; a plan's widths run in one contiguous block each (bits never increase along the
-  kurtosis order), so this is the time of the kernel the plan compiles to.
+- Latency: the model of boards/latency.py (LatencyTable.layer_ms): each width a layer uses pays
+  its fixed cost t0_b once, each channel its slope_b; a plan's widths run in one contiguous block
+  each (bits never increase along the kurtosis order), so this is the kernel the plan compiles to.
 Layers the policy keeps at 8 bits are pinned (W8A8, their cost counted as constants); float layers
 are outside the problem.
 """
@@ -55,17 +55,6 @@ def groups_of(kurt: list[float], group_size: int) -> tuple[tuple[int, ...], tupl
     return order, sizes
 
 
-def fit_line(table: LatencyTable, shape: str, c_out: int, partial: int, a: int, b: int,
-             threads: int) -> tuple[float, float]:
-    """(t0, slope) from the full-width and partial-width timings; noise never makes either negative."""
-    full = table.time("qconv", shape, b, a, threads, c_out)
-    if partial == c_out:
-        return 0.0, full / c_out
-    part = table.time("qconv", shape, b, a, threads, partial)
-    slope = max((full - part) / (c_out - partial), 0.0)
-    return max(full - c_out * slope, 0.0), slope
-
-
 def build(stats: dict, table: LatencyTable, threads: int, group_size: int, bits=DEFAULT_BITS,
           abits=(4, 8), partial_width=None) -> list[LayerProblem]:
     partial_width = partial_width or default_partial
@@ -93,8 +82,7 @@ def build(stats: dict, table: LatencyTable, threads: int, group_size: int, bits=
             p.cost[a] = {b: L["sensitivity"] * np.add.reduceat(per_bit[cand.index(b)], bounds[:-1])
                          for b in widths}
             for b in widths:
-                p.t0[a, b], p.slope[a, b] = fit_line(table, L["shape"], p.c_out, partial_width(p.c_out), a, b,
-                                                     threads)
+                p.t0[a, b], p.slope[a, b] = table.fit(L["shape"], p.c_out, partial_width(p.c_out), b, a, threads)
         p.gbytes = {b: np.array([group_bytes(k, n, b) for n in sizes]) for b in widths}
         out.append(p)
     if not out:

@@ -9,9 +9,11 @@ the allocator.
 An entry is keyed by (op, shape, wbits, abits, threads, channels); `channels` is how many output
 channels the timed kernel computed (the layer's c_out: full width; fewer: the partial width that
 gives the fixed cost). Merging replaces entries with the same key and keeps the others, so tables
-of several models share one file. Latency of a layer with a bit mix (DESIGN.md):
-    t = t0 + sum_b (n_b / c_out) * t_full(b),  with t(n) = t0 + n * slope_b fitted per width from
-    the full and the partial measurement, t0 averaged over the widths.
+of several models share one file. Latency of a layer with a bit mix: per width b, t(n) = t0_b +
+n * slope_b through the full and the partial measurement, and
+    t = sum over the widths used of t0_b + sum_b n_b * slope_b
+(a plan's channels of one width form one block: one kernel group, one fixed cost). A uniform layer
+gets exactly its full-width time. The allocator's ILP uses this model (allocator/problem.py).
 A missing entry is an error naming it; nothing is guessed.
 """
 
@@ -89,14 +91,20 @@ class LatencyTable:
                             f"mpqdm profile --board {self.board} --wbits {wbits} --abits {abits} MODEL")
         return float(e["median_ms"])
 
+    def fit(self, shape: str, c_out: int, partial: int, wbits: int, abits: int, threads: int,
+            op: str = "qconv") -> tuple[float, float]:
+        """(t0, slope) of t(n) = t0 + n * slope through the full- and partial-width timings; timing
+        noise never makes either negative."""
+        full = self.time(op, shape, wbits, abits, threads, c_out)
+        if partial == c_out:
+            return 0.0, full / c_out
+        part = self.time(op, shape, wbits, abits, threads, partial)
+        slope = max((full - part) / (c_out - partial), 0.0)
+        return max(full - c_out * slope, 0.0), slope
+
     def layer_ms(self, shape: str, c_out: int, partial: int, groups, abits: int, threads: int,
                  op: str = "qconv") -> float:
-        """Predicted time of one layer whose plan has `groups` [(channels, bits), ...]."""
-        fits = {}
-        for b in sorted({b for _, b in groups}):
-            full = self.time(op, shape, b, abits, threads, c_out)
-            part = self.time(op, shape, b, abits, threads, partial)
-            slope = (full - part) / (c_out - partial)
-            fits[b] = (full - c_out * slope, slope)
-        t0 = sum(f[0] for f in fits.values()) / len(fits)
-        return t0 + sum(n * fits[b][1] for n, b in groups)
+        """Predicted time of one layer whose plan has `groups` [(channels, bits), ...]: each width
+        used pays its fixed cost once (its channels run as one block), each channel its slope."""
+        fits = {b: self.fit(shape, c_out, partial, b, abits, threads, op) for b in {b for _, b in groups}}
+        return sum(t0 for t0, _ in fits.values()) + sum(n * fits[b][1] for n, b in groups)

@@ -76,8 +76,12 @@ def test_bits_never_rise_along_the_kurtosis_order():
 
 
 def test_latency_counts_a_fixed_cost_per_width_and_is_met_as_recomputed():
-    _, probs = small({2: 10, 4: 1}, {2: 5, 4: 4})
+    st, probs = small({2: 10, 4: 1}, {2: 5, 4: 4})
     p = probs[0]
+    t = table(st)
+    for bits in ([4, 2], [4, 4], [2, 2]):      # the ILP's terms are the latency table's model
+        groups = list(zip(p.sizes, bits, strict=True))
+        assert layer_terms(p, 4, bits)[2] == pytest.approx(t.layer_ms(p.shape, 16, 8, groups, 4, 2))
     _, _, mixed = layer_terms(p, 4, [4, 2])
     _, _, uniform = layer_terms(p, 4, [4, 4])
     assert mixed == pytest.approx(p.t0[4, 4] + p.t0[4, 2] + 8 * (p.slope[4, 4] + p.slope[4, 2]))

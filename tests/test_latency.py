@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from backend_tvm.profile import partial_width, profile, work_list
+from backend_tvm.profile import profile, work_list
 from backend_tvm.shapes import layer_specs, shape_key
-from boards.latency import LatencyTable
+from boards.latency import LatencyTable, partial_width
 from frontend.model_io import load_unet
 from frontend.quant.swap import LayerPolicy
 from mpqdm.errors import UserError
@@ -27,7 +27,8 @@ def test_latency_model_and_round_trip(tmp_path):
     t2 = LatencyTable.load(path, "host")
     assert t2.entries == t.entries
     got = t2.layer_ms("s", 64, 32, [(16, 4), (48, 2)], abits=4, threads=2)
-    assert got == pytest.approx(1.1 + 16 * 0.1 + 48 * 0.05)
+    assert got == pytest.approx(1.2 + 1.0 + 16 * 0.1 + 48 * 0.05)       # one fixed cost per width used
+    assert t2.layer_ms("s", 64, 32, [(64, 4)], abits=4, threads=2) == pytest.approx(1.2 + 0.1 * 64)
     with pytest.raises(UserError, match="no entry op=qconv shape=s wbits=3"):
         t2.layer_ms("s", 64, 32, [(64, 3)], abits=4, threads=2)
     with pytest.raises(UserError, match="not 'rpi4'"):

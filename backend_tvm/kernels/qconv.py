@@ -67,6 +67,27 @@ class ConvSpec:
         return sum(group_words(self.k, n, b) for n, b in self.groups) + LANES
 
 
+def qconv_inputs(s: ConvSpec):
+    """The kernel's input placeholders, in argument order (the output Y comes last)."""
+    return (te.placeholder((s.n, s.h, s.w, s.c_in), "uint8", name="X"),
+            te.placeholder((s.words,), "uint32", name="Wp"),
+            te.placeholder((s.c_out,), "int32", name="perm"),
+            te.placeholder((s.c_out,), "float32", name="sw"),
+            te.placeholder((s.c_out,), "int32", name="zw"),
+            te.placeholder((s.c_out,), "int32", name="colsum"),
+            te.placeholder((s.c_out,), "float32", name="bias"),
+            te.placeholder((1,), "float32", name="act"),
+            te.placeholder((1,), "int32", name="az"))
+
+
+def qconv_output(s: ConvSpec, corrected, sw, bias, act, with_epilogue: bool):
+    """Y: the corrected int32 accumulators, or (with the epilogue) their float rescale plus bias."""
+    if not with_epilogue:
+        return te.compute((s.n, s.ho, s.wo, s.c_out), corrected, name="Y")
+    return te.compute((s.n, s.ho, s.wo, s.c_out), lambda n, i, j, c: corrected(n, i, j, c).astype("float32")
+                      * (act[0] * sw[c]) + bias[c], name="Y")
+
+
 def _code(wp, off: int, o: tirx.PrimExpr, k: tirx.PrimExpr, k_total: int, bits: int) -> tirx.PrimExpr:
     """Code k of channel o of the group at word `off` (packing layout: [tile][word][lane]), as int32."""
     wpr = words_per_row(k_total, bits)
@@ -94,15 +115,7 @@ def qconv_compute(spec: ConvSpec, with_epilogue: bool = True, allow_swar: bool =
     """TE graph; returns (inputs..., output) for te.create_prim_func. `allow_swar=False` keeps one
     pixel per lane (the CUDA schedule has no use for the pairs)."""
     s = spec
-    x = te.placeholder((s.n, s.h, s.w, s.c_in), "uint8", name="X")
-    wp = te.placeholder((s.words,), "uint32", name="Wp")
-    perm = te.placeholder((s.c_out,), "int32", name="perm")
-    sw = te.placeholder((s.c_out,), "float32", name="sw")
-    zw = te.placeholder((s.c_out,), "int32", name="zw")
-    colsum = te.placeholder((s.c_out,), "int32", name="colsum")
-    bias = te.placeholder((s.c_out,), "float32", name="bias")
-    act = te.placeholder((1,), "float32", name="act")
-    az = te.placeholder((1,), "int32", name="az")
+    x, wp, perm, sw, zw, colsum, bias, act, az = qconv_inputs(s)
 
     def xpad(n, i, j, c):
         ii, jj = i - s.pad, j - s.pad
@@ -157,11 +170,7 @@ def qconv_compute(spec: ConvSpec, with_epilogue: bool = True, allow_swar: bool =
         za = az[0]
         return gathered(n, i, j, c) - za * colsum[c] - zw[c] * rowsum[n, i, j] + s.k * zw[c] * za
 
-    if not with_epilogue:
-        y = te.compute((s.n, s.ho, s.wo, s.c_out), corrected, name="Y")
-    else:
-        y = te.compute((s.n, s.ho, s.wo, s.c_out), lambda n, i, j, c: corrected(n, i, j, c).astype("float32")
-                       * (act[0] * sw[c]) + bias[c], name="Y")
+    y = qconv_output(s, corrected, sw, bias, act, with_epilogue)
     return [x, wp, perm, sw, zw, colsum, bias, act, az, y], [a for _, _, a in accs] + [rowsum]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from ..packing import group_words
 from ..tvm_compat import Schedule, te, tirx, tvm
 from . import dot_intrin
-from .qconv import ConvSpec, _code
+from .qconv import ConvSpec, _code, qconv_inputs, qconv_output
 
 PIX = 8
 
@@ -37,15 +37,7 @@ def _group_acc(s: ConvSpec, xp, wd, c4: int, n_g: int, g: int):
 
 def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = True):
     """`intrins`: the intrinsic name of every group (dot_intrin.py)."""
-    x = te.placeholder((s.n, s.h, s.w, s.c_in), "uint8", name="X")
-    wp = te.placeholder((s.words,), "uint32", name="Wp")
-    perm = te.placeholder((s.c_out,), "int32", name="perm")
-    sw = te.placeholder((s.c_out,), "float32", name="sw")
-    zw = te.placeholder((s.c_out,), "int32", name="zw")
-    colsum = te.placeholder((s.c_out,), "int32", name="colsum")
-    bias = te.placeholder((s.c_out,), "float32", name="bias")
-    act = te.placeholder((1,), "float32", name="act")
-    az = te.placeholder((1,), "int32", name="az")
+    x, wp, perm, sw, zw, colsum, bias, act, az = qconv_inputs(s)
     c4 = _ceil(s.c_in, 4) * 4
 
     def xp_value(n, i, j, c):
@@ -93,11 +85,7 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
         za = az[0]
         return out - za * colsum[ch] - zw[ch] * rowsum[n, i, j] + s.k * zw[ch] * za
 
-    if with_epilogue:
-        y = te.compute((s.n, s.ho, s.wo, s.c_out), lambda n, i, j, ch: corrected(n, i, j, ch).astype("float32")
-                       * (act[0] * sw[ch]) + bias[ch], name="Y")
-    else:
-        y = te.compute((s.n, s.ho, s.wo, s.c_out), corrected, name="Y")
+    y = qconv_output(s, corrected, sw, bias, act, with_epilogue)
     return [x, wp, perm, sw, zw, colsum, bias, act, az, y]
 
 
