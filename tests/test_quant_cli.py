@@ -34,7 +34,7 @@ def test_quantize_stats_and_eval_on_export(tiny_unet_dir, tmp_path):
     sums = [sum(row) for row in conv["cost"]["8"]]
     assert sums[0] > sums[3] > sums[7] >= 0
     assert conv["macs"] == 8 * 8 * 9 * 32 * 32 and conv["sensitivity"] > 0
-    assert conv["shape"] == "n1_8x8x32-32_k3x3_s1_p1"     # the latency table's key for the allocator
+    assert conv["shape"] == "n1_32x32x8-8_k3x3_s1_p1"     # the latency table's key for the allocator
 
 
 def test_bad_inputs_are_named(tiny_unet_dir, tmp_path):
