@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pulp
 
+from boards.latency import mix_ms
 from mpqdm.errors import UserError
 
 from .problem import LayerProblem
@@ -47,8 +48,7 @@ def layer_terms(p: LayerProblem, abits: int, bits: list[int]) -> tuple[float, in
     """(cost, weight bytes, latency ms) of one layer's choice: the plan-side recomputation."""
     cost = sum(float(p.cost[abits][b][g]) for g, b in enumerate(bits))
     nbytes = p.fixed_bytes + sum(int(p.gbytes[b][g]) for g, b in enumerate(bits))
-    lat = sum(p.t0[abits, b] for b in set(bits))
-    lat += sum(n * p.slope[abits, b] for n, b in zip(p.sizes, bits, strict=True))
+    lat = mix_ms({b: (p.t0[abits, b], p.slope[abits, b]) for b in set(bits)}, list(zip(p.sizes, bits, strict=True)))
     return cost, nbytes, lat
 
 

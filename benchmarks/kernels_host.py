@@ -342,11 +342,9 @@ def main() -> None:
         old = json.loads(path.read_text())
         rows, summary = old["rows"], summarize(old["rows"])
         notes = run_notes(old["repeats"], old["min_repeat_ms"], old["target"])
-        keep = {k: old[k] for k in ("tvm_version", "onnxruntime_version", "target", "repeats", "min_repeat_ms")}
-        save_rows(path, rows, **keep, notes=notes, summary=summary)
-        saved = json.loads(path.read_text())
-        saved.update({k: old[k] for k in ("machine", "commit", "command")})
-        path.write_text(json.dumps(saved, indent=1))
+        keep = {k: old[k] for k in ("machine", "commit", "command", "tvm_version", "onnxruntime_version", "target",
+                                    "repeats", "min_repeat_ms")}
+        save_rows(path, rows, **keep, notes=notes, summary=summary)   # keep overrides today's provenance
         write_markdown(path.with_suffix(".md"), rows, summary, old["machine"], old["command"], notes)
         return None
     models, threads = args.models.split(","), [int(t) for t in args.threads.split(",")]

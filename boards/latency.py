@@ -107,4 +107,9 @@ class LatencyTable:
         """Predicted time of one layer whose plan has `groups` [(channels, bits), ...]: each width
         used pays its fixed cost once (its channels run as one block), each channel its slope."""
         fits = {b: self.fit(shape, c_out, partial, b, abits, threads, op) for b in {b for _, b in groups}}
-        return sum(t0 for t0, _ in fits.values()) + sum(n * fits[b][1] for n, b in groups)
+        return mix_ms(fits, groups)
+
+
+def mix_ms(fits: dict[int, tuple[float, float]], groups) -> float:
+    """The latency model: `fits` maps each width used to (t0, slope); groups [(channels, bits), ...]."""
+    return sum(fits[b][0] for b in {b for _, b in groups}) + sum(n * fits[b][1] for n, b in groups)
