@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from boards.latency import LatencyTable
+from backend_tvm.packing import layer_weight_bytes
+from boards.latency import LatencyTable, partial_width
 from boards.profile import load_board
 from frontend.quant.stats import read_stats
 from mpqdm.errors import UserError
@@ -34,6 +35,22 @@ def to_plan(stats: dict, problems: list[LayerProblem], sol: Solution, group_size
         layers[p.name] = LayerPlan(p.order, tuple(Group(*g) for g in groups), a)
     layers = {name: layers[name] for name in stats["layers"]}   # the statistics' layer order
     return BitPlan(stats["model"]["sha256"], stats["model"]["class"], group_size, bool(stats["smoothing"]), layers)
+
+
+def plan_totals(plan: BitPlan, stats: dict, table: LatencyTable, threads: int) -> tuple[int, float, float]:
+    """Weight bytes (as packed), latency ms per UNet call and average weight bits of a written plan's
+    quantized layers, from the plan alone (not from the ILP): what a budget is checked against."""
+    nbytes, ms, wbits, weights = 0, 0.0, 0, 0
+    for name, p in plan.layers.items():
+        if not isinstance(p, LayerPlan):
+            continue
+        L = stats["layers"][name]
+        groups = [(g.stop - g.start, g.wbits) for g in p.groups]
+        nbytes += layer_weight_bytes(L["weights_per_channel"], groups)
+        ms += table.layer_ms(L["shape"], p.c_out, partial_width(p.c_out), groups, p.abits, threads)
+        wbits += L["weights_per_channel"] * sum(n * b for n, b in groups)
+        weights += L["weights_per_channel"] * p.c_out
+    return nbytes, ms, wbits / max(weights, 1)
 
 
 def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = None, bits=DEFAULT_BITS,

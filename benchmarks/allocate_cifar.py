@@ -19,11 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import markdown_table, save_rows  # noqa: E402
 
-from allocator.bitplan import BitPlan, LayerPlan  # noqa: E402
+from allocator.bitplan import BitPlan  # noqa: E402
 from allocator.ilp import Budgets, solve, totals  # noqa: E402
 from allocator.problem import build  # noqa: E402
-from backend_tvm.packing import layer_weight_bytes  # noqa: E402
-from boards.latency import LatencyTable, partial_width  # noqa: E402
+from boards.latency import LatencyTable  # noqa: E402
 from boards.profile import load_board  # noqa: E402
 from frontend.quant.stats import read_stats  # noqa: E402
 from mpqdm.paths import REPO_ROOT, RESULTS  # noqa: E402
@@ -42,21 +41,8 @@ def prepare() -> None:
                         "--calib-steps", "4", "--out", str(STATS)], check=True, cwd=REPO_ROOT)
 
 
-def recompute(plan: BitPlan, stats: dict, table: LatencyTable, threads: int) -> tuple[int, float]:
-    """Weight bytes and latency of the written plan, from the plan alone (not from the ILP)."""
-    nbytes, ms = 0, 0.0
-    for name, p in plan.layers.items():
-        if not isinstance(p, LayerPlan):
-            continue
-        L = stats["layers"][name]
-        groups = [(g.stop - g.start, g.wbits) for g in p.groups]
-        nbytes += layer_weight_bytes(L["weights_per_channel"], groups)
-        ms += table.layer_ms(L["shape"], p.c_out, partial_width(p.c_out), groups, p.abits, threads)
-    return nbytes, ms
-
-
 def main() -> None:
-    from allocator.allocate import to_plan
+    from allocator.allocate import plan_totals, to_plan
 
     prepare()
     board = load_board("host")
@@ -75,7 +61,7 @@ def main() -> None:
         path = REPO_ROOT / "out" / "plans" / "ddpm-cifar10-random.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         plan.save(path)
-        nbytes, ms = recompute(BitPlan.load(path), stats, table, board.threads)
+        nbytes, ms, _ = plan_totals(BitPlan.load(path), stats, table, board.threads)
         rows.append({"run": run, "layers": len(problems), "groups": sum(len(p.sizes) for p in problems),
                      "choices_per_group": len(BITS), "build_s": round(build_s, 2), "solve_s": round(sol.solve_s, 2),
                      "weight_kb_budget": round(budgets.weight_kb, 2), "weight_kb_plan": round(nbytes / 1024, 2),

@@ -16,6 +16,7 @@ def load_rows(path: Path) -> list[dict]:
     return []
 
 
-def save_rows(path: Path, rows: list[dict], **extra) -> None:
+def save_rows(path: Path, rows: list[dict] | None, **extra) -> None:
+    """{machine, commit, command, **extra, rows}; rows None: a file whose lists are named in `extra`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {**provenance(), **extra, "rows": rows})
+    write_json(path, {**provenance(), **extra, **({} if rows is None else {"rows": rows})})
