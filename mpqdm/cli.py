@@ -116,6 +116,15 @@ def _profile(args) -> None:
           f"{info['build_id']}) into {info['table']}: {info['total_entries']} entries")
 
 
+def _compile(args) -> None:
+    from backend_tvm.compile import compile_export
+
+    info = compile_export(args.export, args.board, args.out, args.steps)
+    print(f"{args.out}: {info['kernel_calls']} kernel calls, {info['kernels']} kernels ({info['library']}), "
+          f"artifact {info['artifact_kb']} KB, peak activations {info['peak_activation_kb']} KB "
+          f"(fp32 weights {info['fp32_weights_kb']} KB); report: {args.out}/report.md")
+
+
 def _allocate(args) -> None:
     from allocator.allocate import allocate, plot, report_rows, write_report
     from allocator.ilp import Budgets
@@ -222,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--repeats", type=int, default=10)
     pr.add_argument("--table", help="latency table to merge into (default boards/<board>/latency.json)")
     pr.set_defaults(func=_profile)
+
+    co = sub.add_parser("compile", help="lower a quantized export to a static plan, compile its kernels for a "
+                        "board, write the artifact")
+    co.add_argument("export", help="quantized export folder (mpqdm quantize / qat)")
+    co.add_argument("--board", required=True, help="board profile name or board.toml path")
+    co.add_argument("-o", "--out", required=True, help="output folder (replaced only when complete)")
+    co.add_argument("--steps", type=int, help="sampling steps (default: the export's; per-step activation "
+                    "parameters are resampled to the nearest trained step)")
+    co.set_defaults(func=_compile)
 
     al = sub.add_parser("allocate", help="ILP: bits per channel group under latency and memory budgets -> BitPlan")
     al.add_argument("--stats", required=True, help="statistics JSON from mpqdm stats")

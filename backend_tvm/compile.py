@@ -1,0 +1,117 @@
+"""`mpqdm compile EXPORT --board B -o DIR`: lower, compile the kernels, write the artifact and a report.
+
+DIR/model.mpq        the artifact (runtime/include/mpq_artifact.h)
+DIR/kernels.so       the kernel library on the build machine's own arch (host), or
+DIR/kernels.o        an object file for a cross target, linked into the board binary by `mpqdm build`
+DIR/compile.json     what was compiled: ops, kernels, memory plan, sizes (and report.md, the same for people)
+Everything is written into a staging folder that replaces DIR only when complete.
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from boards.profile import load_board
+from frontend.model_io import model_fingerprint
+from frontend.quant.export import is_export, read_meta
+from mpqdm.errors import UserError
+from mpqdm.io import ensure_writable_dir, replace_dir, write_json
+from mpqdm.report import markdown_table
+
+from .artifact import write_artifact
+from .library import compile_library
+from .lower import lower_export
+from .plan import ACT, CONST, Plan
+
+ARTIFACT, REPORT = "model.mpq", "compile.json"
+
+
+def library_name(board) -> str:
+    return "kernels.o" if board.is_cross else "kernels.so"
+
+
+def sampler_of(low) -> dict:
+    s = low.schedule
+    cfg = low.scheduler.config
+    return {"timesteps": [int(t) for t in s.timesteps], "alphas_cumprod": [float(a) for a in s.alpha_t],
+            "num_train_timesteps": int(cfg.num_train_timesteps), "clip_sample": s.clip is not None,
+            "clip_range": float(s.clip or 0.0), "final_alpha_cumprod": 1.0}
+
+
+def summary(plan: Plan, fp32_weight_bytes: int) -> dict:
+    ops = collections.Counter(c.kernel.split("_", 1)[1].rsplit("_", 1)[0] for c in plan.calls)
+    acts = [t for t in plan.tensors.values() if t.kind != CONST and t.alias_of is None]
+    return {"kernel_calls": len(plan.calls), "kernels": len({c.kernel for c in plan.calls}), "calls_by_op": dict(ops),
+            "peak_activation_kb": round(plan.arena_bytes / 1024, 1),
+            "activations_without_reuse_kb": round(sum(t.nbytes for t in acts if t.kind == ACT) / 1024, 1),
+            "const_kb": round(plan.const_bytes / 1024, 1), "fp32_weights_kb": round(fp32_weight_bytes / 1024, 1),
+            "steps": plan.n_steps}
+
+
+def compile_export(export_dir, board_name: str, out_dir, steps: int | None = None) -> dict:
+    export_dir, out_dir = Path(export_dir), Path(out_dir)
+    if not is_export(export_dir):
+        raise UserError(f"{str(export_dir)!r} is not a quantized export (no quant_export.json). "
+                        "Possible solutions: make one with mpqdm quantize or mpqdm qat")
+    read_meta(export_dir)                               # format and version first: a clear error
+    board = load_board(board_name)
+    if steps is not None and steps < 1:
+        raise UserError(f"--steps must be >= 1, got {steps}")
+    t0 = time.perf_counter()
+    plan, low = lower_export(export_dir, board, steps)
+    lower_s = time.perf_counter() - t0
+    ensure_writable_dir(out_dir.parent)
+    staging = out_dir.with_name(f".{out_dir.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        t1 = time.perf_counter()
+        lib = compile_library(plan, board, staging / library_name(board))
+        compile_s = time.perf_counter() - t1
+        art = write_artifact(staging / ARTIFACT, plan, board=board.name, arch=board.arch,
+                             features=list(board.cpu_features), model_sha256=model_fingerprint(export_dir),
+                             sampler=sampler_of(low))
+        fp32 = fp32_weight_bytes(export_dir)
+        info = {"export": str(export_dir), "board": board.name, "arch": board.arch,
+                "features": list(board.cpu_features), **summary(plan, fp32),
+                "artifact_kb": round(art["bytes"] / 1024, 1), "library": lib.name,
+                "library_kb": round(lib.stat().st_size / 1024, 1), "lower_seconds": round(lower_s, 1),
+                "compile_seconds": round(compile_s, 1)}
+        write_json(staging / REPORT, info)
+        (staging / "report.md").write_text(report_md(info, plan))
+        replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return info
+
+
+def report_md(info: dict, plan: Plan) -> str:
+    rows = [{"op": k, "calls": v} for k, v in sorted(info["calls_by_op"].items())]
+    big = sorted((t for t in plan.tensors.values() if t.kind != CONST and t.alias_of is None),
+                 key=lambda t: -t.nbytes)[:5]
+    mem = [{"tensor": t.name, "kind": t.kind, "shape": "x".join(map(str, t.shape)), "dtype": t.dtype,
+            "kb": round(t.nbytes / 1024, 1), "arena_offset": t.offset} for t in big]
+    return "\n".join([
+        f"# Compiled for {info['board']} ({info['arch']}; features {', '.join(info['features']) or 'none'})", "",
+        f"- {info['kernel_calls']} kernel calls, {info['kernels']} distinct kernels ({info['library']}, "
+        f"{info['library_kb']} KB), {info['steps']} sampling steps",
+        f"- artifact {info['artifact_kb']} KB (constants {info['const_kb']} KB); fp32 weights of the model "
+        f"{info['fp32_weights_kb']} KB",
+        f"- peak activation memory (arena) {info['peak_activation_kb']} KB; without reuse "
+        f"{info['activations_without_reuse_kb']} KB", "",
+        markdown_table(rows, ["op", "calls"]), "", "Largest arena regions:", "",
+        markdown_table(mem, list(mem[0])) if mem else "(none)", ""])
+
+
+def fp32_weight_bytes(export_dir: Path) -> int:
+    """The float32 size of the model's parameters (the export keeps the FP weights beside the codes)."""
+    from safetensors import safe_open
+
+    with safe_open(str(export_dir / "diffusion_pytorch_model.safetensors"), "np") as f:
+        return 4 * sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
