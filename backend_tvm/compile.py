@@ -1,8 +1,8 @@
 """`mpqdm compile EXPORT --board B -o DIR`: lower, compile the kernels, write the artifact and a report.
 
 DIR/model.mpq        the artifact (runtime/include/mpq_artifact.h)
-DIR/kernels.so       the kernel library on the build machine's own arch (host), or
-DIR/kernels.o        an object file for a cross target, linked into the board binary by `mpqdm build`
+DIR/kernels.o        the kernels as an object file for the board, linked into its binary by `mpqdm build`
+DIR/kernels.so       on the build machine's own arch also a shared object (loaded by mpqdm-run-dyn, tests)
 DIR/compile.json     what was compiled: ops, kernels, memory plan, sizes (and report.md, the same for people)
 Everything is written into a staging folder that replaces DIR only when complete.
 """
@@ -29,10 +29,6 @@ from .lower import lower_export
 from .plan import ACT, CONST, Plan
 
 ARTIFACT, REPORT = "model.mpq", "compile.json"
-
-
-def library_name(board) -> str:
-    return "kernels.o" if board.is_cross else "kernels.so"
 
 
 def sampler_of(low) -> dict:
@@ -71,7 +67,7 @@ def compile_export(export_dir, board_name: str, out_dir, steps: int | None = Non
     staging.mkdir()
     try:
         t1 = time.perf_counter()
-        lib = compile_library(plan, board, staging / library_name(board))
+        libs = compile_library(plan, board, staging)
         compile_s = time.perf_counter() - t1
         art = write_artifact(staging / ARTIFACT, plan, board=board.name, arch=board.arch,
                              features=list(board.cpu_features), model_sha256=model_fingerprint(export_dir),
@@ -79,8 +75,8 @@ def compile_export(export_dir, board_name: str, out_dir, steps: int | None = Non
         fp32 = fp32_weight_bytes(export_dir)
         info = {"export": str(export_dir), "board": board.name, "arch": board.arch,
                 "features": list(board.cpu_features), **summary(plan, fp32),
-                "artifact_kb": round(art["bytes"] / 1024, 1), "library": lib.name,
-                "library_kb": round(lib.stat().st_size / 1024, 1), "lower_seconds": round(lower_s, 1),
+                "artifact_kb": round(art["bytes"] / 1024, 1), "library": " ".join(p.name for p in libs),
+                "library_kb": round(libs[0].stat().st_size / 1024, 1), "lower_seconds": round(lower_s, 1),
                 "compile_seconds": round(compile_s, 1)}
         write_json(staging / REPORT, info)
         (staging / "report.md").write_text(report_md(info, plan))

@@ -14,11 +14,13 @@ def plan_module(plan: Plan) -> tvm.IRModule:
     return tvm.IRModule({sym: plan.kernels[sym][sym] for sym in used})
 
 
-def compile_library(plan: Plan, board, out: Path) -> Path:
-    """Compile for the board's target; `out` ending in .so is linked (host), .o is a bare object."""
+def compile_library(plan: Plan, board, out_dir: Path) -> list[Path]:
+    """Compile for the board's target into out_dir: kernels.o (linked into the board binary by
+    mpqdm build) and, for the build machine's own arch, kernels.so (loaded at run time)."""
     ex = tvm.compile(plan_module(plan), target=target(board.tvm_target_dict()))
-    if out.suffix == ".so":
-        ex.export_library(str(out))
-    else:
-        ex.mod.write_to_file(str(out))
-    return out
+    obj = out_dir / "kernels.o"
+    ex.mod.write_to_file(str(obj))
+    if board.is_cross:
+        return [obj]
+    ex.export_library(str(out_dir / "kernels.so"))
+    return [obj, out_dir / "kernels.so"]

@@ -125,6 +125,13 @@ def _compile(args) -> None:
           f"(fp32 weights {info['fp32_weights_kb']} KB); report: {args.out}/report.md")
 
 
+def _build(args) -> None:
+    from backend_tvm.build import build
+
+    for path in build(args.dir, args.board, args.sanitize):
+        print(f"built {path} ({path.stat().st_size / 1024:.0f} KB)")
+
+
 def _allocate(args) -> None:
     from allocator.allocate import allocate, plot, report_rows, write_report
     from allocator.ilp import Budgets
@@ -240,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--steps", type=int, help="sampling steps (default: the export's; per-step activation "
                     "parameters are resampled to the nearest trained step)")
     co.set_defaults(func=_compile)
+
+    bu = sub.add_parser("build", help="the board binary mpqdm-run from a compiled folder (the board's compiler)")
+    bu.add_argument("dir", help="folder written by mpqdm compile")
+    bu.add_argument("--board", required=True)
+    bu.add_argument("--sanitize", action="store_true", help="host: also an ASan + UBSan build (mpqdm-run-asan)")
+    bu.set_defaults(func=_build)
 
     al = sub.add_parser("allocate", help="ILP: bits per channel group under latency and memory budgets -> BitPlan")
     al.add_argument("--stats", required=True, help="statistics JSON from mpqdm stats")

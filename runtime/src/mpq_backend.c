@@ -1,70 +1,118 @@
-/* The few symbols TVM-generated CPU kernels need: parallel launch, workspace, errors. */
+/* The symbols TVM-generated CPU kernels need: parallel launch on a small persistent pthread pool,
+ * the barrier, workspace, errors. The pool is the library's only global mutable state. */
 #define _POSIX_C_SOURCE 200112L
-#include "mpq_ffi.h"
+#include "mpq_runtime.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define MPQ_MAX_THREADS 64
 
 typedef int (*mpq_launch_fn)(mpq_parallel_lambda, void *, int);
-
-/* Slots defined (weak) by the generated objects; declared weak here so a program whose kernels
- * need no parallel loop still links. */
-extern void *__TVMBackendParallelLaunch __attribute__((weak));
-extern void *__TVMBackendAllocWorkspace __attribute__((weak));
-extern void *__TVMBackendFreeWorkspace __attribute__((weak));
-
-static int g_threads = 1;
-
-typedef struct {
-    mpq_parallel_lambda fn;
-    void *cdata;
-    mpq_parallel_env env;
-    int task_id;
-    int status;
-} mpq_task;
-
-static void *mpq_task_run(void *arg) {
-    mpq_task *t = (mpq_task *)arg;
-    t->status = t->fn(t->task_id, &t->env, t->cdata);
-    return NULL;
-}
-
-static int mpq_parallel_launch(mpq_parallel_lambda fn, void *cdata, int num_task) {
-    int n = num_task > 0 ? num_task : g_threads;
-    if (n > MPQ_MAX_THREADS) n = MPQ_MAX_THREADS;
-    mpq_task tasks[MPQ_MAX_THREADS];
-    pthread_t threads[MPQ_MAX_THREADS];
-    int started[MPQ_MAX_THREADS] = {0};
-    for (int i = 0; i < n; i++) {
-        tasks[i] = (mpq_task){fn, cdata, {NULL, n}, i, 0};
-    }
-    for (int i = 1; i < n; i++) {
-        started[i] = pthread_create(&threads[i], NULL, mpq_task_run, &tasks[i]) == 0;
-        if (!started[i]) mpq_task_run(&tasks[i]);
-    }
-    mpq_task_run(&tasks[0]);
-    int status = tasks[0].status;
-    for (int i = 1; i < n; i++) {
-        if (started[i]) pthread_join(threads[i], NULL);
-        if (tasks[i].status != 0) status = tasks[i].status;
-    }
-    return status;
-}
-
+typedef int (*mpq_barrier_fn)(int, mpq_parallel_env *);
 typedef void *(*mpq_alloc_fn)(int, int, uint64_t, int, int);
 typedef int (*mpq_free_fn)(int, int, void *);
 
-/* Kernel temporaries of 1 KiB or more. (The model runtime serves these from its arena.) */
-static void *mpq_workspace_alloc(int device_type, int device_id, uint64_t nbytes, int code_hint, int bits_hint) {
-    (void)device_type; (void)device_id; (void)code_hint; (void)bits_hint;
-    void *p = NULL;
-    return posix_memalign(&p, 64, (size_t)nbytes) == 0 ? p : NULL;
+/* Slots defined (weak) by statically linked kernel objects. */
+extern void *__TVMBackendParallelLaunch __attribute__((weak));
+extern void *__TVMBackendParallelBarrier __attribute__((weak));
+extern void *__TVMBackendAllocWorkspace __attribute__((weak));
+extern void *__TVMBackendFreeWorkspace __attribute__((weak));
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    pthread_t tid[MPQ_MAX_THREADS];
+    int threads;            /* workers + the caller */
+    int started;            /* workers running */
+    unsigned long gen;      /* launch generation */
+    int stop;
+    mpq_parallel_lambda fn;
+    void *cdata;
+    int num_task;
+    int pending;            /* workers still in the current launch */
+    int status;
+    /* barrier */
+    int bar_count;
+    unsigned long bar_gen;
+    pthread_cond_t bar;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 1, 0, 0, 0,
+          NULL, NULL, 0, 0, 0, 0, 0, PTHREAD_COND_INITIALIZER};
+
+static void *worker(void *arg) {
+    int id = (int)(intptr_t)arg;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&pool.mu);
+    for (;;) {
+        while (!pool.stop && pool.gen == seen) pthread_cond_wait(&pool.go, &pool.mu);
+        if (pool.stop) break;
+        seen = pool.gen;
+        mpq_parallel_lambda fn = pool.fn;
+        void *cdata = pool.cdata;
+        int n = pool.num_task;
+        pthread_mutex_unlock(&pool.mu);
+        int st = 0;
+        if (id < n) {
+            mpq_parallel_env env = {NULL, n};
+            st = fn(id, &env, cdata);
+        }
+        pthread_mutex_lock(&pool.mu);
+        if (st != 0) pool.status = st;
+        if (--pool.pending == 0) pthread_cond_signal(&pool.done);
+    }
+    pthread_mutex_unlock(&pool.mu);
+    return NULL;
 }
 
-static int mpq_workspace_free(int device_type, int device_id, void *ptr) {
+static int parallel_launch(mpq_parallel_lambda fn, void *cdata, int num_task) {
+    int n = num_task > 0 && num_task < pool.threads ? num_task : pool.threads;
+    if (n <= 1 || pool.started == 0) {
+        mpq_parallel_env env = {NULL, 1};
+        return fn(0, &env, cdata);
+    }
+    pthread_mutex_lock(&pool.mu);
+    pool.fn = fn;
+    pool.cdata = cdata;
+    pool.num_task = n;
+    pool.pending = pool.started;
+    pool.status = 0;
+    pool.gen++;
+    pthread_cond_broadcast(&pool.go);
+    pthread_mutex_unlock(&pool.mu);
+    mpq_parallel_env env = {NULL, n};
+    int st = fn(0, &env, cdata);
+    pthread_mutex_lock(&pool.mu);
+    while (pool.pending > 0) pthread_cond_wait(&pool.done, &pool.mu);
+    if (st == 0) st = pool.status;
+    pthread_mutex_unlock(&pool.mu);
+    return st;
+}
+
+static int parallel_barrier(int task_id, mpq_parallel_env *penv) {
+    (void)task_id;
+    pthread_mutex_lock(&pool.mu);
+    unsigned long g = pool.bar_gen;
+    if (++pool.bar_count == penv->num_task) {
+        pool.bar_count = 0;
+        pool.bar_gen++;
+        pthread_cond_broadcast(&pool.bar);
+    } else {
+        while (g == pool.bar_gen) pthread_cond_wait(&pool.bar, &pool.mu);
+    }
+    pthread_mutex_unlock(&pool.mu);
+    return 0;
+}
+
+/* Kernel temporaries of 1 KiB or more: aligned heap blocks the kernel frees itself. */
+static void *workspace_alloc(int device_type, int device_id, uint64_t nbytes, int code_hint, int bits_hint) {
+    (void)device_type; (void)device_id; (void)code_hint; (void)bits_hint;
+    void *p = NULL;
+    return posix_memalign(&p, 64, (size_t)(nbytes ? nbytes : 1)) == 0 ? p : NULL;
+}
+
+static int workspace_free(int device_type, int device_id, void *ptr) {
     (void)device_type; (void)device_id;
     free(ptr);
     return 0;
@@ -76,9 +124,55 @@ void TVMFFIErrorSetRaisedFromCStrParts(const char *kind, const char **parts, int
     fputc('\n', stderr);
 }
 
+int mpq_backend_start(int threads) {
+    if (threads < 1) threads = 1;
+    if (threads > MPQ_MAX_THREADS) threads = MPQ_MAX_THREADS;
+    mpq_backend_stop();
+    pool.threads = threads;
+    pool.stop = 0;
+    for (int i = 1; i < threads; i++) {
+        if (pthread_create(&pool.tid[i], NULL, worker, (void *)(intptr_t)i) != 0) {
+            pool.threads = i;       /* run with the workers we got */
+            break;
+        }
+        pool.started++;
+    }
+    return pool.threads;
+}
+
+void mpq_backend_stop(void) {
+    pthread_mutex_lock(&pool.mu);
+    pool.stop = 1;
+    pthread_cond_broadcast(&pool.go);
+    pthread_mutex_unlock(&pool.mu);
+    for (int i = 1; i <= pool.started; i++) pthread_join(pool.tid[i], NULL);
+    pool.started = 0;
+    pool.threads = 1;
+    pool.stop = 0;
+}
+
+static void fill(void **slot, void *fn) {
+    if (slot != NULL) *slot = fn;
+}
+
+void mpq_backend_bind(mpq_slot_lookup lookup, void *ctx) {
+    fill((void **)lookup(ctx, "__TVMBackendParallelLaunch"), (void *)(mpq_launch_fn)parallel_launch);
+    fill((void **)lookup(ctx, "__TVMBackendParallelBarrier"), (void *)(mpq_barrier_fn)parallel_barrier);
+    fill((void **)lookup(ctx, "__TVMBackendAllocWorkspace"), (void *)(mpq_alloc_fn)workspace_alloc);
+    fill((void **)lookup(ctx, "__TVMBackendFreeWorkspace"), (void *)(mpq_free_fn)workspace_free);
+}
+
+static void *static_slot(void *ctx, const char *name) {
+    (void)ctx;
+    if (strcmp(name, "__TVMBackendParallelLaunch") == 0) return &__TVMBackendParallelLaunch;
+    if (strcmp(name, "__TVMBackendParallelBarrier") == 0) return &__TVMBackendParallelBarrier;
+    if (strcmp(name, "__TVMBackendAllocWorkspace") == 0) return &__TVMBackendAllocWorkspace;
+    if (strcmp(name, "__TVMBackendFreeWorkspace") == 0) return &__TVMBackendFreeWorkspace;
+    return NULL;
+}
+
+/* Statically linked kernels: the slots are this program's own (weak, NULL when no kernel uses one). */
 void mpq_backend_init(int threads) {
-    g_threads = threads > 0 ? threads : 1;
-    if (&__TVMBackendParallelLaunch != NULL) __TVMBackendParallelLaunch = (void *)(mpq_launch_fn)mpq_parallel_launch;
-    if (&__TVMBackendAllocWorkspace != NULL) __TVMBackendAllocWorkspace = (void *)(mpq_alloc_fn)mpq_workspace_alloc;
-    if (&__TVMBackendFreeWorkspace != NULL) __TVMBackendFreeWorkspace = (void *)(mpq_free_fn)mpq_workspace_free;
+    mpq_backend_start(threads);
+    mpq_backend_bind(static_slot, NULL);
 }
