@@ -27,3 +27,15 @@ def tiny_unet_dir(tmp_path_factory):
     default_unet(**TINY_UNET).save_pretrained(d)
     default_scheduler().save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_omq_export(tiny_unet_dir, tmp_path_factory):
+    """PTQ export of the tiny UNet with OMQ's mixed 1/2/3-bit groups at A4 (3 calibrated steps)."""
+    from frontend.quant.calibrate import CalibConfig
+    from frontend.quant.ptq import PTQConfig, quantize
+
+    out = tmp_path_factory.mktemp("exp") / "omq-w2a4"
+    quantize(tiny_unet_dir, out, PTQConfig(plan="omq", wbits=2, abits=4, calib=CalibConfig(samples=4, steps=3, batch=4,
+             keep_every=1), group=2), device="cpu", progress=False)
+    return out

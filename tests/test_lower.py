@@ -37,14 +37,6 @@ def export_dir(request, tiny_unet_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mixed_export(tiny_unet_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("exp") / "omq-cross"
-    quantize(tiny_unet_dir, out, PTQConfig(plan="omq", wbits=2, abits=4, calib=CAL, group=2),
-             device="cpu", progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def compiled(export_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("compiled") / "host"
     info = comp.compile_export(export_dir, "host", out)
@@ -105,8 +97,8 @@ def test_steps_resample_the_activation_parameters(export_dir):
 
 
 @pytest.mark.parametrize("board", ["rpi4", "rpi5"])
-def test_cross_compile_for_the_pis(mixed_export, board, tmp_path):
-    info = comp.compile_export(mixed_export, board, tmp_path / board)
+def test_cross_compile_for_the_pis(tiny_omq_export, board, tmp_path):
+    info = comp.compile_export(tiny_omq_export, board, tmp_path / board)
     obj = tmp_path / board / "kernels.o"
     assert info["library"] == "kernels.o" and obj.is_file() and not (tmp_path / board / "kernels.so").exists()
     syms = subprocess.run(["aarch64-linux-gnu-nm", str(obj)], capture_output=True, text=True, check=True).stdout
