@@ -241,7 +241,13 @@ class Lowering:
         kind = type(mod).__name__
         if getattr(mod, "norm", None) is not None:
             raise unsupported(f"{name}: {kind} with a norm")
-        if kind == "Downsample2D" and mod.use_conv and mod.padding != 0:
+        if kind == "Downsample2D" and mod.use_conv:
+            if mod.padding == 0:                   # diffusers pads one zero row and column first
+                n, h, w, c = self.shape(x)
+                spec = fp.EltwiseSpec(n, h, w, c)
+                y = self.act((n, h + 1, w + 1, c))
+                self.call("pad", spec, lambda s: fp.schedule_pad_bottom_right(spec, s), (x, y), f"{name}.pad")
+                x = y
             return self.layer(f"{name}.conv", x)
         if kind == "Upsample2D" and mod.use_conv and not mod.use_conv_transpose and mod.interpolate:
             return self.layer(f"{name}.conv", self.upsample(x, f"{name}.upsample"))

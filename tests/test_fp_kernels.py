@@ -102,6 +102,9 @@ def test_silu_add_upsample(s, scheduled):
     got = run_host(fp.schedule_upsample_nearest2x(s) if scheduled else fp.upsample_nearest2x_func(s), [a],
                    (s.n, 2 * s.h, 2 * s.w, s.c))
     np.testing.assert_array_equal(got, nhwc(F.interpolate(nchw(a), scale_factor=2.0, mode="nearest")))
+    got = run_host(fp.schedule_pad_bottom_right(s) if scheduled else fp.pad_bottom_right_func(s), [a],
+                   (s.n, s.h + 1, s.w + 1, s.c))
+    np.testing.assert_array_equal(got, nhwc(F.pad(nchw(a), (0, 1, 0, 1))))
 
 
 @SCHED

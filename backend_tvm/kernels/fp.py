@@ -337,6 +337,22 @@ def schedule_upsample_nearest2x(s: EltwiseSpec, name: str = "upsample") -> tvm.I
     return sch.mod
 
 
+def pad_bottom_right_func(s: EltwiseSpec) -> tirx.PrimFunc:
+    """X [n, h, w, c] -> Y [n, h + 1, w + 1, c], a zero row and column appended (F.pad (0, 1, 0, 1), as
+    diffusers' Downsample2D does before a stride-2 conv without padding)."""
+    x = te.placeholder(s.shape, "float32", name="X")
+    y = te.compute((s.n, s.h + 1, s.w + 1, s.c), lambda n, i, j, c: tirx.Select(
+        tirx.all(i < s.h, j < s.w), x[n, tirx.min(i, s.h - 1), tirx.min(j, s.w - 1), c],
+        tirx.const(0.0, "float32")), name="Y")
+    return te.create_prim_func([x, y])
+
+
+def schedule_pad_bottom_right(s: EltwiseSpec, name: str = "pad") -> tvm.IRModule:
+    sch = Schedule(module(pad_bottom_right_func(s), name))
+    schedule_pointwise(sch, "Y", name)
+    return sch.mod
+
+
 # -- timestep embedding ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -27,6 +27,9 @@ typedef struct mpq_model mpq_model;
 
 int mpq_open(const char *path, mpq_resolver resolve, void *ctx, int threads, mpq_model **out, char *err,
              size_t errlen);
+/* The same from bytes in memory (copied; tests, fuzzing). threads <= 0 leaves the pool as it is. */
+int mpq_open_memory(const void *buf, size_t size, mpq_resolver resolve, void *ctx, int threads, mpq_model **out,
+                    char *err, size_t errlen);
 void mpq_close(mpq_model *m);
 
 /* The board checks: the artifact's arch and CPU features against this machine's (Linux: uname,

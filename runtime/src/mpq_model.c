@@ -306,13 +306,9 @@ done:
     return rc;
 }
 
-int mpq_open(const char *path, mpq_resolver resolve, void *ctx, int threads, mpq_model **out, char *err,
-             size_t errlen) {
-    *out = NULL;
-    mpq_model *m = calloc(1, sizeof *m);
-    if (!m) return fail(err, errlen, "out of memory");
-    if (read_file(m, path, err, errlen) || check_header(m, err, errlen) || check_tensors(m, err, errlen) ||
-        check_sampler(m, err, errlen)) {
+static int finish_open(mpq_model *m, mpq_resolver resolve, void *ctx, int threads, mpq_model **out, char *err,
+                       size_t errlen) {
+    if (check_header(m, err, errlen) || check_tensors(m, err, errlen) || check_sampler(m, err, errlen)) {
         mpq_close(m);
         return -1;
     }
@@ -332,9 +328,38 @@ int mpq_open(const char *path, mpq_resolver resolve, void *ctx, int threads, mpq
         mpq_close(m);
         return fail(err, errlen, "out of memory");
     }
-    mpq_backend_start(threads);
+    if (threads > 0) mpq_backend_start(threads);
     *out = m;
     return 0;
+}
+
+int mpq_open(const char *path, mpq_resolver resolve, void *ctx, int threads, mpq_model **out, char *err,
+             size_t errlen) {
+    *out = NULL;
+    mpq_model *m = calloc(1, sizeof *m);
+    if (!m) return fail(err, errlen, "out of memory");
+    if (read_file(m, path, err, errlen)) {
+        mpq_close(m);
+        return -1;
+    }
+    return finish_open(m, resolve, ctx, threads, out, err, errlen);
+}
+
+int mpq_open_memory(const void *buf, size_t size, mpq_resolver resolve, void *ctx, int threads, mpq_model **out,
+                    char *err, size_t errlen) {
+    *out = NULL;
+    if (size < sizeof(mpq_art_header))
+        return fail(err, errlen, "truncated (%zu bytes, the header alone is %zu)", size, sizeof(mpq_art_header));
+    mpq_model *m = calloc(1, sizeof *m);
+    void *copy = NULL;
+    if (!m || posix_memalign(&copy, 64, size) != 0) {
+        free(m);
+        return fail(err, errlen, "out of memory");
+    }
+    memcpy(copy, buf, size);
+    m->file = copy;
+    m->size = size;
+    return finish_open(m, resolve, ctx, threads, out, err, errlen);
 }
 
 void mpq_close(mpq_model *m) {
