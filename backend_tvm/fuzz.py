@@ -126,7 +126,8 @@ def build_fuzzer(out_dir: Path) -> Path:
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         if re.search(r"cannot find .*(libclang_rt|libFuzzer)", r.stderr):
-            raise FuzzToolMissing(f"clang's sanitizer/libFuzzer runtimes are missing: {INSTALL_HINT}\n{r.stderr[-2000:]}")
+            raise FuzzToolMissing(f"clang's sanitizer/libFuzzer runtimes are missing: {INSTALL_HINT}\n"
+                                  f"{r.stderr[-2000:]}")
         raise RuntimeError(f"building the fuzzer failed:\n{' '.join(cmd)}\n{r.stderr[-4000:]}")
     return exe
 
@@ -150,7 +151,7 @@ def run_fuzzer(exe: Path, corpus: Path, seconds: int, artifacts: Path | None = N
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 120)
     log = r.stdout + r.stderr
     found = sorted(p.name for p in artifacts.iterdir() if p.name.startswith(CRASH_PREFIXES))
-    executions = _stat(log, "number_of_executed_units")
-    return {"seconds": seconds, "executions": int(executions or 0), "exec_per_sec": _stat(log, "average_exec_per_sec"),
+    executions, per_sec = _stat(log, "number_of_executed_units"), _stat(log, "average_exec_per_sec")
+    return {"seconds": seconds, "executions": int(executions or 0), "exec_per_sec": int(per_sec or 0),
             "crashes": len(found), "crash_files": found, "corpus_files": sum(1 for _ in corpus.iterdir()),
             "returncode": r.returncode, "command": " ".join(cmd), "log_tail": log[-4000:]}

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything mpqdm needs on a fresh Debian machine: with apt, the aarch64 cross toolchain,
-# qemu and the host C compiler (kernel harness, qemu plugin); then a virtual environment .venv with
-# the pinned Python packages (pip).
+# qemu, the host C compiler (kernel harness, qemu plugin) and clang with libFuzzer (loader fuzzer); then a
+# virtual environment .venv with the pinned Python packages (pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS="gcc libc6-dev gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
+# clang with its sanitizer and libFuzzer runtimes (libclang-rt-14-dev holds libclang_rt.fuzzer/asan/ubsan):
+# the loader fuzzer (backend_tvm/fuzz.py)
+APT_PKGS="gcc libc6-dev gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang libclang-rt-14-dev libfuzzer-14-dev"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -142,23 +142,53 @@ def conv2d_func(s: Conv2dSpec) -> tirx.PrimFunc:
     wt = te.placeholder((s.c_out, s.kh, s.kw, s.c_in), "float32", name="W")
     b = te.placeholder((s.c_out,), "float32", name="B")
     r, q, ci = te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q"), te.reduce_axis((0, s.c_in), "ci")
-
-    def xpad(n, i, j, c):
-        if s.pad == 0:
-            return x[n, i, j, c]
-        ii, jj = i - s.pad, j - s.pad
-        return tirx.if_then_else(tirx.all(ii >= 0, ii < s.h, jj >= 0, jj < s.w), x[n, ii, jj, c],
-                                 tirx.const(0.0, "float32"))
-
+    if s.pad:      # a padded copy: the reduction then reads without bounds tests
+        p = s.pad
+        xp = te.compute((s.n, s.h + 2 * p, s.w + 2 * p, s.c_in), lambda n, i, j, c: tirx.if_then_else(
+            tirx.all(i >= p, i < s.h + p, j >= p, j < s.w + p), x[n, i - p, j - p, c], tirx.const(0.0, "float32")),
+            name="Xp")
+    else:
+        xp = x
     acc = te.compute((s.n, s.ho, s.wo, s.c_out), lambda n, i, j, o: te.sum(
-        xpad(n, i * s.stride + r, j * s.stride + q, ci) * wt[o, r, q, ci], axis=[r, q, ci]), name="acc")
+        xp[n, i * s.stride + r, j * s.stride + q, ci] * wt[o, r, q, ci], axis=[r, q, ci]), name="acc")
     y = te.compute(acc.shape, lambda n, i, j, o: acc[n, i, j, o] + b[o], name="Y")
     return te.create_prim_func([x, wt, b, y])
 
 
+CONV_PIXELS = (4, 2, 1)     # output pixels per register tile (a divisor of the row width)
+
+
 def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d") -> tvm.IRModule:
+    """Per output row (parallel): tiles of PIX pixels x V channels accumulate in registers with the
+    reduction (kh, kw, c_in) outside them; each weight vector serves PIX pixels, each input value V
+    channels. The padded input is built first (its rows in parallel)."""
     sch = Schedule(module(conv2d_func(s), name))
-    schedule_reduction_vec(sch, "acc", "Y", name, n_par=2)
+    v = lanes(s.c_out)
+    if v < 4:                                   # odd channel counts: the plain vector schedule
+        if s.pad:
+            sch.compute_inline(sch.get_sblock("Xp", func_name=name))
+        schedule_reduction_vec(sch, "acc", "Y", name, n_par=2)
+        return sch.mod
+    pix = next(p for p in CONV_PIXELS if s.wo % p == 0)
+    y = sch.get_sblock("Y", func_name=name)
+    n, i, j, o = sch.get_loops(y)
+    jo, ji = sch.split(j, [None, pix])
+    oo, ov = sch.split(o, [None, v])
+    sch.reorder(n, i, jo, oo, ji, ov)
+    acc = sch.get_sblock("acc", func_name=name)
+    sch.compute_at(acc, oo, preserve_unit_loops=True)
+    a_ji, a_ov, r, q, ci = sch.get_loops(acc)[-5:]
+    sch.reorder(r, q, ci, a_ji, a_ov)
+    sch.vectorize(a_ov)                 # vectorize, parallel, then decompose (TVM 0.27's order)
+    sch.vectorize(ov)
+    sch.unroll(a_ji)
+    sch.parallel(sch.fuse(n, i))
+    init = sch.decompose_reduction(acc, r)
+    sch.vectorize(sch.get_loops(init)[-1])
+    if s.pad:
+        xl = sch.get_loops(sch.get_sblock("Xp", func_name=name))
+        vectorize_inner(sch, xl[-1])
+        sch.parallel(sch.fuse(xl[0], xl[1]))
     return sch.mod
 
 

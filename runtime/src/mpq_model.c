@@ -231,6 +231,8 @@ static int check_sampler(mpq_model *m, char *err, size_t n) {
     m->sampler = (const mpq_art_sampler *)(m->file + h->sampler_offset);
     if (m->sampler->n_steps != h->n_steps || m->sampler->prediction_type != MPQ_PRED_EPSILON)
         return fail(err, n, "sampler does not match the plan");
+    if (!(m->sampler->final_alpha_cumprod > 0.0f && m->sampler->final_alpha_cumprod <= 1.0f))
+        return fail(err, n, "sampler final alpha_cumprod out of range");
     m->timesteps = (const int32_t *)(m->sampler + 1);
     m->alphas = (const float *)(m->timesteps + h->n_steps);
     for (uint32_t i = 0; i < h->n_steps; i++) {
