@@ -245,22 +245,25 @@ class GroupNormSpec:
 
 
 def group_norm_func(s: GroupNormSpec) -> tirx.PrimFunc:
-    """Two passes (mean, then the centred sum of squares: torch's biased variance), float32 sums."""
+    """Two passes (mean, then the centred sum of squares: torch's biased variance), float32 sums;
+    each pass sums per channel over the image first (contiguous, vectorizable), then per group."""
     x = te.placeholder((s.n, s.h, s.w, s.c), "float32", name="X")
     gamma = te.placeholder((s.c,), "float32", name="gamma")
     beta = te.placeholder((s.c,), "float32", name="beta")
     cg = s.c // s.groups
     inv = tirx.const(1.0 / (s.h * s.w * cg), "float32")
 
-    def axes():
-        return te.reduce_axis((0, s.h), "rh"), te.reduce_axis((0, s.w), "rw"), te.reduce_axis((0, cg), "rc")
+    def per_group(src, name):
+        rc = te.reduce_axis((0, cg), "rc")
+        return te.compute((s.n, s.groups), lambda n, g: te.sum(src[n, g * cg + rc], axis=rc), name=name)
 
-    rh, rw, rc = axes()
-    total = te.compute((s.n, s.groups), lambda n, g: te.sum(x[n, rh, rw, g * cg + rc], axis=[rh, rw, rc]),
-                       name="gn_sum")
-    rh, rw, rc = axes()
-    sq = te.compute((s.n, s.groups), lambda n, g: te.sum(
-        tirx.power(x[n, rh, rw, g * cg + rc] - total[n, g] * inv, 2), axis=[rh, rw, rc]), name="gn_sq")
+    rh, rw = te.reduce_axis((0, s.h), "rh"), te.reduce_axis((0, s.w), "rw")
+    csum = te.compute((s.n, s.c), lambda n, c: te.sum(x[n, rh, rw, c], axis=[rh, rw]), name="gn_csum")
+    total = per_group(csum, "gn_sum")
+    rh, rw = te.reduce_axis((0, s.h), "rh"), te.reduce_axis((0, s.w), "rw")
+    csq = te.compute((s.n, s.c), lambda n, c: te.sum(
+        tirx.power(x[n, rh, rw, c] - total[n, c // cg] * inv, 2), axis=[rh, rw]), name="gn_csq")
+    sq = per_group(csq, "gn_sq")
     rstd = te.compute((s.n, s.groups), lambda n, g: tirx.rsqrt(sq[n, g] * inv + tirx.const(s.eps, "float32")),
                       name="gn_rstd")
 
@@ -275,9 +278,16 @@ def group_norm_func(s: GroupNormSpec) -> tirx.PrimFunc:
 
 def schedule_group_norm(s: GroupNormSpec, name: str = "group_norm") -> tvm.IRModule:
     sch = Schedule(module(group_norm_func(s), name))
-    for blk in ("gn_sum", "gn_sq"):               # one task per (sample, group)
-        n, g, *_ = sch.get_loops(sch.get_sblock(blk, func_name=name))
-        sch.parallel(sch.fuse(n, g))
+    v = lanes(s.c)
+    for blk in ("gn_csum", "gn_csq"):             # channel vectors, the image rows outside them
+        b = sch.get_sblock(blk, func_name=name)
+        n, c, rh, rw = sch.get_loops(b)
+        if v > 1:
+            co, cv = sch.split(c, [None, v])
+            sch.reorder(n, co, rh, rw, cv)
+            sch.vectorize(cv)
+            init = sch.decompose_reduction(b, rh)
+            sch.vectorize(sch.get_loops(init)[-1])
     schedule_pointwise(sch, "Y", name)
     return sch.mod
 
