@@ -39,3 +39,16 @@ def tiny_omq_export(tiny_unet_dir, tmp_path_factory):
     quantize(tiny_unet_dir, out, PTQConfig(plan="omq", wbits=2, abits=4, calib=CalibConfig(samples=4, steps=3, batch=4,
              keep_every=1), group=2), device="cpu", progress=False)
     return out
+
+
+@pytest.fixture(scope="session", params=[("uniform", 4, 8), ("omq", 2, 4)], ids=["W4A8", "OMQ-W2A4"])
+def export_dir(request, tiny_unet_dir, tmp_path_factory):
+    """PTQ exports of the tiny UNet: uniform W4A8, and OMQ W2A4 with groups of 2 channels."""
+    from frontend.quant.calibrate import CalibConfig
+    from frontend.quant.ptq import PTQConfig, quantize
+
+    plan, wb, ab = request.param
+    out = tmp_path_factory.mktemp("exp") / plan
+    quantize(tiny_unet_dir, out, PTQConfig(plan=plan, wbits=wb, abits=ab, group=2,
+             calib=CalibConfig(samples=4, steps=3, batch=4, keep_every=1)), device="cpu", progress=False)
+    return out

@@ -5,20 +5,8 @@ from allocator.bitplan import BitPlan
 from frontend.quant.calibrate import CalibConfig
 from frontend.quant.export import load_export
 from frontend.quant.intref import IntRefLayer, integer_reference
-from frontend.quant.ptq import PTQConfig, quantize
 from frontend.quant.swap import dequantize_model, quant_layers, set_step
 from mpqdm.errors import UserError
-
-CAL = CalibConfig(samples=4, steps=3, batch=4, keep_every=1)
-
-
-@pytest.fixture(scope="module", params=[("uniform", 4, 8), ("omq", 2, 4)], ids=["W4A8", "OMQ-W2A4"])
-def export_dir(request, tiny_unet_dir, tmp_path_factory):
-    plan, wb, ab = request.param
-    out = tmp_path_factory.mktemp("exp") / plan
-    quantize(tiny_unet_dir, out, PTQConfig(plan=plan, wbits=wb, abits=ab, calib=CAL, group=2),
-             device="cpu", progress=False)
-    return out
 
 
 def _capture(model):

@@ -16,24 +16,11 @@ from backend_tvm.artifact import read_artifact
 from backend_tvm.lower import Lowering, lower_export
 from backend_tvm.plan import ACT, CONST, check_memory
 from boards.profile import load_board
-from frontend.quant.calibrate import CalibConfig
 from frontend.quant.export import load_export
-from frontend.quant.ptq import PTQConfig, quantize
 from mpqdm.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from lowering_check import check_unet  # noqa: E402
-
-CAL = CalibConfig(samples=4, steps=3, batch=4, keep_every=1)
-
-
-@pytest.fixture(scope="module", params=[("uniform", 4, 8), ("omq", 2, 4)], ids=["W4A8", "OMQ-W2A4"])
-def export_dir(request, tiny_unet_dir, tmp_path_factory):
-    plan, wb, ab = request.param
-    out = tmp_path_factory.mktemp("exp") / plan
-    quantize(tiny_unet_dir, out, PTQConfig(plan=plan, wbits=wb, abits=ab, calib=CAL, group=2),
-             device="cpu", progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")

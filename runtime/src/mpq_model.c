@@ -83,17 +83,16 @@ static const char *string_at(const mpq_model *m, uint32_t off, uint32_t len) {
 
 static int read_file(mpq_model *m, const char *path, char *err, size_t n) {
     int fd = open(path, O_RDONLY);
-    if (fd < 0) return fail(err, n, "cannot open %s: %s", path, strerror(errno));
+    if (fd < 0) return fail(err, n, "cannot open it: %s", strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, n, "%s is not a regular file", path);
+        return fail(err, n, "not a regular file");
     }
     m->size = (size_t)st.st_size;
     if (m->size < sizeof(mpq_art_header)) {
         close(fd);
-        return fail(err, n, "%s: truncated (%zu bytes, the header alone is %zu)", path, m->size,
-                    sizeof(mpq_art_header));
+        return fail(err, n, "truncated (%zu bytes, the header alone is %zu)", m->size, sizeof(mpq_art_header));
     }
     void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p != MAP_FAILED) {
@@ -104,7 +103,7 @@ static int read_file(mpq_model *m, const char *path, char *err, size_t n) {
         size_t got = 0;
         if (posix_memalign(&buf, 64, m->size) != 0) {
             close(fd);
-            return fail(err, n, "out of memory reading %s", path);
+            return fail(err, n, "out of memory reading it");
         }
         while (got < m->size) {
             ssize_t r = read(fd, (char *)buf + got, m->size - got);
@@ -114,7 +113,7 @@ static int read_file(mpq_model *m, const char *path, char *err, size_t n) {
         if (got != m->size) {
             free(buf);
             close(fd);
-            return fail(err, n, "cannot read %s", path);
+            return fail(err, n, "cannot read it");
         }
         m->file = buf;
     }

@@ -160,7 +160,7 @@ static int write_image(const char *dir, int i, const float *x, const int64_t *sh
     for (size_t p = 0; p < n; p++) {
         for (int k = 0; k < (c == 1 ? 1 : 3); k++) {
             float v = (x[p * (size_t)c + (size_t)(k < c ? k : 0)] + 1.0f) * 127.5f;
-            fputc((int)(v < 0 ? 0 : (v > 255 ? 255 : v + 0.5f)), f);
+            fputc((int)(!(v >= 0) ? 0 : (v > 255 ? 255 : v + 0.5f)), f);   /* NaN -> 0 */
         }
     }
     return fclose(f);

@@ -1,0 +1,91 @@
+"""FD of 1,000 samples made by the C runtime against the PyTorch fake-quant FD of the same export, from
+the same initial noise (the evaluation's own noise, written to a file for mpqdm-run --noise).
+
+Run: .venv/bin/python benchmarks/runtime_fd.py [--export DIR] [--threads 2]
+Default export: the QAT ablation's W2A4 MPQ-DM model. PyTorch's FD comes from `mpqdm eval`'s code
+(cached under the export's eval folder when the ablation made it). The runtime is compiled and
+built for the host into out/runtime_fd/. Writes benchmarks/results/runtime_fd.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import numpy as np  # noqa: E402
+from common import markdown_table, save_rows  # noqa: E402
+from runtime_check import psnr  # noqa: E402
+
+from backend_tvm.build import build  # noqa: E402
+from backend_tvm.compile import compile_export  # noqa: E402
+from frontend.classifier import load_classifier  # noqa: E402
+from frontend.evaluate import EvalConfig, batch_noise, evaluate, features, from_uint8, real_stats, to_uint8  # noqa: E402
+from frontend.fd import fd_of_features  # noqa: E402
+from mpqdm.paths import DEFAULT_CLASSIFIER, REPO_ROOT, RESULTS  # noqa: E402
+
+DEFAULT_EXPORT = REPO_ROOT / "out" / "qat_ablation" / "v2_it40_b8_r0" / "W2A4-mpqdm" / "export"
+WORK = REPO_ROOT / "out" / "runtime_fd"
+
+
+def eval_noise(cfg: EvalConfig) -> np.ndarray:
+    """The noise `mpqdm eval` starts from, NHWC, in sample order."""
+    parts = [batch_noise(cfg, b, min(cfg.batch, cfg.samples - b * cfg.batch)).numpy()
+             for b in range(-(-cfg.samples // cfg.batch))]
+    return np.concatenate(parts).transpose(0, 2, 3, 1).copy()
+
+
+def pytorch_images(eval_dir: Path, cfg: EvalConfig) -> np.ndarray | None:
+    """The evaluation's cached uint8 batches (frontend.evaluate.sample_images), in sample order."""
+    nb = -(-cfg.samples // cfg.batch)
+    for key in (eval_dir / ".partial").glob(f"*_seed{cfg.seed}_steps{cfg.steps}_b{cfg.batch}"):
+        files = [key / f"batch{b:04d}_n{min(cfg.batch, cfg.samples - b * cfg.batch)}.npy" for b in range(nb)]
+        if all(f.is_file() for f in files):
+            return np.concatenate([np.load(f) for f in files])
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--export", default=str(DEFAULT_EXPORT))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--samples", type=int, default=1000)
+    args = ap.parse_args()
+    export = Path(args.export)
+    cfg = EvalConfig(samples=args.samples)
+    torch_m = evaluate(export, export.parent / "eval", cfg)               # cached when already made
+    d = WORK / "host"
+    compile_export(export, "host", d)
+    build(d, "host")
+    WORK.mkdir(parents=True, exist_ok=True)
+    eval_noise(cfg).tofile(WORK / "noise.f32")
+    t0 = time.perf_counter()
+    subprocess.run([str(d / "mpqdm-run"), str(d / "model.mpq"), "--noise", str(WORK / "noise.f32"), "--out",
+                    str(WORK / "samples"), "--threads", str(args.threads)], check=True)
+    seconds = time.perf_counter() - t0
+    x = np.fromfile(WORK / "samples" / "samples.f32", np.float32).reshape(args.samples, 32, 32, 1)
+    imgs = to_uint8(x.transpose(0, 3, 1, 2))
+    classifier, _ = load_classifier(DEFAULT_CLASSIFIER)
+    real, floor = real_stats(classifier)
+    fd = fd_of_features(features(classifier, from_uint8(imgs)), real)
+    torch_imgs = pytorch_images(export.parent / "eval", cfg)
+    row = {"export": str(export.relative_to(REPO_ROOT)), "samples": args.samples, "steps": cfg.steps,
+           "fd_runtime": round(fd, 3), "fd_pytorch": torch_m["fd"], "fd_floor": round(floor, 3),
+           "fd_difference": round(fd - torch_m["fd"], 3), "runtime_seconds": round(seconds, 1),
+           "threads": args.threads}
+    if torch_imgs is not None:          # 8-bit images of both, same noise
+        row["psnr_db"] = round(psnr(imgs.astype(np.float64), torch_imgs.astype(np.float64), 255.0), 2)
+    save_rows(RESULTS / "runtime_fd.json", [row])
+    (RESULTS / "runtime_fd.md").write_text(
+        "# FD of runtime-made samples (default model, same noise as the PyTorch evaluation)\n\n"
+        "Command: `.venv/bin/python benchmarks/runtime_fd.py`\n\n" + markdown_table([row], list(row)) + "\n")
+    print(row)
+
+
+if __name__ == "__main__":
+    main()

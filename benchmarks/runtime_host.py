@@ -1,0 +1,393 @@
+"""Host speed of one sampling step: our C runtime (W2A4) beside PyTorch fp32, ONNX Runtime fp32 and ONNX
+Runtime int8, on the default model and the DDPM CIFAR-10 configuration, at 1 and 2 threads.
+
+Engines (batch 1, one UNet call per sampling step):
+- mpqdm-W2A4: `mpqdm-run MODEL.mpq --bench` (the self-contained binary with the kernels linked in), built by
+  `mpqdm compile/build` for the host into out/runtime/<model>-host; seconds per step = the mean UNet step
+  time it prints over every step of the artifact's sampler x --count samples; peak_mb = the peak RSS it prints;
+  size_mb = binary + model.mpq.
+- torch-fp32: the diffusers UNet2DModel, torch.set_num_threads(threads), inference_mode; median of
+  --repeats calls after warm-up; size_mb = the fp32 safetensors.
+- ort-fp32: torch.onnx.export (TorchScript exporter, opset 17; inputs sample [1,C,H,W] and timestep [1],
+  both float32), its output checked against torch (relative L2 error <= 1e-4); intra_op threads = threads,
+  inter_op 1, all graph optimizations; median of --repeats calls.
+- ort-int8: quantize_static of that model (after onnxruntime's quant_pre_process), QDQ format, per-channel
+  QInt8 weights, QUInt8 activations, reduce_range (ORT's advice for x86 without VNNI); Conv, Gemm and the
+  MatMuls of Linear layers (a weight initializer as second input) are quantized; the attention QK^T and AV
+  MatMuls (two activations) stay fp32. Calibration: 8 inputs x ~ N(0,1) at timesteps spread over the training
+  schedule (MinMax).
+torch and ORT run each (engine, model, threads) in a fresh subprocess (`--worker ENGINE MODEL THREADS`, one
+JSON line out) so that peak_mb is that engine's own process peak RSS (ru_maxrss after the timed loop).
+The ONNX files live in out/runtime/onnx/ and are reused when present.
+
+Run (on a quiet machine): .venv/bin/python benchmarks/runtime_host.py
+  --quick                          default model, 1 thread, fewer repeats (for debugging)
+  --models default,ddpm-cifar10    --threads 1,2    --repeats 20
+Writes benchmarks/results/runtime_host.json and runtime_host.md (--quick: out/runtime/runtime_host_quick.*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from common import markdown_table, save_rows  # noqa: E402
+
+from mpqdm.paths import DEFAULT_MODEL, REPO_ROOT, RESULTS  # noqa: E402
+
+OUT = REPO_ROOT / "out" / "runtime"
+ONNX_DIR = OUT / "onnx"
+# model name: (fp32 diffusers folder, our W2A4 export, samples per mpqdm-run --bench)
+MODELS = {
+    "default": (DEFAULT_MODEL, REPO_ROOT / "out" / "qat_ablation" / "v2_it40_b8_r0" / "W2A4-mpqdm" / "export", 2),
+    "ddpm-cifar10": (REPO_ROOT / "out" / "ddpm-cifar10-random", REPO_ROOT / "out" / "compile" / "ddpm-cifar10-W2A4", 1),
+}
+ENGINES = ["mpqdm-W2A4", "torch-fp32", "ort-fp32", "ort-int8"]
+TIMESTEP = 500.0                     # the timestep of the timed calls
+CALIB_SAMPLES = 8
+OPS_INT8 = ["Conv", "Gemm", "MatMul"]
+
+
+def mb(nbytes: int) -> float:
+    return round(nbytes / 2**20, 2)
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)     # Linux: KB
+
+
+def input_shape(model: str) -> tuple[int, int, int, int]:
+    cfg = json.loads((MODELS[model][0] / "config.json").read_text())
+    size = cfg["sample_size"]
+    h, w = (size, size) if isinstance(size, int) else size
+    return 1, cfg["in_channels"], h, w
+
+
+def inputs(model: str, seed: int = 0, t: float = TIMESTEP) -> dict[str, np.ndarray]:
+    x = np.random.default_rng(seed).standard_normal(input_shape(model)).astype(np.float32)
+    return {"sample": x, "timestep": np.array([t], dtype=np.float32)}
+
+
+def spawn(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run cmd in a fresh process whose peak RSS (ru_maxrss) is its own. Linux carries the peak RSS of the
+    process that calls exec into the new program's ru_maxrss, so a child exec'd straight from this (large)
+    process would report our peak; a shell that forks the command (no exec: another command follows) hands
+    it a small one."""
+    return subprocess.run(["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd], capture_output=True, text=True,
+                          cwd=REPO_ROOT)
+
+
+def median_seconds(call, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------- preparation (parent process)
+
+def newest_mtime(paths: list[Path]) -> float:
+    files = [f for p in paths for f in ([p] if p.is_file() else p.rglob("*"))
+             if f.is_file() and "__pycache__" not in f.parts]
+    return max(f.stat().st_mtime for f in files)
+
+
+def mpqdm_binary(model: str) -> Path:
+    """out/runtime/<model>-host/mpqdm-run, recompiled when older than the backend, the runtime or the export."""
+    from backend_tvm.build import build
+    from backend_tvm.compile import compile_export
+
+    export = MODELS[model][1]
+    if model == "ddpm-cifar10" and not (export / "quant_export.json").is_file():
+        import compile as compile_bench  # benchmarks/compile.py makes the CIFAR-10 export
+
+        compile_bench.prepare()
+    d = OUT / f"{model}-host"
+    binary = d / "mpqdm-run"
+    sources = [REPO_ROOT / "backend_tvm", REPO_ROOT / "runtime" / "src", REPO_ROOT / "runtime" / "include", export]
+    if binary.is_file() and binary.stat().st_mtime > newest_mtime(sources):
+        return binary
+    print(f"== compiling {model} for the host into {d}", flush=True)
+    compile_export(export, "host", d)
+    build(d, "host")
+    return binary
+
+
+def eps_module(unet):
+    """UNet2DModel as a module of (sample, timestep) -> eps, for the ONNX export."""
+    import torch
+
+    class Eps(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unet = unet
+
+        def forward(self, sample, timestep):
+            return self.unet(sample, timestep).sample
+
+    return Eps().eval()
+
+
+def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(a - ref) / np.linalg.norm(ref))
+
+
+def onnx_fp32(model: str) -> tuple[Path, float]:
+    """The exported fp32 model and its relative error against torch (asserted <= 1e-4)."""
+    import onnxruntime as ort
+    import torch
+
+    from frontend.model_io import load_unet
+
+    path = ONNX_DIR / f"{model}-fp32.onnx"
+    unet = load_unet(MODELS[model][0])
+    feed = inputs(model, seed=1)
+    if not path.is_file():
+        print(f"== exporting {model} to {path}", flush=True)
+        ONNX_DIR.mkdir(parents=True, exist_ok=True)
+        args = (torch.from_numpy(feed["sample"]), torch.from_numpy(feed["timestep"]))
+        tmp = path.with_suffix(".tmp.onnx")
+        torch.onnx.export(eps_module(unet), args, str(tmp), input_names=["sample", "timestep"], output_names=["eps"],
+                          opset_version=17, dynamo=False)
+        tmp.replace(path)
+    with torch.inference_mode():
+        ref = unet(torch.from_numpy(feed["sample"]), torch.from_numpy(feed["timestep"])).sample.numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    err = rel_err(got, ref)
+    assert err <= 1e-4, f"{path}: ONNX Runtime output differs from torch by {err:.2e} (relative)"
+    return path, err
+
+
+def int8_exclusions(path: Path) -> tuple[list[str], dict[str, int]]:
+    """MatMuls of two activations (attention QK^T and AV) to keep in fp32; counts of the nodes to quantize."""
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    weights = {i.name for i in g.initializer}
+    exclude, count = [], {}
+    for n in g.node:
+        if n.op_type not in OPS_INT8:
+            continue
+        if n.op_type == "MatMul" and n.input[1] not in weights:
+            exclude.append(n.name)
+        else:
+            count[n.op_type] = count.get(n.op_type, 0) + 1
+    return exclude, count
+
+
+def onnx_int8(model: str, fp32: Path) -> tuple[Path, str]:
+    """Static QDQ int8 model of `fp32` (made when missing or older), and a note of what it quantizes."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import quant_pre_process
+
+    path, pre = ONNX_DIR / f"{model}-int8.onnx", ONNX_DIR / f"{model}-fp32-pre.onnx"
+    if not pre.is_file() or pre.stat().st_mtime < fp32.stat().st_mtime:
+        quant_pre_process(str(fp32), str(pre))         # shape inference and ORT's basic graph optimizations
+    exclude, count = int8_exclusions(pre)
+    if not path.is_file() or path.stat().st_mtime < pre.stat().st_mtime:
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+        from frontend.model_io import load_scheduler
+
+        print(f"== quantizing {pre} to {path}", flush=True)
+        n_train = int(load_scheduler(MODELS[model][0]).config.num_train_timesteps)
+        steps = np.linspace(0, n_train - 1, CALIB_SAMPLES).round()
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.feeds = iter([inputs(model, seed=100 + i, t=float(t)) for i, t in enumerate(steps)])
+
+            def get_next(self):
+                return next(self.feeds, None)
+
+        tmp = path.with_suffix(".tmp.onnx")
+        quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=OPS_INT8,
+                        nodes_to_exclude=exclude, per_channel=True, reduce_range=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        tmp.replace(path)
+    # what was quantized: the nodes whose weight input comes from a DequantizeLinear
+    g = onnx.load(str(path), load_external_data=False).graph
+    dq = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+    done = {}
+    for n in g.node:
+        if n.op_type in OPS_INT8 and len(n.input) > 1 and n.input[0] in dq and n.input[1] in dq:
+            done[n.op_type] = done.get(n.op_type, 0) + 1
+    quantized = ", ".join(f"{k} {done.get(k, 0)}/{v}" for k, v in sorted(count.items()))
+    feed = inputs(model, seed=2)
+    ref, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+                for p in (fp32, path))
+    note = (f"int8 QDQ, U8 activations, S8 per-channel weights, reduce_range: {quantized} (Gemm: the Linear "
+            f"layers, attention projections included); fp32: {len(exclude)} attention MatMuls (QK^T, AV); "
+            f"rel. err vs fp32 {rel_err(got, ref):.1e}")
+    return path, note
+
+
+# ---------------------------------------------------------------- engines
+
+def engine_mpqdm(model: str, threads: int, count: int) -> dict:
+    binary = mpqdm_binary(model)
+    art = binary.parent / "model.mpq"
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [str(binary), str(art), "--seed", "0", "--count", str(count), "--threads", str(threads), "--out", tmp,
+               "--bench"]
+        r = spawn(cmd)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+    lines = r.stdout.strip().splitlines()
+    step = re.match(r"per step: ([0-9.]+) ms \(mean of (\d+) steps x (\d+) samples\)", lines[0])
+    peak = re.search(r"peak RSS ([0-9.]+) MB", lines[-1])
+    assert step and peak, f"unexpected mpqdm-run --bench output:\n{r.stdout[:500]}"
+    return {"seconds_per_step": float(step.group(1)) / 1e3, "peak_mb": float(peak.group(1)),
+            "size_mb": mb(binary.stat().st_size + art.stat().st_size),
+            "note": f"mean of {step.group(2)} steps x {step.group(3)} samples"}
+
+
+def engine_torch(model: str, threads: int, repeats: int, warmup: int) -> dict:
+    import torch
+
+    from frontend.model_io import load_unet
+
+    torch.set_num_threads(threads)
+    unet = load_unet(MODELS[model][0])
+    feed = {k: torch.from_numpy(v) for k, v in inputs(model).items()}
+    with torch.inference_mode():
+        s = median_seconds(lambda: unet(feed["sample"], feed["timestep"]), repeats, warmup)
+    weights = MODELS[model][0] / "diffusion_pytorch_model.safetensors"
+    return {"seconds_per_step": s, "peak_mb": peak_rss_mb(), "size_mb": mb(weights.stat().st_size),
+            "note": f"torch {torch.__version__}, median of {repeats}"}
+
+
+def engine_ort(model: str, threads: int, repeats: int, warmup: int, precision: str) -> dict:
+    import onnxruntime as ort
+
+    path = ONNX_DIR / f"{model}-{precision}.onnx"
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = inputs(model)
+    s = median_seconds(lambda: sess.run(None, feed), repeats, warmup)
+    return {"seconds_per_step": s, "peak_mb": peak_rss_mb(), "size_mb": mb(path.stat().st_size),
+            "note": f"onnxruntime {ort.__version__}, median of {repeats}"}
+
+
+def worker(engine: str, model: str, threads: int, repeats: int, warmup: int) -> dict:
+    if engine == "torch-fp32":
+        return engine_torch(model, threads, repeats, warmup)
+    if engine in ("ort-fp32", "ort-int8"):
+        return engine_ort(model, threads, repeats, warmup, engine.split("-")[1])
+    raise ValueError(f"unknown worker engine {engine!r}")
+
+
+def run_worker(engine: str, model: str, threads: int, repeats: int, warmup: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", engine, model, str(threads), "--repeats", str(repeats),
+           "--warmup", str(warmup)]
+    r = spawn(cmd)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- report
+
+def ratios(rows: list[dict]) -> list[dict]:
+    by = {(r["engine"], r["model"], r["threads"]): r["seconds_per_step"] for r in rows}
+    out = []
+    for (engine, model, threads), ours in by.items():
+        if engine != "mpqdm-W2A4":
+            continue
+        row = {"model": model, "threads": threads}
+        for peer in ENGINES[1:]:
+            other = by.get((peer, model, threads))
+            row[f"vs_{peer.replace('-', '_')}"] = None if other is None else round(ours / other, 3)
+        vs = row.get("vs_ort_int8")
+        row["target_vs_ort_int8"] = None if vs is None else ("met" if vs <= 1.0 else "missed")
+        out.append(row)
+    return out
+
+
+def write_markdown(path: Path, rows: list[dict], rat: list[dict], command: str) -> None:
+    show = [{**r, "ms_per_step": f"{1e3 * r['seconds_per_step']:.2f}"} for r in rows]
+    cols = ["engine", "model", "threads", "ms_per_step", "peak_mb", "size_mb", "note"]
+    rcols = ["model", "threads", "vs_ort_int8", "vs_torch_fp32", "vs_ort_fp32", "target_vs_ort_int8"]
+    rshow = [{k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rat]
+    path.write_text(
+        "# Host runtime: seconds per sampling step\n\n"
+        f"Command: `{command}`\n\n"
+        "One UNet call per sampling step, batch 1. mpqdm-W2A4: the mean step time `mpqdm-run --bench` prints "
+        "(every step of the artifact's sampler); torch and ONNX Runtime: median of the timed calls after warm-up, "
+        "each engine and thread count in its own process (peak_mb: that process's peak RSS). size_mb: binary + "
+        "model.mpq for mpqdm, the fp32 safetensors for torch, the .onnx file for ORT.\n\n"
+        + markdown_table(show, cols)
+        + "\n## Ratios (mpqdm-W2A4 seconds / peer seconds; target: <= 1.0 against ort-int8)\n\n"
+        + markdown_table(rshow, rcols))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="default model, 1 thread, fewer repeats")
+    ap.add_argument("--models", default="default,ddpm-cifar10")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--worker", nargs=3, metavar=("ENGINE", "MODEL", "THREADS"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        engine, model, threads = a.worker
+        print(json.dumps(worker(engine, model, int(threads), a.repeats, a.warmup)))
+        return
+    models, threads = a.models.split(","), [int(t) for t in a.threads.split(",")]
+    if a.quick:
+        models, threads, a.repeats, a.warmup = ["default"], [1], 5, 1
+    for m in models:
+        if m not in MODELS:
+            ap.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
+
+    rows = []
+    for model in models:
+        fp32, err = onnx_fp32(model)
+        _, int8_note = onnx_int8(model, fp32)
+        notes = {"ort-fp32": f"rel. err vs torch {err:.1e}", "ort-int8": int8_note}
+        for t in threads:
+            for engine in ENGINES:
+                if engine == "mpqdm-W2A4":
+                    res = engine_mpqdm(model, t, 1 if a.quick else MODELS[model][2])
+                else:
+                    res = run_worker(engine, model, t, a.repeats, a.warmup)
+                if engine in notes:
+                    res["note"] = f"{res['note']}; {notes[engine]}"
+                row = {"engine": engine, "model": model, "threads": t, **res}
+                rows.append(row)
+                print(f"{engine:11s} {model:13s} {t} thr: {1e3 * row['seconds_per_step']:9.2f} ms/step, "
+                      f"peak {row['peak_mb']} MB, size {row['size_mb']} MB", flush=True)
+
+    rat = ratios(rows)
+    for r in rat:
+        print(r)
+    stem = (OUT / "runtime_host_quick") if a.quick else (RESULTS / "runtime_host")
+    save_rows(stem.with_suffix(".json"), rows, ratios=rat)
+    from mpqdm.machine import command
+
+    write_markdown(stem.with_suffix(".md"), rows, rat, command())
+    print(f"wrote {stem}.json and .md")
+
+
+if __name__ == "__main__":
+    main()
