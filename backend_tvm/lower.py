@@ -25,7 +25,7 @@ from .kernels.qconv import ConvSpec
 from .kernels.qconv_schedule import schedule_qconv
 from .kernels.quantize import schedule_quantize
 from .packing import pack_layer, weight_rows
-from .plan import ACT, CONST, INPUT, OUTPUT, TIMESTEP, Arg, Plan, Tensor  # noqa: F401
+from .plan import ACT, CONST, INPUT, OUTPUT, TIMESTEP, Arg, Plan, Tensor
 
 BLOCKS = ("DownBlock2D", "AttnDownBlock2D", "UNetMidBlock2D", "UpBlock2D", "AttnUpBlock2D")
 

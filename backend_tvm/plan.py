@@ -79,6 +79,8 @@ class Plan:
         if t.name in self.tensors:
             raise ValueError(f"tensor {t.name!r} defined twice")
         if t.alias_of is not None:
+            if t.alias_of not in self.tensors:
+                raise ValueError(f"view {t.name!r} of unknown tensor {t.alias_of!r}")
             base = self.tensors[t.alias_of]
             if t.nbytes != base.nbytes:
                 raise ValueError(f"view {t.name!r} ({t.nbytes} B) does not match {base.name!r} ({base.nbytes} B)")

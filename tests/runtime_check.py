@@ -34,6 +34,24 @@ def fake_quant_samples(export: Path, noise_nhwc: np.ndarray, steps: int) -> np.n
     return ddim_sample(eps, x, s).permute(0, 2, 3, 1).numpy()
 
 
+@torch.no_grad()
+def intref_samples(export: Path, noise_nhwc: np.ndarray, steps: int) -> np.ndarray:
+    """The same DDIM run with the frontend's integer reference UNet (exact integer layers)."""
+    from frontend.quant.intref import integer_reference
+    from frontend.quant.swap import set_step
+
+    ref, _ = integer_reference(export)
+    _, sched, _ = load_for_sampling(export, steps)
+    s = ddim_schedule(sched.alphas_cumprod, steps, sched.config.num_train_timesteps)
+
+    def eps(x, t, i):
+        set_step(ref, i)
+        return ref(x, t).sample
+
+    x = torch.from_numpy(np.ascontiguousarray(noise_nhwc.transpose(0, 3, 1, 2)))
+    return ddim_sample(eps, x, s).permute(0, 2, 3, 1).numpy()
+
+
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 2.0) -> float:
     """PSNR in dB over the model's [-1, 1] range (peak-to-peak 2)."""
     mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
