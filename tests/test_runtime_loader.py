@@ -134,12 +134,14 @@ def bad_cases(path: Path) -> dict[str, tuple[bytes, str]]:
         "final_alpha": (patch(buf, h["sampler_offset"] + SAMPLER.offsets["final_alpha_cumprod"], "f", 2.0),
                         "final alpha_cumprod"),     # accepted before: NaN samples, NaN cast to int in the image
         "arch": (patch(buf, head_at("arch"), "16s", b"aarch64"), "this artifact is for aarch64"),
+        # the first call's output (its 4th argument) made the mapped, read-only weights
+        "writes_const": (patch(buf, field_at(buf, "args", "mpq_art_arg", 3, "tensor"), "I", w), "writes a constant"),
     }
 
 
 CASES = ["cut_header", "cut_tensor_table", "cut_data", "magic", "version2", "file_size", "section_outside",
          "const_past_data", "act_past_arena", "shape_overflow", "negative_dim", "arg_past_table",
-         "first_arg_past_table", "kernel_missing", "final_alpha", "arch"]
+         "first_arg_past_table", "kernel_missing", "final_alpha", "arch", "writes_const"]
 
 
 @pytest.mark.parametrize("build", ["plain", "asan"])

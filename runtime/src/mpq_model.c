@@ -298,6 +298,10 @@ static int build_calls(mpq_model *m, mpq_resolver resolve, void *ctx, char *err,
                 d->shape = &m->shapes[aa->tensor * 4 + 3];   /* unused 4th dim slot: [1] */
                 m->shapes[aa->tensor * 4 + 3] = 1;
             }
+            if (a + 1 == ac->n_args && (t->kind == MPQ_KIND_CONST || (aa->flags & MPQ_ARG_STEP))) {
+                rc = fail(err, n, "call %s writes a constant (read-only) tensor", call->op);
+                goto done;
+            }
             call->args[a] = (mpq_ffi_any){MPQ_FFI_TENSOR_PTR, 0, {.v_ptr = d}};
         }
     }
