@@ -55,21 +55,26 @@ def main() -> None:
     ap.add_argument("--export", default=str(DEFAULT_EXPORT))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--samples", type=int, default=1000)
-    ap.add_argument("--psnr-samples", type=int, default=64, help="samples also run by fake-quant and intref")
+    ap.add_argument("--psnr-samples", type=int, default=16, help="samples also run by fake-quant and intref "
+                    "(the integer reference is slow: int64 matmuls)")
+    ap.add_argument("--rerun", action="store_true", help="run the runtime again even if its samples exist")
     args = ap.parse_args()
     export = Path(args.export)
     cfg = EvalConfig(samples=args.samples)
     torch_m = evaluate(export, export.parent / "eval", cfg)               # cached when already made
     d = WORK / "host"
-    compile_export(export, "host", d)
-    build(d, "host")
-    WORK.mkdir(parents=True, exist_ok=True)
-    eval_noise(cfg).tofile(WORK / "noise.f32")
-    t0 = time.perf_counter()
-    subprocess.run([str(d / "mpqdm-run"), str(d / "model.mpq"), "--noise", str(WORK / "noise.f32"), "--out",
-                    str(WORK / "samples"), "--threads", str(args.threads)], check=True)
-    seconds = time.perf_counter() - t0
-    x = np.fromfile(WORK / "samples" / "samples.f32", np.float32).reshape(args.samples, 32, 32, 1)
+    samples = WORK / "samples" / "samples.f32"
+    seconds = None
+    if args.rerun or not samples.is_file():        # resumable: the runtime's samples are kept
+        compile_export(export, "host", d)
+        build(d, "host")
+        WORK.mkdir(parents=True, exist_ok=True)
+        eval_noise(cfg).tofile(WORK / "noise.f32")
+        t0 = time.perf_counter()
+        subprocess.run([str(d / "mpqdm-run"), str(d / "model.mpq"), "--noise", str(WORK / "noise.f32"), "--out",
+                        str(WORK / "samples"), "--threads", str(args.threads)], check=True)
+        seconds = round(time.perf_counter() - t0, 1)
+    x = np.fromfile(samples, np.float32).reshape(args.samples, 32, 32, 1)
     imgs = to_uint8(x.transpose(0, 3, 1, 2))
     classifier, _ = load_classifier(DEFAULT_CLASSIFIER)
     real, floor = real_stats(classifier)
@@ -77,7 +82,7 @@ def main() -> None:
     torch_imgs = pytorch_images(export.parent / "eval", cfg)
     row = {"export": str(export.relative_to(REPO_ROOT)), "samples": args.samples, "steps": cfg.steps,
            "fd_runtime": round(fd, 3), "fd_pytorch": torch_m["fd"], "fd_floor": round(floor, 3),
-           "fd_difference": round(fd - torch_m["fd"], 3), "runtime_seconds": round(seconds, 1),
+           "fd_difference": round(fd - torch_m["fd"], 3), "runtime_seconds": seconds,
            "threads": args.threads}
     if torch_imgs is not None:          # 8-bit images of both, same noise
         row["psnr_8bit_images_db"] = round(psnr(imgs.astype(np.float64), torch_imgs.astype(np.float64), 255.0), 2)
