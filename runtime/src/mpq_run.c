@@ -170,7 +170,7 @@ static void bench_report(const mpq_model *m, const double *call_s, const double 
     uint32_t n = mpq_calls(m), steps = mpq_steps(m);
     double total = 0;
     for (uint32_t s = 0; s < steps; s++) total += step_s[s];
-    printf("per step: %.3f ms (mean of %u steps x %d samples)\n", 1e3 * total / steps, steps, runs);
+    printf("per step: %.3f ms (mean of %u steps x %d samples)\n", 1e3 * total / (steps * (double)runs), steps, runs);
     printf("%-6s %-28s %-40s %10s\n", "call", "kernel", "op", "ms/call");
     for (uint32_t i = 0; i < n; i++)
         printf("%-6u %-28s %-40s %10.4f\n", i, mpq_call_kernel(m, i), mpq_call_op(m, i),
