@@ -26,6 +26,7 @@ from .kernels.qconv_schedule import schedule_qconv
 from .kernels.quantize import schedule_quantize
 from .packing import pack_layer, weight_rows
 from .plan import ACT, CONST, INPUT, OUTPUT, TIMESTEP, Arg, Plan, Tensor
+from .shapes import check_supported
 
 BLOCKS = ("DownBlock2D", "AttnDownBlock2D", "UNetMidBlock2D", "UpBlock2D", "AttnUpBlock2D")
 
@@ -127,10 +128,7 @@ class Lowering:
         if isinstance(fpm, nn.Conv2d):
             n, h, w, c_in = shape
             k, s, p = fpm.kernel_size[0], fpm.stride[0], fpm.padding[0]
-            if fpm.kernel_size[0] != fpm.kernel_size[1] or fpm.groups != 1 or tuple(fpm.dilation) != (1, 1) \
-                    or fpm.padding_mode != "zeros" or isinstance(fpm.padding, str) or fpm.stride[0] != fpm.stride[1] \
-                    or fpm.padding[0] != fpm.padding[1]:
-                raise unsupported(f"layer {name!r} (Conv2d {fpm})")
+            check_supported(name, fpm)          # the conv geometry the kernels implement
             geo = (n, h, w, c_in, fpm.out_channels, k, k, s, p)
             out_shape = (n, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, fpm.out_channels)
             xin = x

@@ -22,7 +22,7 @@ def check_unet(plan, low, lib, export_dir, step: int, seed: int = 0) -> dict:
     layers = {n: m for n, m in ref.named_modules() if isinstance(m, IntRefLayer)}
     ex = Executor(plan, lib)
     ex.trace = []
-    size = plan.tensors[[t for t in plan.tensors if plan.tensors[t].kind == "input"][0]].shape
+    size = ex.tensor("input").shape
     x = torch.randn(1, size[3], size[1], size[2], generator=torch.Generator().manual_seed(seed))
     t = int(low.schedule.timesteps[step])
     ours = torch.from_numpy(ex.run(x.permute(0, 2, 3, 1).numpy(), float(t), step)).permute(0, 3, 1, 2)

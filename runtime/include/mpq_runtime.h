@@ -40,6 +40,7 @@ int mpq_check_cpu(const mpq_model *m, char *err, size_t errlen);
 void mpq_input_shape(const mpq_model *m, int64_t shape[4]);   /* NHWC of x (= of the output) */
 const mpq_art_header *mpq_header(const mpq_model *m);
 uint32_t mpq_steps(const mpq_model *m);
+int32_t mpq_timestep(const mpq_model *m, uint32_t step);     /* the sampler's timestep of a step, -1 outside */
 uint64_t mpq_arena_bytes(const mpq_model *m);
 uint64_t mpq_file_bytes(const mpq_model *m);
 const char *mpq_board(const mpq_model *m);

@@ -443,6 +443,7 @@ void mpq_input_shape(const mpq_model *m, int64_t shape[4]) {
 
 const mpq_art_header *mpq_header(const mpq_model *m) { return m->h; }
 uint32_t mpq_steps(const mpq_model *m) { return m->h->n_steps; }
+int32_t mpq_timestep(const mpq_model *m, uint32_t step) { return step < m->h->n_steps ? m->timesteps[step] : -1; }
 uint64_t mpq_arena_bytes(const mpq_model *m) { return m->h->arena_bytes; }
 uint64_t mpq_file_bytes(const mpq_model *m) { return m->size; }
 const char *mpq_board(const mpq_model *m) { return m->board; }

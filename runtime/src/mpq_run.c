@@ -211,9 +211,8 @@ static int run(const options *o, mpq_model *m) {
     for (int i = 0; i < count && rc == 0; i++) {
         float *x = all + (size_t)i * elems;
         if (o->unet_step >= 0) {
-            const int32_t *ts = (const int32_t *)((const uint8_t *)mpq_header(m) + mpq_header(m)->sampler_offset +
-                                                   sizeof(mpq_art_sampler));
-            rc = mpq_unet(m, x, (float)ts[o->unet_step], (uint32_t)o->unet_step, eps, err, sizeof err);
+            rc = mpq_unet(m, x, (float)mpq_timestep(m, (uint32_t)o->unet_step), (uint32_t)o->unet_step, eps, err,
+                          sizeof err);
             if (rc == 0) memcpy(x, eps, elems * sizeof(float));
         } else {
             rc = mpq_sample(m, x, step_s, err, sizeof err);
