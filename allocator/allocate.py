@@ -6,15 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-from backend_tvm.packing import layer_weight_bytes
-from boards.latency import LatencyTable, partial_width
-from boards.profile import load_board
-from frontend.quant.stats import read_stats
-from mpqdm.errors import UserError
-from mpqdm.report import markdown_table
+from mpqdm.boards.registry import latency_path, load_board
+from mpqdm.core.bitplan import BitPlan, FloatLayer, Group, LayerPlan
+from mpqdm.core.errors import UserError
+from mpqdm.core.io import ensure_writable_dir
+from mpqdm.core.latency import LatencyTable, partial_width
+from mpqdm.core.packing import layer_weight_bytes
+from mpqdm.core.report import markdown_table
+from mpqdm.core.stats import read_stats
 
-from .bitplan import BitPlan, FloatLayer, Group, LayerPlan
-from .ilp import Budgets, Solution, layer_terms, solve
+from .ilp import Budgets, Solution, layer_terms, smallest, solve
 from .problem import DEFAULT_BITS, LayerProblem, build
 
 
@@ -56,7 +57,7 @@ def plan_totals(plan: BitPlan, stats: dict, table: LatencyTable, threads: int) -
 def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = None, bits=DEFAULT_BITS,
              group_size: int | None = None, table_path=None, threads: int | None = None, solver_threads: int = 2):
     board = load_board(board_name)
-    table = LatencyTable.load(table_path or board.path / "latency.json", board.name)
+    table = LatencyTable.load(table_path or latency_path(board), board.name)
     stats = read_stats(stats_path)
     for what, v in (("latency", budgets.latency_ms), ("weight memory", budgets.weight_kb),
                     ("average bits", budgets.avg_bits)):
@@ -66,6 +67,23 @@ def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = 
     problems = build(stats, table, threads or board.threads, g, bits, (abits,) if abits else (4, 8))
     sol = solve(problems, budgets, solver_threads)
     return to_plan(stats, problems, sol, g), sol, problems, stats
+
+
+def allocate_to(out, stats_path, board_name: str, budgets: Budgets, abits: int | None = None, bits=DEFAULT_BITS,
+                group_size: int | None = None, table_path=None, threads: int | None = None,
+                pareto_points: int = 5) -> tuple[BitPlan, Solution, Path]:
+    """`mpqdm allocate`: the plan at `out`, its report (and, with pareto_points > 0, the Pareto and
+    bits plots) beside it. Returns the plan, the solution and the report's path."""
+    plan, sol, problems, _ = allocate(stats_path, board_name, budgets, abits, bits, group_size, table_path, threads)
+    out = Path(out)
+    ensure_writable_dir(out.parent)
+    plan.save(out)
+    stem = out.with_suffix("")
+    report = stem.with_suffix(".report.md")
+    write_report(report, report_rows(problems, sol), sol, budgets, board_name)
+    if pareto_points > 0:
+        plot(stem.with_suffix(".pareto.png"), stem.with_suffix(".bits.png"), problems, sol, budgets, pareto_points, 2)
+    return plan, sol, report
 
 
 def report_rows(problems: list[LayerProblem], sol: Solution) -> list[dict]:
@@ -102,13 +120,12 @@ def plot(path_pareto: Path, path_bits: Path, problems: list[LayerProblem], sol: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .ilp import _smallest
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, obj, scale, unit in ((axes[0], "latency_ms", "latency", 1.0, "ms per UNet call"),
                                       (axes[1], "weight_kb", "memory", 1 / 1024, "weight KB")):
         others = {k: v for k, v in vars(budgets).items() if k != key}
-        lo = _smallest(problems, obj, Budgets(**others), threads) * scale
+        lo = smallest(problems, obj, Budgets(**others), threads) * scale
         hi = sol.latency_ms if obj == "latency" else sol.weight_bytes * scale
         xs, ys = [], []
         for v in np.linspace(lo, max(hi, lo), points):

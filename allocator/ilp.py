@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import pulp
 
-from boards.latency import mix_ms
-from mpqdm.errors import UserError
+from mpqdm.core.errors import UserError
+from mpqdm.core.latency import mix_ms
 
 from .problem import LayerProblem
 
@@ -119,7 +119,7 @@ class _Model:
         return out
 
 
-def _smallest(problems, objective: str, budgets: Budgets, threads: int) -> float | None:
+def smallest(problems, objective: str, budgets: Budgets, threads: int) -> float | None:
     m = _Model(problems, objective, budgets)
     if not m.solve(threads, None):
         return None
@@ -147,10 +147,10 @@ def _infeasible(problems, budgets: Budgets, threads: int) -> str:
             continue
         others = Budgets(**{k: v for k, v in vars(budgets).items()
                             if k != {"latency": "latency_ms", "memory": "weight_kb", "avg": "avg_bits"}[obj]})
-        with_others = _smallest(problems, obj, others, threads)
+        with_others = smallest(problems, obj, others, threads)
         if with_others is not None and with_others * scale <= value * (1 + 1e-9):
             continue
-        alone = _smallest(problems, obj, Budgets(), threads)
+        alone = smallest(problems, obj, Budgets(), threads)
         msg = f"{name} {value:g} {unit} cannot be met"
         if with_others is not None:
             msg += f"; the smallest with the other budgets is {with_others * scale:.6g} {unit}"

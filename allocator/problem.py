@@ -5,9 +5,9 @@
   smaller). G must be a multiple of the kernels' channel tile (packing.LANES), so that the packed
   size of a plan is the sum of its groups' sizes.
 - Cost of group g at (a, b): sensitivity x the summed per-channel output errors of the statistics.
-- Weight bytes, exactly as packed (backend_tvm.packing.layer_weight_bytes): the group's words at b
+- Weight bytes, exactly as packed (core/packing.py layer_weight_bytes): the group's words at b
   bits, plus per layer the guard words and a float32 step and int32 zero point per channel.
-- Latency: the model of boards/latency.py (LatencyTable.layer_ms): each width a layer uses pays
+- Latency: the model of core/latency.py (LatencyTable.layer_ms): each width a layer uses pays
   its fixed cost t0_b once, each channel its slope_b; a plan's widths run in one contiguous block
   each (bits never increase along the kurtosis order), so this is the kernel the plan compiles to.
 Layers the policy keeps at 8 bits are pinned (W8A8, their cost counted as constants); float layers
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backend_tvm.packing import LANES, group_bytes, layer_fixed_bytes
-from boards.latency import LatencyTable
-from boards.latency import partial_width as default_partial
-from mpqdm.errors import UserError
+from mpqdm.core.errors import UserError
+from mpqdm.core.latency import LatencyTable
+from mpqdm.core.latency import partial_width as default_partial
+from mpqdm.core.packing import LANES, group_bytes, layer_fixed_bytes
 
 DEFAULT_BITS = (1, 2, 3, 4, 8)
 

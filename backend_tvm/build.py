@@ -1,6 +1,7 @@
 """`mpqdm build DIR --board B`: the board binary from `mpqdm compile`'s folder.
 
-DIR/mpqdm-run        one self-contained executable: the C runtime (runtime/src) with the kernels
+DIR/mpqdm-run        one self-contained executable: the C runtime (runtime/, a C project built by
+                     its Makefile with the board's compiler) with the kernels
                      (DIR/kernels.o) linked in through a generated symbol table; static for cross
                      targets (runs under qemu-aarch64 or on the board)
 DIR/mpqdm-run-dyn    host only: the same runtime loading DIR/kernels.so at run time
@@ -10,20 +11,16 @@ Warnings are errors. The binary refuses an artifact whose arch, board features o
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from boards.profile import load_board
-from mpqdm.errors import UserError
-from mpqdm.paths import REPO_ROOT
+from mpqdm.boards.registry import load_board
+from mpqdm.core.errors import UserError
+from mpqdm.core.resources import RUNTIME
 
 from .artifact import read_artifact
-
-RUNTIME = REPO_ROOT / "runtime"
-SOURCES = ["mpq_run.c", "mpq_model.c", "mpq_cpu.c", "mpq_backend.c"]
-CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wvla"]
-SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 
 
 def kernel_table(kernels: list[str]) -> str:
@@ -36,10 +33,14 @@ def kernel_table(kernels: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _cc(cmd: list[str], what: str) -> None:
-    r = subprocess.run(cmd, capture_output=True, text=True)
+def make(target: str, what: str, **variables) -> None:
+    """`make -C runtime TARGET VAR=value ...` (runtime/Makefile); paths are passed absolute."""
+    cmd = ["make", "-s", "-C", str(RUNTIME), target, *(f"{k.upper()}={v}" for k, v in variables.items())]
+    if shutil.which("make") is None:
+        raise UserError("make is not installed. Possible solutions: bash scripts/install.sh")
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "MAKEFLAGS": ""})
     if r.returncode != 0:
-        raise UserError(f"building {what} failed:\n{' '.join(cmd)}\n{r.stderr.strip()[-4000:]}")
+        raise UserError(f"building {what} failed:\n{' '.join(cmd)}\n{(r.stdout + r.stderr).strip()[-4000:]}")
 
 
 def build(dir_: str | Path, board_name: str, sanitize: bool = False) -> list[Path]:
@@ -62,20 +63,17 @@ def build(dir_: str | Path, board_name: str, sanitize: bool = False) -> list[Pat
                         "bash scripts/install.sh")
     table = d / "kernel_table.c"
     table.write_text(kernel_table(art["kernels"]))
-    src = [str(RUNTIME / "src" / s) for s in SOURCES]
-    base = [cc, *board.cflags, *CFLAGS, f"-I{RUNTIME / 'include'}"]
-    libs = ["-lpthread", "-lm"]
+    d = d.resolve()
+    tools = {"cc": cc, "board_cflags": " ".join(board.cflags), "build": d / ".build"}
+    kernels = {"kernels": d / "kernels.o", "kernel_table": d / "kernel_table.c"}
     out = [d / "mpqdm-run"]
-    static = ["-static"] if board.is_cross else []
-    _cc([*base, "-DMPQ_STATIC_KERNELS", *static, *src, str(table), str(obj), "-o", str(out[0]), *libs],
-        "the board binary")
+    make("run", "the board binary", **tools, **kernels, static=int(board.is_cross), out=out[0])
     if not board.is_cross:
         out.append(d / "mpqdm-run-dyn")
-        _cc([*base, *src, "-rdynamic", "-o", str(out[-1]), *libs, "-ldl"], "the host binary")
+        make("run-dyn", "the host binary", **tools, out=out[-1])
         if sanitize:
             out.append(d / "mpqdm-run-asan")
-            _cc([*base, *SANITIZE, "-DMPQ_STATIC_KERNELS", *src, str(table), str(obj), "-o", str(out[-1]), *libs],
-                "the sanitizer build")
+            make("run-asan", "the sanitizer build", **tools, **kernels, out=out[-1])
     elif sanitize:
         raise UserError("--sanitize builds are for the host (ASan needs the build machine's libraries)")
     return out

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from boards.profile import load_board
-from frontend.model_io import model_fingerprint
-from frontend.quant.export import is_export, read_meta
-from mpqdm.errors import UserError
-from mpqdm.io import ensure_writable_dir, replace_dir, write_json
-from mpqdm.report import markdown_table
+from mpqdm.boards.registry import load_board
+from mpqdm.core.errors import UserError
+from mpqdm.core.io import ensure_writable_dir, replace_dir, write_json
+from mpqdm.core.report import markdown_table
+from mpqdm.frontend.model_io import model_fingerprint
+from mpqdm.frontend.quant.export import is_export, read_meta
 
 from .artifact import write_artifact
 from .library import compile_library

@@ -15,19 +15,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from frontend.quant.layers import QuantLayer
-from frontend.sampling import ddim_schedule, step_map
-from mpqdm.errors import UserError
+from mpqdm.core.errors import UserError
+from mpqdm.core.packing import weight_rows
+from mpqdm.core.scheme import ConvSpec, QConvArgs, conv_out, weight_constants
+from mpqdm.core.support import check_conv
+from mpqdm.frontend.quant.export import load_export
+from mpqdm.frontend.quant.layers import QuantLayer
+from mpqdm.frontend.sampling import ddim_schedule, step_map
 
 from .kernels import fp
 from .kernels.attention import AttentionSpec, schedule_attention
-from .kernels.qconv import ConvSpec
 from .kernels.qconv_schedule import schedule_qconv
 from .kernels.quantize import schedule_quantize
-from .packing import pack_layer, weight_rows
-from .plan import ACT, CONST, INPUT, OUTPUT, TIMESTEP, Arg, Plan, Tensor
-from .shapes import check_supported
+from .plan import ACT, CONST, INPUT, OUTPUT, TIMESTEP, Arg, Plan, Tensor, plan_memory
 
+CONST_NAMES = {"wp": "packed", "sw": "wstep", "zw": "wzero"}    # artifact tensor names of the weight arguments
 BLOCKS = ("DownBlock2D", "AttnDownBlock2D", "UNetMidBlock2D", "UpBlock2D", "AttnUpBlock2D")
 
 
@@ -128,9 +130,9 @@ class Lowering:
         if isinstance(fpm, nn.Conv2d):
             n, h, w, c_in = shape
             k, s, p = fpm.kernel_size[0], fpm.stride[0], fpm.padding[0]
-            check_supported(name, fpm)          # the conv geometry the kernels implement
+            check_conv(name, fpm)               # the conv geometry the kernels implement
             geo = (n, h, w, c_in, fpm.out_channels, k, k, s, p)
-            out_shape = (n, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, fpm.out_channels)
+            out_shape = (n, conv_out(h, k, s, p), conv_out(w, k, s, p), fpm.out_channels)
             xin = x
         elif isinstance(fpm, nn.Linear):
             rows = int(np.prod(shape[:-1]))
@@ -167,32 +169,21 @@ class Lowering:
         lp, meta, t = self.bitplan.layers[name], self.meta["layers"][name], self.t
         groups = tuple((g.stop - g.start, g.wbits) for g in lp.groups)
         abits = int(meta["abits"])
-        order = np.asarray(lp.order, dtype=np.int64)
-        rows = weight_rows(t[f"{name}.wcodes"].numpy())                  # plan order
-        perm = np.empty(c_out, np.int32)
-        perm[order] = np.arange(c_out, dtype=np.int32)
-
-        def orig(a: np.ndarray) -> np.ndarray:
-            out = np.empty_like(a)
-            out[order] = a
-            return out
-
         idx = self.step_of
-        args = [x, self.const(f"{name}.smooth", t[f"{name}.smooth"].numpy(), "float32"),
-                Arg(self.const(f"{name}.astep", t[f"{name}.astep"].numpy()[idx], "float32"), True),
-                Arg(self.const(f"{name}.azero", t[f"{name}.azero"].numpy()[idx], "int32"), True)]
+        act = Arg(self.const(f"{name}.astep", t[f"{name}.astep"].numpy()[idx], "float32"), True)
+        az = Arg(self.const(f"{name}.azero", t[f"{name}.azero"].numpy()[idx], "int32"), True)
+        smooth = self.const(f"{name}.smooth", t[f"{name}.smooth"].numpy(), "float32")
         codes = self.act((n, h, w, c_in), "uint8")
         qspec = ((n, h, w, c_in), abits)
-        self.call("quantize", qspec, lambda sym: schedule_quantize(*qspec, sym), (*args, codes), name)
+        self.call("quantize", qspec, lambda sym: schedule_quantize(*qspec, sym), (x, smooth, act, az, codes), name)
         spec = ConvSpec(n, h, w, c_in, c_out, k, k, s, p, groups, abits)
-        wp = self.const(f"{name}.packed", pack_layer(rows, groups).words, "uint32",
-                        bits=groups[0][1] if len(groups) == 1 else 0)
-        colsum = orig(rows.astype(np.int64).sum(1).astype(np.int32))
-        qargs = [codes, wp, self.const(f"{name}.perm", perm, "int32"),
-                 self.const(f"{name}.wstep", orig(t[f"{name}.wstep"].numpy()), "float32"),
-                 self.const(f"{name}.wzero", orig(t[f"{name}.wzero"].numpy()), "int32"),
-                 self.const(f"{name}.colsum", colsum, "int32"), bias, args[2], args[3], y]
-        self.call("qconv", spec, lambda sym: schedule_qconv(spec, self.board, name=sym), qargs, name)
+        rows = weight_rows(t[f"{name}.wcodes"].numpy())                  # plan order
+        wc = weight_constants(spec, rows, lp.order, t[f"{name}.wstep"].numpy(), t[f"{name}.wzero"].numpy())
+        dtypes = spec.arg_types()
+        consts = {f: self.const(f"{name}.{CONST_NAMES.get(f, f)}", wc[f], getattr(dtypes, f)[1],
+                                bits=(groups[0][1] if len(groups) == 1 else 0) if f == "wp" else 0) for f in wc}
+        args = QConvArgs(x=codes, **consts, bias=bias, act=act, az=az, y=y)
+        self.call("qconv", spec, lambda sym: schedule_qconv(spec, self.board, name=sym), args.ordered(), name)
 
     # -- blocks ----------------------------------------------------------------------------------------
     def resnet(self, name: str, r, x: str, temb_silu: str) -> str:
@@ -318,10 +309,6 @@ class Lowering:
 
 def lower_export(export_dir, board, steps: int | None = None) -> tuple[Plan, Lowering]:
     """Export folder + board -> the plan (memory planned), and the lowering (schedule, tensors)."""
-    from frontend.quant.export import load_export
-
-    from .plan import plan_memory
-
     qunet, bitplan, meta, tensors, scheduler = load_export(export_dir)
     steps = steps or int(meta["n_steps"])
     with torch.no_grad():

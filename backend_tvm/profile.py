@@ -1,5 +1,5 @@
 """`mpqdm profile`: time every kernel configuration the allocator can choose for a model's layer
-shapes on a board, and merge the timings into boards/<board>/latency.json (boards/latency.py).
+shapes on a board, and merge the timings into boards/<board>/latency.json (core/latency.py).
 
 Per quantized layer shape: every weight width in `wbits` x activation width in `abits`, each at
 full width (c_out channels) and at one partial width (half, rounded to the packing's lanes) for
@@ -17,41 +17,27 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from boards.latency import LatencyTable, partial_width
-from boards.profile import load_board
-from frontend.model_io import load_unet
-from frontend.quant.swap import LayerPolicy
-from mpqdm.errors import UserError
-from mpqdm.machine import commit
+from mpqdm.boards.registry import latency_path, load_board
+from mpqdm.core.bits import ABITS, check_bits
+from mpqdm.core.errors import UserError
+from mpqdm.core.latency import LatencyTable, partial_width
+from mpqdm.core.machine import commit
+from mpqdm.core.scheme import ConvSpec, random_args
+from mpqdm.frontend.model_io import load_unet
+from mpqdm.frontend.quant.shapes import layer_specs
+from mpqdm.frontend.quant.swap import LayerPolicy
 
-from .kernels.qconv import ConvSpec
 from .kernels.qconv_schedule import schedule_qconv
-from .packing import pack_layer
-from .shapes import layer_specs, shape_key
 from .tvm_compat import TVM_VERSION, target, tensor, tvm
 
 DEFAULT_WBITS = (1, 2, 3, 4, 8)
 DEFAULT_ABITS = (4, 8)
 
 
-def with_width(spec: ConvSpec, channels: int, wbits: int, abits: int) -> ConvSpec:
-    return ConvSpec(spec.n, spec.h, spec.w, spec.c_in, channels, spec.kh, spec.kw, spec.stride, spec.pad,
-                    ((channels, wbits),), abits)
-
-
-def random_args(spec: ConvSpec, rng) -> list[np.ndarray]:
-    (c, b), = spec.groups
-    rows = rng.integers(0, 1 << b, size=(c, spec.k), dtype=np.uint8)
-    return [rng.integers(0, 1 << spec.abits, size=(spec.n, spec.h, spec.w, spec.c_in), dtype=np.uint8),
-            pack_layer(rows, spec.groups).words, np.arange(c, dtype=np.int32), np.ones(c, np.float32),
-            np.zeros(c, np.int32), rows.astype(np.int64).sum(1).astype(np.int32), np.zeros(c, np.float32),
-            np.ones(1, np.float32), np.zeros(1, np.int32), np.zeros((spec.n, spec.ho, spec.wo, c), np.float32)]
-
-
 def time_kernel(spec: ConvSpec, board, repeats: int, min_repeat_ms: int, rng) -> tuple[float, float]:
     """(median ms, spread = (p90 - p10) / median) of the board's kernel for `spec` on this machine."""
     ex = tvm.compile(schedule_qconv(spec, board), target=target(board.tvm_target_dict()))
-    args = [tensor(a) for a in random_args(spec, rng)]
+    args = [tensor(a) for a in random_args(spec, rng).ordered()]
     f = ex.mod.time_evaluator("qconv", tvm.cpu(), number=1, repeat=repeats, min_repeat_ms=min_repeat_ms)
     t = np.asarray(f(*args).results) * 1e3
     med = float(np.median(t))
@@ -64,7 +50,7 @@ NAMED_MODELS = ("ddpm-cifar10",)
 def load_model(model) -> object:
     """A diffusers folder, or 'ddpm-cifar10': that public architecture with random weights."""
     if str(model) == "ddpm-cifar10":
-        from frontend.fp_model import ddpm_cifar10_unet
+        from mpqdm.frontend.fp_model import ddpm_cifar10_unet
 
         return ddpm_cifar10_unet()
     return load_unet(model)
@@ -81,7 +67,7 @@ def work_list(model_dir, wbits, abits, policy: LayerPolicy) -> list[tuple[str, C
         pairs = [(8, 8)] if kind == "w8a8" else [(w, a) for w in wbits for a in abits]
         for w, a in pairs:
             for ch in (s.c_out, partial_width(s.c_out)):
-                key = (shape_key(s), w, a, ch)
+                key = (s.shape_key(), w, a, ch)
                 if key not in seen:
                     seen.add(key)
                     jobs.append((name, s, w, a, ch))
@@ -89,17 +75,16 @@ def work_list(model_dir, wbits, abits, policy: LayerPolicy) -> list[tuple[str, C
 
 
 def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFAULT_ABITS, repeats: int = 10,
-            min_repeat_ms: int = 20, table_path: Path | None = None, progress: bool = True) -> dict:
+            min_repeat_ms: int = 20, table_path: Path | None = None, progress: bool = True,
+            threads: int | None = None) -> dict:
+    """`mpqdm profile`; `threads` (default: the board profile's) must be set before TVM's pool starts."""
     board = load_board(board_name)
+    set_threads(threads or board.threads)
     if board.name != "host":
         raise UserError(f"board {board.name!r} can only be profiled on the board itself (TVM RPC tracker), which "
                         "is not built yet; no timings are made up for it. Possible solutions: --board host")
-    for b in wbits:
-        if not 1 <= b <= 8:
-            raise UserError(f"--wbits {b}: weight bits must be in 1..8")
-    for a in abits:
-        if a not in (4, 8):
-            raise UserError(f"--abits {a}: activation bits must be 4 or 8")
+    check_bits(wbits, "--wbits")
+    check_bits(abits, "--abits", ABITS)
     threads = int(tvm.runtime.num_threads())
     tgt = board.tvm_target_dict()
     build_id = hashlib.sha256(f"{commit()}|{TVM_VERSION}|{tgt}".encode()).hexdigest()[:12]
@@ -107,11 +92,11 @@ def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFA
     rng = np.random.default_rng(0)
     entries = []
     for _name, s, w, a, ch in tqdm(jobs, desc=f"profile {board.name}", disable=not progress):
-        med, spread = time_kernel(with_width(s, ch, w, a), board, repeats, min_repeat_ms, rng)
-        entries.append({"op": "qconv", "shape": shape_key(s), "wbits": w, "abits": a, "threads": threads,
+        med, spread = time_kernel(s.with_width(ch, w, a), board, repeats, min_repeat_ms, rng)
+        entries.append({"op": "qconv", "shape": s.shape_key(), "wbits": w, "abits": a, "threads": threads,
                         "channels": ch, "median_ms": round(med, 5), "spread": round(spread, 4), "repeats": repeats,
                         "build_id": build_id, "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    path = Path(table_path or board.path / "latency.json")
+    path = Path(table_path or latency_path(board))
     table = LatencyTable.load_or_empty(path, board.name)
     table.merge(entries)
     table.save(path)

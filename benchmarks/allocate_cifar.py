@@ -3,51 +3,35 @@ statistics from a small random calibration), group size 16, bits {1, 2, 3, 4, 8}
 with the host latency table. Budgets: the weight memory of uniform W3 and 97% of its latency, so the
 ILP has to trade; the plan is then recomputed from the written BitPlan against both budgets.
 
-Run: .venv/bin/python benchmarks/allocate_cifar.py     (makes out/ddpm-cifar10-random and its
-statistics first when missing: about 3 min; then 3 solves). Writes benchmarks/results/allocate_cifar.*
+Run: .venv/bin/python benchmarks/allocate_cifar.py     (makes the random model and its statistics
+under out/bench/ first when missing, testing/bench.py; then 3 solves). Writes benchmarks/results/allocate_cifar.*
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mpqdm.allocator.ilp import Budgets, solve, totals
+from mpqdm.allocator.problem import build
+from mpqdm.boards.registry import latency_path, load_board
+from mpqdm.core.bitplan import BitPlan
+from mpqdm.core.latency import LatencyTable
+from mpqdm.core.stats import read_stats
+from mpqdm.testing.bench import cifar_stats, markdown_table, save_rows
 
-from common import markdown_table, save_rows  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
-from allocator.bitplan import BitPlan  # noqa: E402
-from allocator.ilp import Budgets, solve, totals  # noqa: E402
-from allocator.problem import build  # noqa: E402
-from boards.latency import LatencyTable  # noqa: E402
-from boards.profile import load_board  # noqa: E402
-from frontend.quant.stats import read_stats  # noqa: E402
-from mpqdm.paths import REPO_ROOT, RESULTS  # noqa: E402
-
-MODEL, STATS = REPO_ROOT / "out" / "ddpm-cifar10-random", REPO_ROOT / "out" / "stats" / "ddpm-cifar10-random.json"
 BITS, GROUP = (1, 2, 3, 4, 8), 16
 
 
-def prepare() -> None:
-    if not MODEL.is_dir():
-        subprocess.run([sys.executable, "-c", "import torch; from frontend.fp_model import ddpm_cifar10_unet; "
-                        f"torch.manual_seed(0); ddpm_cifar10_unet().save_pretrained({str(MODEL)!r})"],
-                       check=True, cwd=REPO_ROOT)
-    if not STATS.is_file():
-        subprocess.run([sys.executable, "-m", "mpqdm.cli", "stats", str(MODEL), "--calib-samples", "2",
-                        "--calib-steps", "4", "--out", str(STATS)], check=True, cwd=REPO_ROOT)
-
-
 def main() -> None:
-    from allocator.allocate import plan_totals, to_plan
+    from mpqdm.allocator.allocate import plan_totals, to_plan
 
-    prepare()
     board = load_board("host")
-    stats = read_stats(STATS)
-    table = LatencyTable.load(board.path / "latency.json", "host")
+    stats = read_stats(cifar_stats(ROOT))
+    table = LatencyTable.load(latency_path(board), "host")
     t = time.perf_counter()
     problems = build(stats, table, board.threads, GROUP, BITS, (4,))
     build_s = time.perf_counter() - t
@@ -58,7 +42,7 @@ def main() -> None:
     for run in range(3):
         sol = solve(problems, budgets, threads=2)
         plan = to_plan(stats, problems, sol, GROUP)
-        path = REPO_ROOT / "out" / "plans" / "ddpm-cifar10-random.json"
+        path = ROOT / "out" / "plans" / "ddpm-cifar10-random.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         plan.save(path)
         nbytes, ms, _ = plan_totals(BitPlan.load(path), stats, table, board.threads)

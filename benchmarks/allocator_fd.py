@@ -9,8 +9,8 @@ Run: .venv/bin/python benchmarks/allocator_fd.py [--samples 1000] [--only W3A4-i
 - W2A8 and W3A4 are evaluated after PTQ (MSE ranges), W2A4 after QAT (40 iterations x batch 8, TRD
   weight 100, the QAT ablation's settings); FD of 1,000 samples, 20 DDIM steps.
 Resumable: finished rows are kept in allocator.json; exports and evaluations are cached under out/.
-The uniform and OMQ rows share their folders with ptq_table.py and qat_ablation.py, whose rows have
-the same configuration, so one run serves both. Writes benchmarks/results/allocator.{json,md} and
+The QAT uniform and OMQ rows are the QAT ablation's rows of the same setting, built once by
+testing/bench.py. Writes benchmarks/results/allocator.{json,md} and
 allocator_{pareto,bits}_W2A4.png.
 """
 
@@ -23,30 +23,28 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from common import markdown_table, save_rows  # noqa: E402
-
-from allocator.allocate import allocate, plan_totals, plot  # noqa: E402
-from allocator.bitplan import BitPlan  # noqa: E402
-from allocator.ilp import Budgets, totals  # noqa: E402
-from allocator.problem import (
-    DEFAULT_BITS,  # noqa: E402
-    build,  # noqa: E402
+from mpqdm.allocator.allocate import allocate, plan_totals, plot
+from mpqdm.allocator.ilp import Budgets, totals
+from mpqdm.allocator.problem import (
+    DEFAULT_BITS,
+    build,
 )
-from boards.latency import LatencyTable  # noqa: E402
-from boards.profile import load_board  # noqa: E402
-from frontend.evaluate import EvalConfig, evaluate  # noqa: E402
-from frontend.qat.config import QATConfig  # noqa: E402
-from frontend.qat.train import qat, run_dir  # noqa: E402
-from frontend.quant.ptq import PTQConfig, quantize  # noqa: E402
-from frontend.quant.stats import read_stats  # noqa: E402
-from mpqdm.paths import DEFAULT_MODEL, REPO_ROOT, RESULTS  # noqa: E402
+from mpqdm.boards.registry import latency_path, load_board
+from mpqdm.core.bitplan import BitPlan
+from mpqdm.core.latency import LatencyTable
+from mpqdm.core.resources import DEFAULT_MODEL
+from mpqdm.core.stats import read_stats
+from mpqdm.frontend.evaluate import EvalConfig, evaluate
+from mpqdm.frontend.qat.config import QATConfig
+from mpqdm.frontend.qat.train import qat, run_dir
+from mpqdm.frontend.quant.ptq import PTQConfig, quantize
+from mpqdm.testing.bench import markdown_table, qat_export, save_rows
 
-STATS = REPO_ROOT / "out" / "stats" / "mnist-default.json"
-WORK = REPO_ROOT / "out" / "allocator"
-QAT_WORK = REPO_ROOT / "out" / "qat_ablation" / "v2_it40_b8_r0"     # qat_ablation.py's folder
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+STATS = ROOT / "out" / "stats" / "mnist-default.json"
+WORK = ROOT / "out" / "allocator"
 BUDGETS = [("W2A8", 2, 8, "ptq"), ("W3A4", 3, 4, "ptq"), ("W2A4", 2, 4, "qat")]
 PLANS = ("ilp", "omq", "uniform")
 # ILP variants with other candidate bits, where the default candidates lose: name -> bits, budgets
@@ -74,24 +72,17 @@ def ilp_plan(budget: str, wbits: int, abits: int, stats: dict, table: LatencyTab
     return path
 
 
-def export_dir(budget: str, wbits: int, abits: int, kind: str, name: str) -> Path:
-    if kind == "qat":
-        key = {"uniform": "trd", "omq": "mpqdm"}.get(name, name)     # the ablation's rows of the same setting
-        return QAT_WORK / f"{budget}-{key}" / "export"
-    if name == "uniform":
-        return REPO_ROOT / "out" / "ptq" / f"{budget}-mse" / "export"   # ptq_table.py's row
-    return WORK / f"{budget}-{name}" / "export"
-
-
 def run_row(budget, wbits, abits, kind, name, stats, table, threads, samples, device) -> dict:
     plan_file = ilp_plan(budget, wbits, abits, stats, table, threads, name) if name.startswith("ilp") else None
     ptq = PTQConfig(plan="omq" if name == "omq" else "uniform", wbits=wbits, abits=abits, method="mse",
                     omq_fractions=(0.1,))
-    out = export_dir(budget, wbits, abits, kind, name)
+    out = WORK / f"{budget}-{name}" / "export"
     t0 = time.perf_counter()
     if kind == "ptq" and not (out / "quant_export.json").is_file():
         quantize(DEFAULT_MODEL, out, ptq, plan_file=plan_file, device=device)
-    if kind == "qat" and not (run_dir(out) / "summary.json").is_file():
+    if kind == "qat" and name in ("uniform", "omq"):      # the QAT ablation's rows of the same setting
+        out = qat_export(ROOT, budget, wbits, abits, {"uniform": "trd", "omq": "mpqdm"}[name], device=device)
+    elif kind == "qat" and not (run_dir(out) / "summary.json").is_file():
         cfg = QATConfig(iterations=40, batch=8, trd_weight=100.0, seed=0, ckpt_every=5)
         qat(DEFAULT_MODEL, out, cfg, ptq, plan_file=plan_file, resume=(run_dir(out) / "checkpoint.pt").is_file(),
             device=device)
@@ -104,7 +95,7 @@ def run_row(budget, wbits, abits, kind, name, stats, table, threads, samples, de
 
 
 def cifar_solve_seconds() -> float:
-    subprocess.run([sys.executable, str(Path(__file__).parent / "allocate_cifar.py")], check=True, cwd=REPO_ROOT)
+    subprocess.run([sys.executable, str(Path(__file__).parent / "allocate_cifar.py")], check=True, cwd=ROOT)
     rows = json.loads((RESULTS / "allocate_cifar.json").read_text())["rows"]
     return sorted(r["solve_s"] for r in rows)[len(rows) // 2]
 
@@ -138,10 +129,10 @@ def main() -> None:
         solve_s = cifar_solve_seconds()
     if not STATS.is_file():
         subprocess.run([sys.executable, "-m", "mpqdm.cli", "stats", str(DEFAULT_MODEL), "--out", str(STATS)],
-                       check=True, cwd=REPO_ROOT)
+                       check=True, cwd=ROOT)
     stats = read_stats(STATS)
     board = load_board(BOARD)
-    table = LatencyTable.load(board.path / "latency.json", BOARD)
+    table = LatencyTable.load(latency_path(board), BOARD)
     done = {(p["budget"], p["name"]) for p in plans}
     only = {k for k in args.only.split(",") if k}
     for budget, w, a, kind in BUDGETS:

@@ -3,49 +3,29 @@ default model (every board) and the DDPM CIFAR-10 configuration (host and Pi 5),
 the numerics of the lowered plan against the integer reference (Python executor, every sampling step).
 
 Run: .venv/bin/python benchmarks/compile.py
-- default model: the W2A4 MPQ-DM export of the QAT ablation (made by benchmarks/qat_ablation.py
-  --only W2A4-mpqdm when missing);
-- DDPM CIFAR-10: random weights (out/ddpm-cifar10-random, as benchmarks/allocate_cifar.py makes it),
-  PTQ W2A4 uniform with a small random calibration (the sizes do not depend on the weights' values).
+- default model: the W2A4 MPQ-DM export, 40 QAT iterations of batch 8 (testing/bench.py, the QAT
+  ablation's row; made under out/bench/ when missing);
+- DDPM CIFAR-10: random weights, PTQ W2A4 uniform with a small random calibration (the sizes do not
+  depend on the weights' values; testing/bench.py).
 Writes benchmarks/results/compile.json and compile.md.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import numpy as np
 
-import numpy as np  # noqa: E402
-from common import markdown_table, save_rows  # noqa: E402
-from lowering_check import check_unet  # noqa: E402
+from mpqdm.backend_tvm.compile import compile_export
+from mpqdm.backend_tvm.lower import lower_export
+from mpqdm.boards.registry import load_board
+from mpqdm.testing.bench import cifar_w2a4_export, default_w2a4_export, markdown_table, save_rows
+from mpqdm.testing.lowering_check import check_unet
 
-from backend_tvm.compile import compile_export  # noqa: E402
-from backend_tvm.lower import lower_export  # noqa: E402
-from boards.profile import load_board  # noqa: E402
-from frontend.quant.calibrate import CalibConfig  # noqa: E402
-from frontend.quant.ptq import PTQConfig, quantize  # noqa: E402
-from mpqdm.paths import REPO_ROOT, RESULTS  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
-DEFAULT_EXPORT = REPO_ROOT / "out" / "qat_ablation" / "v2_it40_b8_r0" / "W2A4-mpqdm" / "export"
-CIFAR_MODEL = REPO_ROOT / "out" / "ddpm-cifar10-random"
-CIFAR_EXPORT = REPO_ROOT / "out" / "compile" / "ddpm-cifar10-W2A4"
-WORK = REPO_ROOT / "out" / "compile"
-
-
-def prepare() -> None:
-    bench = Path(__file__).parent
-    if not DEFAULT_EXPORT.is_dir():
-        subprocess.run([sys.executable, str(bench / "qat_ablation.py"), "--only", "W2A4-mpqdm"], check=True)
-    if not CIFAR_MODEL.is_dir():
-        subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'benchmarks'); "
-                        "import allocate_cifar as a; a.prepare()"], check=True, cwd=REPO_ROOT)
-    if not (CIFAR_EXPORT / "quant_export.json").is_file():
-        quantize(CIFAR_MODEL, CIFAR_EXPORT, PTQConfig(plan="uniform", wbits=2, abits=4,
-                                                      calib=CalibConfig(samples=2, steps=4, batch=2)))
+WORK = ROOT / "out" / "compile"
 
 
 def numerics(export: Path, lib_dir: Path) -> dict:
@@ -64,10 +44,10 @@ def numerics(export: Path, lib_dir: Path) -> dict:
 
 
 def main() -> None:
-    prepare()
+    default, cifar = default_w2a4_export(ROOT), cifar_w2a4_export(ROOT)
     rows = []
-    jobs = [("default", DEFAULT_EXPORT, b) for b in ("host", "rpi4", "rpi5", "jetson-orin-nano")]
-    jobs += [("ddpm-cifar10", CIFAR_EXPORT, b) for b in ("host", "rpi5")]
+    jobs = [("default", default, b) for b in ("host", "rpi4", "rpi5", "jetson-orin-nano")]
+    jobs += [("ddpm-cifar10", cifar, b) for b in ("host", "rpi5")]
     for model, export, board in jobs:
         print(f"== {model} {board}", flush=True)
         out = WORK / f"{model}-{board}"

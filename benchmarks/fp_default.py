@@ -8,14 +8,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from pathlib import Path
 
-from frontend.classifier import load_classifier
-from frontend.evaluate import EvalConfig, evaluate
-from frontend.flops import unet_flops
-from frontend.model_io import load_unet
-from mpqdm.io import write_json
-from mpqdm.machine import provenance
-from mpqdm.paths import DEFAULT_CLASSIFIER, DEFAULT_MODEL, REPO_ROOT, RESULTS
+from mpqdm.core.io import write_json
+from mpqdm.core.machine import provenance
+from mpqdm.core.resources import DEFAULT_CLASSIFIER, DEFAULT_MODEL
+from mpqdm.frontend.classifier import load_classifier
+from mpqdm.frontend.evaluate import EvalConfig, evaluate
+from mpqdm.frontend.flops import unet_flops
+from mpqdm.frontend.model_io import load_unet
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def main() -> None:
@@ -23,7 +27,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    work = REPO_ROOT / "out" / "eval" / "fp_default"
+    work = ROOT / "out" / "eval" / "fp_default"
     m = evaluate(DEFAULT_MODEL, work, EvalConfig(samples=args.samples), device=args.device)
     unet = load_unet(DEFAULT_MODEL)
     train = json.loads((DEFAULT_MODEL / "train_info.json").read_text())

@@ -16,15 +16,13 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mpqdm.testing.bench import markdown_table, save_rows
+from mpqdm.testing.fuzz import build_fuzzer, run_fuzzer, seed_corpus
 
-from common import markdown_table, save_rows  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
-from backend_tvm.fuzz import build_fuzzer, run_fuzzer, seed_corpus  # noqa: E402
-from mpqdm.paths import REPO_ROOT, RESULTS  # noqa: E402
-
-OUT = REPO_ROOT / "out" / "fuzz"
+OUT = ROOT / "out" / "fuzz"
 COLS = ["seconds", "executions", "exec_per_sec", "crashes", "corpus_files"]
 
 

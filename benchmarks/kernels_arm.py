@@ -10,26 +10,25 @@ Instruction counts are a cost proxy, weaker for out-of-order cores (both are) th
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mpqdm.backend_tvm.kernels.fp import Conv2dSpec, schedule_conv2d
+from mpqdm.backend_tvm.kernels.qconv_schedule import schedule_qconv
+from mpqdm.boards.registry import load_board
+from mpqdm.core.resources import DEFAULT_MODEL
+from mpqdm.core.scheme import random_args
+from mpqdm.frontend.model_io import load_unet
+from mpqdm.frontend.quant.shapes import layer_specs
+from mpqdm.frontend.quant.swap import LayerPolicy
+from mpqdm.testing import harness
+from mpqdm.testing.bench import load_rows, markdown_table, save_rows
 
-from common import load_rows, markdown_table, save_rows  # noqa: E402
-
-from backend_tvm import harness  # noqa: E402
-from backend_tvm.kernels.fp import Conv2dSpec, schedule_conv2d  # noqa: E402
-from backend_tvm.kernels.qconv_schedule import schedule_qconv  # noqa: E402
-from backend_tvm.profile import random_args, with_width  # noqa: E402
-from backend_tvm.shapes import layer_specs, shape_key  # noqa: E402
-from boards.profile import load_board  # noqa: E402
-from frontend.model_io import load_unet  # noqa: E402
-from frontend.quant.swap import LayerPolicy  # noqa: E402
-from mpqdm.paths import DEFAULT_MODEL, REPO_ROOT, RESULTS  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
 CONFIGS = {"W2A4": (2, 4), "W4A4": (4, 4), "W8A8": (8, 8), "fp32": None}
 CPUS = {"cortex-a72": "rpi4", "cortex-a76": "rpi5"}
@@ -48,8 +47,8 @@ def count(spec, config: str, board, work: Path) -> int:
         mod, sym, args = schedule_conv2d(fs, name="kernel"), "kernel", fp32_args(fs, rng)
     else:
         w, a = CONFIGS[config]
-        q = with_width(spec, spec.c_out, w, a)
-        mod, sym, args = schedule_qconv(q, board, name="kernel"), "kernel", random_args(q, rng)
+        q = spec.with_width(spec.c_out, w, a)
+        mod, sym, args = schedule_qconv(q, board, name="kernel"), "kernel", list(random_args(q, rng).ordered())
     exe = harness.link([harness.compile_object(mod, board, work / "k.o")], board, sym, work / "harness")
     return harness.count_instructions(exe, board, args, {len(args) - 1}, work)
 
@@ -59,12 +58,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="3 layers, for trying it out (writes under out/)")
     ap.add_argument("--report", action="store_true", help="rewrite the tables from the JSON rows (notes edited)")
     args = ap.parse_args()
-    out = (REPO_ROOT / "out" / "kernels_arm_quick") if args.quick else RESULTS / "kernels_arm"
+    out = (ROOT / "out" / "kernels_arm_quick") if args.quick else RESULTS / "kernels_arm"
     if args.report:
         return write(load_rows(out.with_suffix(".json")), out)
     specs = {}
     for name, s in layer_specs(load_unet(DEFAULT_MODEL)).items():
-        if LayerPolicy().kind(name) == "quant" and shape_key(s) not in {shape_key(v) for v in specs.values()}:
+        if LayerPolicy().kind(name) == "quant" and s.shape_key() not in {v.shape_key() for v in specs.values()}:
             specs[name] = s
     if args.quick:
         specs = dict(list(specs.items())[:3])
@@ -74,7 +73,7 @@ def main() -> None:
         for name, s, config, cpu in tqdm(jobs, desc="qemu instruction counts"):
             work = Path(tmp) / f"{len(rows)}"
             work.mkdir()
-            rows.append({"layer": name, "model": "default", "shape": shape_key(s), "cpu": cpu, "config": config,
+            rows.append({"layer": name, "model": "default", "shape": s.shape_key(), "cpu": cpu, "config": config,
                          "wbits": CONFIGS[config][0] if CONFIGS[config] else 32,
                          "abits": CONFIGS[config][1] if CONFIGS[config] else 32,
                          "instructions": count(s, config, load_board(CPUS[cpu]), work)})

@@ -21,16 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mpqdm.backend_tvm.kernels.qconv_schedule import schedule_qconv
+from mpqdm.backend_tvm.tvm_compat import Schedule, build, target, te, tensor, tvm
+from mpqdm.boards.registry import load_board
+from mpqdm.core.packing import packed_bytes
+from mpqdm.core.scheme import ConvSpec, QConvArgs, weight_constants
+from mpqdm.testing.bench import markdown_table, save_rows
 
-from common import markdown_table, save_rows  # noqa: E402
-
-from backend_tvm.kernels.qconv import ConvSpec  # noqa: E402
-from backend_tvm.kernels.qconv_schedule import schedule_qconv  # noqa: E402
-from backend_tvm.packing import pack_layer, packed_bytes  # noqa: E402
-from backend_tvm.tvm_compat import Schedule, build, target, te, tensor, tvm  # noqa: E402
-from boards.profile import load_board  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
 CONFIGS = {"W2A4": (2, 4), "W4A4": (4, 4), "W4A8": (4, 8), "W8A8": (8, 8)}
 MODELS = ("default", "ddpm-cifar10")
@@ -67,7 +66,7 @@ def model_shapes(model: str) -> list[Shape]:
     """Distinct conv shapes in forward order, each named by its first layer (imports torch: parent only)."""
     import torch
 
-    from frontend.fp_model import ddpm_cifar10_unet, default_unet
+    from mpqdm.frontend.fp_model import ddpm_cifar10_unet, default_unet
 
     torch.manual_seed(0)
     net = default_unet() if model == "default" else ddpm_cifar10_unet()
@@ -116,13 +115,13 @@ def make_layer(spec: ConvSpec, rng: np.random.Generator) -> Layer:
 
 
 def ours_args(layer: Layer) -> list[np.ndarray]:
-    """The kernel's arguments (see backend_tvm/kernels/qconv.py), output last; channels in plan order."""
+    """The kernel's arguments (core/scheme.py), output last; channels in plan order."""
     s = layer.spec
     sw, sa = layer.sw, np.float32(layer.sa)
-    return [layer.x, pack_layer(layer.rows, s.groups).words, np.arange(s.c_out, dtype=np.int32), sw,
-            np.full(s.c_out, layer.zw, np.int32), layer.rows.astype(np.int32).sum(1).astype(np.int32),
-            (layer.bias_q * (sa * sw)).astype(np.float32), np.array([sa], np.float32),
-            np.array([layer.za], np.int32), np.zeros((1, s.ho, s.wo, s.c_out), np.float32)]
+    wc = weight_constants(s, layer.rows, np.arange(s.c_out), sw, np.full(s.c_out, layer.zw))
+    return list(QConvArgs(x=layer.x, **wc, bias=(layer.bias_q * (sa * sw)).astype(np.float32),
+                          act=np.array([sa], np.float32), az=np.array([layer.za], np.int32),
+                          y=np.zeros((1, s.ho, s.wo, s.c_out), np.float32)).ordered())
 
 
 def build_ours(spec: ConvSpec, board):
@@ -334,8 +333,7 @@ def main() -> None:
         return worker()
     from tqdm import tqdm
 
-    from mpqdm.machine import command, machine
-    from mpqdm.paths import REPO_ROOT, RESULTS
+    from mpqdm.core.machine import command, machine
 
     if args.report:     # rewrite both files from the JSON rows (notes edited), keeping its provenance
         path = args.out or RESULTS / "kernels_host.json"
@@ -365,7 +363,7 @@ def main() -> None:
     rows.sort(key=lambda r: (order[(r["model"], r["layer"])], list(CONFIGS).index(f"W{r['wbits']}A{r['abits']}"),
                              r["threads"]))
     summary = summarize(rows)
-    out_json = args.out or (REPO_ROOT / "out" / "kernels_host_quick.json" if args.quick
+    out_json = args.out or (ROOT / "out" / "kernels_host_quick.json" if args.quick
                             else RESULTS / "kernels_host.json")
     board = load_board("host")
     notes = run_notes(repeats, min_ms, board.tvm_target_dict())

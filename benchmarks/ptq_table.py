@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mpqdm.core.resources import DEFAULT_MODEL
+from mpqdm.frontend.evaluate import EvalConfig, evaluate
+from mpqdm.frontend.quant.export import avg_wbits
+from mpqdm.frontend.quant.ptq import PTQConfig, quantize
+from mpqdm.testing.bench import load_rows, markdown_table, save_rows
 
-from common import load_rows, markdown_table, save_rows  # noqa: E402
-
-from frontend.evaluate import EvalConfig, evaluate  # noqa: E402
-from frontend.quant.export import avg_wbits  # noqa: E402
-from frontend.quant.ptq import PTQConfig, quantize  # noqa: E402
-from mpqdm.paths import DEFAULT_MODEL, REPO_ROOT, RESULTS  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
 ROWS = [("FP", None, None, "fp")]
 ROWS += [(f"W{w}A{a}", w, a, m) for m in ("minmax", "mse") for w, a in
@@ -57,7 +56,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated CONFIG-METHOD keys")
     args = ap.parse_args()
     out_json, out_md = RESULTS / "ptq.json", RESULTS / "ptq.md"
-    work = REPO_ROOT / "out" / "ptq"
+    work = ROOT / "out" / "ptq"
     rows = [r for r in load_rows(out_json) if r.get("samples") == args.samples]
     done = {(r["config"], r["method"]) for r in rows}
     only = {k for k in args.only.split(",") if k}

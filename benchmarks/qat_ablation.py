@@ -12,57 +12,47 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mpqdm.core.resources import DEFAULT_MODEL
+from mpqdm.frontend.device import pick_device
+from mpqdm.frontend.evaluate import EvalConfig, evaluate
+from mpqdm.frontend.qat.train import run_dir
+from mpqdm.frontend.train_fp import describe
+from mpqdm.testing.bench import QAT_VARIANTS, load_rows, markdown_table, qat_export, save_rows
 
-from common import load_rows, markdown_table, save_rows  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
-from frontend.device import pick_device  # noqa: E402
-from frontend.evaluate import EvalConfig, evaluate  # noqa: E402
-from frontend.qat.config import QATConfig  # noqa: E402
-from frontend.qat.train import qat, run_dir  # noqa: E402
-from frontend.quant.ptq import PTQConfig  # noqa: E402
-from frontend.train_fp import describe  # noqa: E402
-from mpqdm.paths import DEFAULT_MODEL, REPO_ROOT, RESULTS  # noqa: E402
-
-# variant -> (plan, TRD weight); OMQ uses the released code's fixed 10% split, because under PTQ
-# costs the k search keeps k = 0 at W2 (1-bit channels only pay off once trained; see ptq.md)
-VARIANTS = {"baseline": ("uniform", 0.0), "omq": ("omq", 0.0), "trd": ("uniform", 100.0),
-            "mpqdm": ("omq", 100.0)}
+# variants: testing/bench.py QAT_VARIANTS; OMQ uses the released code's fixed 10% split, because under
+# PTQ costs the k search keeps k = 0 at W2 (1-bit channels only pay off once trained; see ptq.md)
 ROWS = [("W2A4", 2, 4, v) for v in ("fp", "baseline", "omq", "trd", "mpqdm")]
 ROWS += [(c, w, 4, v) for c, w in (("W3A4", 3), ("W4A4", 4)) for v in ("baseline", "mpqdm")]
 GRIDS = {"fp", "baseline", "mpqdm"}
 NOTES_FILE = RESULTS / "qat_ablation_notes.json"   # hand-written: what was tried where a target is missed
 
 
-def run_row(config, wbits, abits, variant, args, work: Path) -> dict:
+def run_row(config, wbits, abits, variant, args) -> dict:
     key = f"{config}-{variant}"
     dev = pick_device(args.device)
     row = {"config": config, "variant": variant, "wbits": wbits, "abits": abits, "iterations": 0,
            "batch": args.batch, "samples": args.samples, "device": describe(dev)}
     model, train_s = DEFAULT_MODEL, 0.0
     if variant != "fp":
-        plan, trd = VARIANTS[variant]
-        cfg = QATConfig(iterations=args.iterations, batch=args.batch, trd_weight=trd, seed=0,
-                        ckpt_every=args.ckpt_every, lora_rank=args.lora_rank)
-        ptq = PTQConfig(plan=plan, wbits=wbits, abits=abits, omq_fractions=(0.1,))
-        model = work / key / "export"
-        summary = run_dir(model) / "summary.json"
-        if not summary.is_file():
-            resume = (run_dir(model) / "checkpoint.pt").is_file()
-            qat(DEFAULT_MODEL, model, cfg, ptq, resume=resume, device=args.device)
-        s = json.loads(summary.read_text())
+        plan, trd = QAT_VARIANTS[variant]
+        model = qat_export(ROOT, config, wbits, abits, variant, args.iterations, args.batch, args.lora_rank,
+                           args.ckpt_every, args.device)
+        s = json.loads((run_dir(model) / "summary.json").read_text())
         train_s = s["seconds"]
         row.update(iterations=s["iterations"], plan=plan, trd_weight=trd, avg_wbits=s["avg_wbits"],
                    final_out_loss=round(s["final"]["out"], 3), final_trd=round(s["final"]["trd"], 4))
         shutil.copyfile(run_dir(model) / "loss_curve.png", RESULTS / f"qat_{key}_loss.png")
     t0 = time.perf_counter()
-    m = evaluate(model, work / key / "eval", EvalConfig(samples=args.samples), device=args.device)
+    eval_dir = ROOT / "out" / "qat_ablation" / f"it{args.iterations}_b{args.batch}_r{args.lora_rank}" / key / "eval"
+    m = evaluate(model, eval_dir, EvalConfig(samples=args.samples), device=args.device)
     if variant in GRIDS:
-        shutil.copyfile(work / key / "eval" / "samples_grid.png", RESULTS / f"qat_{key}_grid.png")
+        shutil.copyfile(eval_dir / "samples_grid.png", RESULTS / f"qat_{key}_grid.png")
     row.update(fd=m["fd"], fd_floor=m["fd_floor"], qat_seconds=train_s,
                eval_seconds=round(time.perf_counter() - t0, 1))
     return row
@@ -94,8 +84,6 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated CONFIG-VARIANT keys")
     ap.add_argument("--report", action="store_true", help="only rewrite the JSON and Markdown (notes edited)")
     args = ap.parse_args()
-    # v2: scale-aware activation lr, weight lr scale 4e-4, steps kept positive
-    work = REPO_ROOT / "out" / "qat_ablation" / f"v2_it{args.iterations}_b{args.batch}_r{args.lora_rank}"
     same = {"iterations": args.iterations, "batch": args.batch, "samples": args.samples}
     rows = [r for r in load_rows(RESULTS / "qat_ablation.json")
             if r["samples"] == args.samples and r["batch"] == args.batch
@@ -106,7 +94,7 @@ def main() -> None:
         if args.report or (config, variant) in done or (only and f"{config}-{variant}" not in only):
             continue
         print(f"== {config} {variant}", flush=True)
-        rows.append(run_row(config, w, a, variant, args, work))
+        rows.append(run_row(config, w, a, variant, args))
         write_report(rows, same, args.samples)
     if rows:
         write_report(rows, same, args.samples)

@@ -11,26 +11,24 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import numpy as np
 
-import numpy as np  # noqa: E402
-from common import markdown_table, save_rows  # noqa: E402
-from runtime_check import fake_quant_samples, intref_samples, psnr  # noqa: E402
+from mpqdm.backend_tvm.build import build
+from mpqdm.backend_tvm.compile import compile_export
+from mpqdm.core.resources import DEFAULT_CLASSIFIER
+from mpqdm.frontend.classifier import load_classifier
+from mpqdm.frontend.evaluate import EvalConfig, batch_noise, evaluate, features, from_uint8, real_stats, to_uint8
+from mpqdm.frontend.fd import fd_of_features
+from mpqdm.testing.bench import default_w2a4_export, markdown_table, save_rows
+from mpqdm.testing.runtime_check import fake_quant_samples, intref_samples, psnr
 
-from backend_tvm.build import build  # noqa: E402
-from backend_tvm.compile import compile_export  # noqa: E402
-from frontend.classifier import load_classifier  # noqa: E402
-from frontend.evaluate import EvalConfig, batch_noise, evaluate, features, from_uint8, real_stats, to_uint8  # noqa: E402
-from frontend.fd import fd_of_features  # noqa: E402
-from mpqdm.paths import DEFAULT_CLASSIFIER, REPO_ROOT, RESULTS  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
-DEFAULT_EXPORT = REPO_ROOT / "out" / "qat_ablation" / "v2_it40_b8_r0" / "W2A4-mpqdm" / "export"
-WORK = REPO_ROOT / "out" / "runtime_fd"
+WORK = ROOT / "out" / "runtime_fd"
 
 
 def eval_noise(cfg: EvalConfig) -> np.ndarray:
@@ -52,14 +50,14 @@ def pytorch_images(eval_dir: Path, cfg: EvalConfig) -> np.ndarray | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--export", default=str(DEFAULT_EXPORT))
+    ap.add_argument("--export", help="a quantized export (default: the W2A4 MPQ-DM export of testing/bench.py)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--psnr-samples", type=int, default=16, help="samples also run by fake-quant and intref "
                     "(the integer reference is slow: int64 matmuls)")
     ap.add_argument("--rerun", action="store_true", help="run the runtime again even if its samples exist")
     args = ap.parse_args()
-    export = Path(args.export)
+    export = Path(args.export) if args.export else default_w2a4_export(ROOT)
     cfg = EvalConfig(samples=args.samples)
     torch_m = evaluate(export, export.parent / "eval", cfg)               # cached when already made
     d = WORK / "host"
@@ -80,7 +78,7 @@ def main() -> None:
     real, floor = real_stats(classifier)
     fd = fd_of_features(features(classifier, from_uint8(imgs)), real)
     torch_imgs = pytorch_images(export.parent / "eval", cfg)
-    row = {"export": str(export.relative_to(REPO_ROOT)), "samples": args.samples, "steps": cfg.steps,
+    row = {"export": str(export.relative_to(ROOT)), "samples": args.samples, "steps": cfg.steps,
            "fd_runtime": round(fd, 3), "fd_pytorch": torch_m["fd"], "fd_floor": round(floor, 3),
            "fd_difference": round(fd - torch_m["fd"], 3), "runtime_seconds": seconds,
            "threads": args.threads}
@@ -96,7 +94,7 @@ def main() -> None:
         "# FD of runtime-made samples (default model, same noise as the PyTorch evaluation)\n\n"
         "Command: `.venv/bin/python benchmarks/runtime_fd.py`\n\n"
         "PSNR over the model's [-1, 1] range between DDIM runs (20 steps) from the same noise: the C runtime, "
-        "the frontend's exact integer reference (intref) and the PyTorch fake-quant model. DESIGN.md asks for "
+        "the frontend's exact integer reference (intref) and the PyTorch fake-quant model. The design asked for "
         "35 dB runtime vs fake-quant.\n\n" + markdown_table([row], list(row)) + "\n")
     print(row)
 

@@ -39,20 +39,27 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-from common import markdown_table, save_rows  # noqa: E402
+from mpqdm.core.resources import DEFAULT_MODEL
+from mpqdm.testing.bench import cifar_random, cifar_w2a4_export, default_w2a4_export, markdown_table, save_rows
 
-from mpqdm.paths import DEFAULT_MODEL, REPO_ROOT, RESULTS  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
-OUT = REPO_ROOT / "out" / "runtime"
+OUT = ROOT / "out" / "runtime"
 ONNX_DIR = OUT / "onnx"
-# model name: (fp32 diffusers folder, our W2A4 export, samples per mpqdm-run --bench)
-MODELS = {
-    "default": (DEFAULT_MODEL, REPO_ROOT / "out" / "qat_ablation" / "v2_it40_b8_r0" / "W2A4-mpqdm" / "export", 2),
-    "ddpm-cifar10": (REPO_ROOT / "out" / "ddpm-cifar10-random", REPO_ROOT / "out" / "compile" / "ddpm-cifar10-W2A4", 1),
-}
+SAMPLES = {"default": 2, "ddpm-cifar10": 1}      # model name -> samples per mpqdm-run --bench
+
+
+def fp_model(model: str) -> Path:
+    """The fp32 diffusers folder of a model."""
+    return DEFAULT_MODEL if model == "default" else cifar_random(ROOT)
+
+
+def export_of(model: str) -> Path:
+    """Our W2A4 export of a model (testing/bench.py builds it when missing)."""
+    return default_w2a4_export(ROOT) if model == "default" else cifar_w2a4_export(ROOT)
 ENGINES = ["mpqdm-W2A4", "torch-fp32", "ort-fp32", "ort-int8"]
 TIMESTEP = 500.0                     # the timestep of the timed calls
 CALIB_SAMPLES = 8
@@ -68,7 +75,7 @@ def peak_rss_mb() -> float:
 
 
 def input_shape(model: str) -> tuple[int, int, int, int]:
-    cfg = json.loads((MODELS[model][0] / "config.json").read_text())
+    cfg = json.loads((fp_model(model) / "config.json").read_text())
     size = cfg["sample_size"]
     h, w = (size, size) if isinstance(size, int) else size
     return 1, cfg["in_channels"], h, w
@@ -85,7 +92,7 @@ def spawn(cmd: list[str]) -> subprocess.CompletedProcess:
     process would report our peak; a shell that forks the command (no exec: another command follows) hands
     it a small one."""
     return subprocess.run(["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd], capture_output=True, text=True,
-                          cwd=REPO_ROOT)
+                          cwd=ROOT)
 
 
 def median_seconds(call, repeats: int, warmup: int) -> float:
@@ -109,17 +116,13 @@ def newest_mtime(paths: list[Path]) -> float:
 
 def mpqdm_binary(model: str) -> Path:
     """out/runtime/<model>-host/mpqdm-run, recompiled when older than the backend, the runtime or the export."""
-    from backend_tvm.build import build
-    from backend_tvm.compile import compile_export
+    from mpqdm.backend_tvm.build import build
+    from mpqdm.backend_tvm.compile import compile_export
 
-    export = MODELS[model][1]
-    if model == "ddpm-cifar10" and not (export / "quant_export.json").is_file():
-        import compile as compile_bench  # benchmarks/compile.py makes the CIFAR-10 export
-
-        compile_bench.prepare()
+    export = export_of(model)
     d = OUT / f"{model}-host"
     binary = d / "mpqdm-run"
-    sources = [REPO_ROOT / "backend_tvm", REPO_ROOT / "runtime" / "src", REPO_ROOT / "runtime" / "include", export]
+    sources = [ROOT / "backend_tvm", ROOT / "runtime" / "src", ROOT / "runtime" / "include", export]
     if binary.is_file() and binary.stat().st_mtime > newest_mtime(sources):
         return binary
     print(f"== compiling {model} for the host into {d}", flush=True)
@@ -152,10 +155,10 @@ def onnx_fp32(model: str) -> tuple[Path, float]:
     import onnxruntime as ort
     import torch
 
-    from frontend.model_io import load_unet
+    from mpqdm.frontend.model_io import load_unet
 
     path = ONNX_DIR / f"{model}-fp32.onnx"
-    unet = load_unet(MODELS[model][0])
+    unet = load_unet(fp_model(model))
     feed = inputs(model, seed=1)
     if not path.is_file():
         print(f"== exporting {model} to {path}", flush=True)
@@ -203,10 +206,10 @@ def onnx_int8(model: str, fp32: Path) -> tuple[Path, str]:
     if not path.is_file() or path.stat().st_mtime < pre.stat().st_mtime:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-        from frontend.model_io import load_scheduler
+        from mpqdm.frontend.model_io import load_scheduler
 
         print(f"== quantizing {pre} to {path}", flush=True)
-        n_train = int(load_scheduler(MODELS[model][0]).config.num_train_timesteps)
+        n_train = int(load_scheduler(fp_model(model)).config.num_train_timesteps)
         steps = np.linspace(0, n_train - 1, CALIB_SAMPLES).round()
 
         class Reader(CalibrationDataReader):
@@ -261,14 +264,14 @@ def engine_mpqdm(model: str, threads: int, count: int) -> dict:
 def engine_torch(model: str, threads: int, repeats: int, warmup: int) -> dict:
     import torch
 
-    from frontend.model_io import load_unet
+    from mpqdm.frontend.model_io import load_unet
 
     torch.set_num_threads(threads)
-    unet = load_unet(MODELS[model][0])
+    unet = load_unet(fp_model(model))
     feed = {k: torch.from_numpy(v) for k, v in inputs(model).items()}
     with torch.inference_mode():
         s = median_seconds(lambda: unet(feed["sample"], feed["timestep"]), repeats, warmup)
-    weights = MODELS[model][0] / "diffusion_pytorch_model.safetensors"
+    weights = fp_model(model) / "diffusion_pytorch_model.safetensors"
     return {"seconds_per_step": s, "peak_mb": peak_rss_mb(), "size_mb": mb(weights.stat().st_size),
             "note": f"torch {torch.__version__}, median of {repeats}"}
 
@@ -357,8 +360,8 @@ def main() -> None:
     if a.quick:
         models, threads, a.repeats, a.warmup = ["default"], [1], 5, 1
     for m in models:
-        if m not in MODELS:
-            ap.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
+        if m not in SAMPLES:
+            ap.error(f"unknown model {m!r}; choose from {', '.join(SAMPLES)}")
 
     rows = []
     for model in models:
@@ -368,7 +371,7 @@ def main() -> None:
         for t in threads:
             for engine in ENGINES:
                 if engine == "mpqdm-W2A4":
-                    res = engine_mpqdm(model, t, 1 if a.quick else MODELS[model][2])
+                    res = engine_mpqdm(model, t, 1 if a.quick else SAMPLES[model])
                 else:
                     res = run_worker(engine, model, t, a.repeats, a.warmup)
                 if engine in notes:
@@ -383,7 +386,7 @@ def main() -> None:
         print(r)
     stem = (OUT / "runtime_host_quick") if a.quick else (RESULTS / "runtime_host")
     save_rows(stem.with_suffix(".json"), rows, ratios=rat)
-    from mpqdm.machine import command
+    from mpqdm.core.machine import command
 
     write_markdown(stem.with_suffix(".md"), rows, rat, command())
     print(f"wrote {stem}.json and .md")

@@ -1,1 +1,1 @@
-"""Board profiles (one folder per board, each with a board.toml); the loader is boards.profile."""
+"""Boards: one folder per board (board.toml, latency.json) and the registry that finds them."""

@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from mpqdm.errors import UserError
-from mpqdm.io import ensure_writable_dir, write_json
+from mpqdm.core.errors import UserError
+from mpqdm.core.io import ensure_writable_dir, write_json
 
 from .data import mnist32, split_indices
 

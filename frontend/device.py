@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mpqdm.errors import UserError
+from mpqdm.core.errors import UserError
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from mpqdm.errors import UserError
-from mpqdm.io import ensure_writable_dir, write_json
-from mpqdm.paths import DEFAULT_CLASSIFIER
+from mpqdm.core.errors import UserError
+from mpqdm.core.io import ensure_writable_dir, write_json
+from mpqdm.core.resources import DEFAULT_CLASSIFIER
 
 from .classifier import features, load_classifier
 from .data import mnist32

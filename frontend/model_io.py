@@ -7,7 +7,7 @@ from pathlib import Path
 
 from diffusers import DDPMScheduler, UNet2DModel
 
-from mpqdm.errors import UserError
+from mpqdm.core.errors import UserError
 
 from .fp_model import default_scheduler
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mpqdm.errors import UserError
-from mpqdm.io import atomic_torch_save, ensure_writable_dir, replace_dir, write_json
-from mpqdm.machine import cpu_name
+from mpqdm.core.errors import UserError
+from mpqdm.core.io import atomic_torch_save, ensure_writable_dir, replace_dir, write_json
+from mpqdm.core.machine import cpu_name
 
 from .data import mnist32
 from .device import pick_device

@@ -6,12 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import UserError
-from .paths import DEFAULT_CLASSIFIER
+from mpqdm.core.errors import UserError
+from mpqdm.core.resources import DEFAULT_CLASSIFIER, DEFAULT_MODEL
+
+_MODEL = {"nargs": "?", "default": str(DEFAULT_MODEL)}      # a model argument that may be left out
 
 
 def _train_fp(args) -> None:
-    from frontend.train_fp import TrainConfig, train_fp
+    from mpqdm.frontend.train_fp import TrainConfig, train_fp
 
     cfg = TrainConfig(iters=args.iters, batch=args.batch, lr=args.lr, seed=args.seed)
     info = train_fp(args.out, cfg, device=args.device, extend=args.extend)
@@ -20,7 +22,7 @@ def _train_fp(args) -> None:
 
 
 def _train_classifier(args) -> None:
-    from frontend.classifier import train_classifier
+    from mpqdm.frontend.classifier import train_classifier
 
     info = train_classifier(args.out, epochs=args.epochs, seed=args.seed)
     print(f"saved {args.out}: held-out accuracy {info['heldout_accuracy']:.4f} "
@@ -28,7 +30,7 @@ def _train_classifier(args) -> None:
 
 
 def _eval(args) -> None:
-    from frontend.evaluate import EvalConfig, evaluate
+    from mpqdm.frontend.evaluate import EvalConfig, evaluate
 
     out = args.out or str(Path("out") / "eval" / Path(args.model).resolve().name)
     cfg = EvalConfig(samples=args.samples, steps=args.steps, seed=args.seed, batch=args.batch)
@@ -38,7 +40,7 @@ def _eval(args) -> None:
 
 
 def _calib(args):
-    from frontend.quant.calibrate import CalibConfig
+    from mpqdm.frontend.quant.calibrate import CalibConfig
 
     return CalibConfig(samples=args.calib_samples, steps=args.calib_steps, seed=args.calib_seed)
 
@@ -62,7 +64,7 @@ def _add_plan(p) -> None:
 
 
 def _quantize(args) -> None:
-    from frontend.quant.ptq import quantize
+    from mpqdm.frontend.quant.ptq import quantize
 
     plan_file = None
     plan = args.plan
@@ -77,7 +79,7 @@ def _quantize(args) -> None:
 
 
 def _ptq_config(args, plan: str):
-    from frontend.quant.ptq import PTQConfig
+    from mpqdm.frontend.quant.ptq import PTQConfig
 
     fr = tuple(float(f) for f in args.omq_fractions.split(",")) if args.omq_fractions else None
     return PTQConfig(plan=plan, wbits=args.wbits, abits=args.abits, method=args.method,
@@ -86,8 +88,8 @@ def _ptq_config(args, plan: str):
 
 
 def _qat(args) -> None:
-    from frontend.qat.config import QATConfig
-    from frontend.qat.train import qat
+    from mpqdm.frontend.qat.config import QATConfig
+    from mpqdm.frontend.qat.train import qat
 
     plan_file, plan = (args.plan, "uniform") if args.plan.endswith(".json") else (None, args.plan)
     cfg = QATConfig(iterations=args.iterations, batch=args.batch, window=args.window,
@@ -103,21 +105,17 @@ def _qat(args) -> None:
 
 
 def _profile(args) -> None:
-    from boards.profile import load_board
+    from mpqdm.backend_tvm.profile import profile
 
-    board = load_board(args.board)
-    from backend_tvm.profile import profile, set_threads
-
-    set_threads(args.threads or board.threads)
-    info = profile(args.model, board.name, wbits=tuple(int(b) for b in args.wbits.split(",")),
+    info = profile(args.model, args.board, wbits=tuple(int(b) for b in args.wbits.split(",")),
                    abits=tuple(int(a) for a in args.abits.split(",")), repeats=args.repeats,
-                   table_path=args.table)
+                   table_path=args.table, threads=args.threads)
     print(f"merged {info['entries']} timings ({info['shapes']} layer shapes, {info['threads']} threads, build "
           f"{info['build_id']}) into {info['table']}: {info['total_entries']} entries")
 
 
 def _compile(args) -> None:
-    from backend_tvm.compile import compile_export
+    from mpqdm.backend_tvm.compile import compile_export
 
     info = compile_export(args.export, args.board, args.out, args.steps)
     print(f"{args.out}: {info['kernel_calls']} kernel calls, {info['kernels']} kernels ({info['library']}), "
@@ -126,48 +124,30 @@ def _compile(args) -> None:
 
 
 def _build(args) -> None:
-    from backend_tvm.build import build
+    from mpqdm.backend_tvm.build import build
 
     for path in build(args.dir, args.board, args.sanitize):
         print(f"built {path} ({path.stat().st_size / 1024:.0f} KB)")
 
 
 def _allocate(args) -> None:
-    from allocator.allocate import allocate, plot, report_rows, write_report
-    from allocator.ilp import Budgets
-    from mpqdm.io import ensure_writable_dir
+    from mpqdm.allocator.allocate import allocate_to
+    from mpqdm.allocator.ilp import Budgets
 
     budgets = Budgets(args.latency_ms, args.weight_memory_kb, args.avg_bits)
     bits = tuple(int(b) for b in args.bits.split(","))
-    plan, sol, problems, _ = allocate(args.stats, args.board, budgets, args.abits, bits, args.group_size,
-                                      args.table, args.threads)
-    out = Path(args.out)
-    ensure_writable_dir(out.parent)
-    plan.save(out)
-    rows = report_rows(problems, sol)
-    stem = out.with_suffix("")
-    write_report(stem.with_suffix(".report.md"), rows, sol, budgets, args.board)
-    if args.pareto_points > 0:
-        plot(stem.with_suffix(".pareto.png"), stem.with_suffix(".bits.png"), problems, sol, budgets,
-             args.pareto_points, 2)
-    print(f"wrote {out} and {stem.with_suffix('.report.md')}: cost {sol.cost:.5g}, weight memory "
+    _, sol, report = allocate_to(args.out, args.stats, args.board, budgets, args.abits, bits, args.group_size,
+                                 args.table, args.threads, args.pareto_points)
+    print(f"wrote {args.out} and {report}: cost {sol.cost:.5g}, weight memory "
           f"{sol.weight_bytes / 1024:.2f} KB, latency {sol.latency_ms:.4f} ms, average weight bits "
           f"{sol.avg_bits:.3f}, solved in {sol.solve_s:.2f} s")
 
 
 def _stats(args) -> None:
-    from frontend.device import pick_device
-    from frontend.model_io import load_scheduler, load_unet, model_fingerprint
-    from frontend.quant.stats import channel_stats, write_stats
+    from mpqdm.frontend.quant.stats import stats_of_model
 
-    unet = load_unet(args.model).to(pick_device(args.device))
-    stats = channel_stats(unet, model_fingerprint(args.model), load_scheduler(args.model).alphas_cumprod,
-                          _calib(args), method=args.method, smoothing=not args.no_smoothing)
-    out = Path(args.out or Path("out") / "stats" / f"{Path(args.model).resolve().name}.json")
-    from mpqdm.io import ensure_writable_dir
-
-    ensure_writable_dir(out.parent)
-    write_stats(stats, out)
+    out = args.out or str(Path("out") / "stats" / f"{Path(args.model).resolve().name}.json")
+    stats = stats_of_model(args.model, out, _calib(args), args.method, not args.no_smoothing, args.device)
     print(f"wrote {out}: {len(stats['layers'])} layers, bits {stats['candidate_bits']}, abits {stats['abits']}")
 
 
@@ -193,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_train_classifier)
 
     e = sub.add_parser("eval", help="sample with DDIM and compute the FD against MNIST-5k (resumable)")
-    e.add_argument("model", help="diffusers UNet2DModel folder, or a quantized export")
+    e.add_argument("model", **_MODEL, help="diffusers UNet2DModel folder, or a quantized export (default: the "
+                   "embedded default model)")
     e.add_argument("--out", help="output folder (default out/eval/<model name>)")
     e.add_argument("--samples", type=int, default=1000)
     e.add_argument("--steps", type=int, default=20, help="DDIM steps (eta 0)")
@@ -204,14 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_eval)
 
     q = sub.add_parser("quantize", help="PTQ: calibrate on FP trajectories, plan, export the quantized model")
-    q.add_argument("model", help="diffusers UNet2DModel folder")
+    q.add_argument("model", **_MODEL, help="diffusers UNet2DModel folder (default: the embedded default model)")
     _add_plan(q)
     q.add_argument("--out", help="export folder (default out/quant/<model>-<plan>-W<w>A<a>)")
     _add_calib(q)
     q.set_defaults(func=_quantize)
 
     a = sub.add_parser("qat", help="data-free QAT (output distillation + TRD), resumable; writes an export")
-    a.add_argument("model", help="diffusers UNet2DModel folder (PTQ-initialised with --plan), or a PTQ export")
+    a.add_argument("model", **_MODEL, help="diffusers UNet2DModel folder (PTQ-initialised with --plan), or a PTQ "
+                   "export (default: the embedded default model)")
     _add_plan(a)
     a.add_argument("--out", help="export folder (default out/qat/<model>-<plan>-W<w>A<a>); state in <out>.qat/")
     a.add_argument("--teacher", help="the FP model (default: the model, or a PTQ export's own FP weights)")
@@ -229,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("profile", help="time every kernel choice for a model's layer shapes on a board; "
                         "merge into boards/<board>/latency.json")
-    pr.add_argument("model", help="diffusers UNet2DModel folder, quantized export, or ddpm-cifar10 (that public "
+    pr.add_argument("model", **_MODEL, help="diffusers UNet2DModel folder (default: the embedded one), quantized "
+                    "export, or ddpm-cifar10 (that public "
                     "configuration with random weights)")
     pr.add_argument("--board", default="host")
     pr.add_argument("--wbits", default="1,2,3,4,8", help="weight widths to time")
@@ -270,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     al.set_defaults(func=_allocate)
 
     st = sub.add_parser("stats", help="channel statistics (kurtosis, per-bit costs, sensitivity) for the allocator")
-    st.add_argument("model", help="diffusers UNet2DModel folder")
+    st.add_argument("model", **_MODEL, help="diffusers UNet2DModel folder (default: the embedded default model)")
     st.add_argument("--out", help="JSON file (default out/stats/<model>.json)")
     _add_calib(st)
     st.set_defaults(func=_stats)

@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # clang with its sanitizer and libFuzzer runtimes (libclang-rt-14-dev holds libclang_rt.fuzzer/asan/ubsan):
-# the loader fuzzer (backend_tvm/fuzz.py)
-APT_PKGS="gcc libc6-dev gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang libclang-rt-14-dev libfuzzer-14-dev"
+# the loader fuzzer (make -C runtime fuzz; testing/fuzz.py)
+APT_PKGS="make gcc libc6-dev gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang libclang-rt-14-dev libfuzzer-14-dev"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -21,5 +21,5 @@ PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev]"    # editable: the checkout is the package
 echo "install.sh: ready (.venv/bin/mpqdm)"

@@ -20,7 +20,7 @@ def _few_threads():
 @pytest.fixture(scope="session")
 def tiny_unet_dir(tmp_path_factory):
     """A tiny random 1-channel 32x32 UNet2DModel saved as a diffusers folder with its scheduler."""
-    from frontend.fp_model import default_scheduler, default_unet
+    from mpqdm.frontend.fp_model import default_scheduler, default_unet
 
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("tiny_unet")
@@ -32,8 +32,8 @@ def tiny_unet_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_omq_export(tiny_unet_dir, tmp_path_factory):
     """PTQ export of the tiny UNet with OMQ's mixed 1/2/3-bit groups at A4 (3 calibrated steps)."""
-    from frontend.quant.calibrate import CalibConfig
-    from frontend.quant.ptq import PTQConfig, quantize
+    from mpqdm.frontend.quant.calibrate import CalibConfig
+    from mpqdm.frontend.quant.ptq import PTQConfig, quantize
 
     out = tmp_path_factory.mktemp("exp") / "omq-w2a4"
     quantize(tiny_unet_dir, out, PTQConfig(plan="omq", wbits=2, abits=4, calib=CalibConfig(samples=4, steps=3, batch=4,
@@ -44,8 +44,8 @@ def tiny_omq_export(tiny_unet_dir, tmp_path_factory):
 @pytest.fixture(scope="session", params=[("uniform", 4, 8), ("omq", 2, 4)], ids=["W4A8", "OMQ-W2A4"])
 def export_dir(request, tiny_unet_dir, tmp_path_factory):
     """PTQ exports of the tiny UNet: uniform W4A8, and OMQ W2A4 with groups of 2 channels."""
-    from frontend.quant.calibrate import CalibConfig
-    from frontend.quant.ptq import PTQConfig, quantize
+    from mpqdm.frontend.quant.calibrate import CalibConfig
+    from mpqdm.frontend.quant.ptq import PTQConfig, quantize
 
     plan, wb, ab = request.param
     out = tmp_path_factory.mktemp("exp") / plan

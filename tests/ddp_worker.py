@@ -4,10 +4,10 @@ import sys
 
 import torch
 
-from frontend.qat.config import QATConfig
-from frontend.qat.train import qat
-from frontend.quant.calibrate import CalibConfig
-from frontend.quant.ptq import PTQConfig
+from mpqdm.frontend.qat.config import QATConfig
+from mpqdm.frontend.qat.train import qat
+from mpqdm.frontend.quant.calibrate import CalibConfig
+from mpqdm.frontend.quant.ptq import PTQConfig
 
 model, out = sys.argv[1], sys.argv[2]
 torch.set_num_threads(1)

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from allocator.bitplan import BitPlan, FloatLayer
-from allocator.ilp import Budgets, layer_terms, solve, totals
-from allocator.problem import build
-from backend_tvm.packing import layer_weight_bytes
-from boards.latency import LatencyTable, partial_width
-from frontend.quant.omq import omq_split
-from mpqdm.errors import UserError
+from mpqdm.allocator.ilp import Budgets, layer_terms, solve, totals
+from mpqdm.allocator.problem import build
+from mpqdm.core.bitplan import BitPlan, FloatLayer
+from mpqdm.core.errors import UserError
+from mpqdm.core.latency import LatencyTable, partial_width
+from mpqdm.core.packing import layer_weight_bytes
+from mpqdm.frontend.quant.omq import omq_split
 
 BITS = list(range(1, 9))
 
@@ -111,7 +111,7 @@ def test_missing_latency_entry_is_named():
 
 
 def test_pinned_and_float_layers_and_plan_round_trip(tmp_path):
-    from allocator.allocate import to_plan
+    from mpqdm.allocator.allocate import to_plan
 
     rng = np.random.default_rng(0)
     cost = np.sort(rng.uniform(0, 1, (8, 32)), axis=0)[::-1]
@@ -166,7 +166,7 @@ def test_group_size_must_fit_the_kernel_tile():
 
 
 def test_stats_file_round_trip(tmp_path):
-    from frontend.quant.stats import read_stats, write_stats
+    from mpqdm.core.stats import read_stats, write_stats
 
     st = stats({"l": layer(16, 64, costs_two_groups({}, {}))})
     write_stats(st, tmp_path / "s.json")
@@ -177,7 +177,7 @@ def test_allocate_command_writes_plan_report_and_plots(tmp_path):
     import subprocess
     import sys
 
-    from frontend.quant.stats import write_stats
+    from mpqdm.core.stats import write_stats
 
     rng = np.random.default_rng(3)
     cost = np.sort(rng.uniform(0, 1, (8, 32)), axis=0)[::-1]

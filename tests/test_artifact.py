@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend_tvm import artifact
-from backend_tvm.artifact import HEADER, LAYOUT, TENSOR, read_artifact, write_artifact
-from backend_tvm.plan import ACT, CONST, INPUT, OUTPUT, TIMESTEP, Arg, Plan, Tensor, plan_memory
+from mpqdm.backend_tvm import artifact
+from mpqdm.backend_tvm.artifact import HEADER, LAYOUT, TENSOR, read_artifact, write_artifact
+from mpqdm.backend_tvm.plan import ACT, CONST, INPUT, OUTPUT, TIMESTEP, Arg, Plan, Tensor, plan_memory
 
 INCLUDE = Path(__file__).resolve().parents[1] / "runtime" / "include"
 N_STEPS = 3

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from allocator.bitplan import BitPlan, FloatLayer, Group, LayerPlan
-from mpqdm.errors import UserError
+from mpqdm.core.bitplan import BitPlan, FloatLayer, Group, LayerPlan
+from mpqdm.core.errors import UserError
 
 SHA = hashlib.sha256(b"model").hexdigest()
 OTHER_SHA = hashlib.sha256(b"other").hexdigest()

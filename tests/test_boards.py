@@ -4,8 +4,9 @@ import subprocess
 
 import pytest
 
-from boards.profile import BOARDS_DIR, Board, detect_host_features, list_boards, load_board
-from mpqdm.errors import UserError
+from mpqdm.boards.registry import BOARDS_DIR, list_boards, load_board
+from mpqdm.core.board import Board, detect_host_features
+from mpqdm.core.errors import UserError
 
 AARCH64 = ["rpi4", "rpi5", "jetson-orin-nano"]
 CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw {extra} hypervisor\n\nprocessor\t: 1\n"

@@ -1,6 +1,6 @@
-from frontend.classifier import accuracy, features, load_classifier
-from frontend.data import mnist32, split_indices
-from mpqdm.paths import DEFAULT_CLASSIFIER
+from mpqdm.core.resources import DEFAULT_CLASSIFIER
+from mpqdm.frontend.classifier import accuracy, features, load_classifier
+from mpqdm.frontend.data import mnist32, split_indices
 
 
 def test_committed_classifier_accuracy_on_held_out_images():

@@ -1,6 +1,6 @@
 import numpy as np
 
-from frontend.data import load_mnist5k, mnist32, split_indices
+from mpqdm.frontend.data import load_mnist5k, mnist32, split_indices
 
 
 def test_mnist5k_shapes_and_labels():

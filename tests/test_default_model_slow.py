@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from frontend.evaluate import EvalConfig, evaluate
-from frontend.quant.calibrate import CalibConfig
-from frontend.quant.intref import IntRefLayer, integer_reference
-from frontend.quant.ptq import PTQConfig, quantize
-from frontend.quant.swap import quant_layers, set_step
-from mpqdm.paths import DEFAULT_MODEL
+from mpqdm.core.resources import DEFAULT_MODEL
+from mpqdm.frontend.evaluate import EvalConfig, evaluate
+from mpqdm.frontend.quant.calibrate import CalibConfig
+from mpqdm.frontend.quant.ptq import PTQConfig, quantize
+from mpqdm.frontend.quant.swap import quant_layers, set_step
+from mpqdm.testing.intref import IntRefLayer, integer_reference
 
 pytestmark = pytest.mark.slow
 

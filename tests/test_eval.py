@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from frontend.evaluate import EvalConfig, evaluate
-from frontend.fp_model import default_unet
-from mpqdm.errors import UserError
+from mpqdm.core.errors import UserError
+from mpqdm.frontend.evaluate import EvalConfig, evaluate
+from mpqdm.frontend.fp_model import default_unet
 
 from .conftest import TINY_UNET
 

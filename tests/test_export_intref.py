@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from allocator.bitplan import BitPlan
-from frontend.quant.calibrate import CalibConfig
-from frontend.quant.export import load_export
-from frontend.quant.intref import IntRefLayer, integer_reference
-from frontend.quant.swap import dequantize_model, quant_layers, set_step
-from mpqdm.errors import UserError
+from mpqdm.core.bitplan import BitPlan
+from mpqdm.core.errors import UserError
+from mpqdm.frontend.quant.calibrate import CalibConfig
+from mpqdm.frontend.quant.export import load_export
+from mpqdm.frontend.quant.swap import dequantize_model, quant_layers, set_step
+from mpqdm.testing.intref import IntRefLayer, integer_reference
 
 
 def _capture(model):
@@ -44,7 +44,7 @@ def test_whole_unet_matches_with_few_flipped_codes(export_dir):
     set_step(ref, 1)
     a, b = ref(x, torch.tensor([500, 500])).sample, fq(x, torch.tensor([500, 500])).sample
     rel = float((a - b).norm() / b.norm())
-    if rel > 1e-3:  # float rounding flipped codes at a boundary: count them (DESIGN.md)
+    if rel > 1e-3:  # float rounding flipped codes at a boundary: count them (docs/ARCHITECTURE.md, numerics)
         seen, hooks = _capture(fq)
         fq(x, torch.tensor([500, 500]))
         flips = total = 0
@@ -64,7 +64,7 @@ def test_whole_unet_matches_with_few_flipped_codes(export_dir):
 
 
 def test_export_round_trip_and_reversible_swap(export_dir, tiny_unet_dir):
-    from frontend.model_io import load_unet
+    from mpqdm.frontend.model_io import load_unet
 
     fq, plan, meta, tensors, _ = load_export(export_dir)
     assert plan == BitPlan.load(export_dir / "quant_plan.json")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from frontend.fd import fd_of_features, frechet_distance, gaussian
+from mpqdm.frontend.fd import fd_of_features, frechet_distance, gaussian
 
 
 def test_hand_computed_diagonal_case():

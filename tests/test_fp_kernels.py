@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import get_timestep_embedding
 
-from backend_tvm import harness
-from backend_tvm.kernels import fp
-from backend_tvm.kernels.attention import AttentionSpec, attention_func, schedule_attention
-from backend_tvm.tvm_compat import build, target, tensor, tvm
-from boards.profile import load_board
+from mpqdm.backend_tvm.kernels import fp
+from mpqdm.backend_tvm.kernels.attention import AttentionSpec, attention_func, schedule_attention
+from mpqdm.backend_tvm.tvm_compat import build, target, tensor, tvm
+from mpqdm.boards.registry import load_board
+from mpqdm.testing import harness
 
 HOST = {"kind": "llvm"}
 # float32 tolerance for every kernel, group norm and attention included (their errors measured at

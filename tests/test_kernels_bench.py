@@ -1,17 +1,19 @@
 """benchmarks/kernels_host.py on tiny shapes: a row's contents, and the ORT baseline computing the same layer."""
 
+import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from mpqdm.backend_tvm.tvm_compat import tensor
+from mpqdm.core.packing import packed_bytes
 
-import kernels_host as kh  # noqa: E402
-
-from backend_tvm.packing import packed_bytes  # noqa: E402
-from backend_tvm.tvm_compat import tensor  # noqa: E402
+_SPEC = importlib.util.spec_from_file_location(
+    "kernels_host", Path(__file__).resolve().parent.parent / "benchmarks" / "kernels_host.py")
+kh = sys.modules["kernels_host"] = importlib.util.module_from_spec(_SPEC)     # its dataclasses need the entry
+_SPEC.loader.exec_module(kh)
 
 KEYS = {"layer", "model", "shape", "wbits", "abits", "threads", "ours_ms", "ort_int8_ms", "tvm_fp32_ms",
         "ours_spread", "ort_spread", "packed_weight_bytes", "ratio_ours_over_ort"}

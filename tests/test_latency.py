@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from backend_tvm.profile import profile, work_list
-from backend_tvm.shapes import layer_specs, shape_key
-from boards.latency import LatencyTable, partial_width
-from frontend.model_io import load_unet
-from frontend.quant.swap import LayerPolicy
-from mpqdm.errors import UserError
+from mpqdm.backend_tvm.profile import profile, work_list
+from mpqdm.core.errors import UserError
+from mpqdm.core.latency import LatencyTable, partial_width
+from mpqdm.frontend.model_io import load_unet
+from mpqdm.frontend.quant.shapes import layer_specs
+from mpqdm.frontend.quant.swap import LayerPolicy
 
 
 def entry(shape, w, a, ch, ms, threads=2):
@@ -60,7 +60,7 @@ def test_profile_tiny_unet(tiny_unet_dir, tmp_path):
             continue
         w, a = (8, 8) if kind == "w8a8" else (2, 4)
         for ch in (s.c_out, partial_width(s.c_out)):
-            assert t.time("qconv", shape_key(s), w, a, info["threads"], ch) > 0
+            assert t.time("qconv", s.shape_key(), w, a, info["threads"], ch) > 0
     n = len(t.entries)
     assert n == info["entries"] == len(work_list(tiny_unet_dir, (2,), (4,), policy))
     profile(tiny_unet_dir, "host", wbits=(3,), abits=(4,), repeats=1, min_repeat_ms=0, table_path=table,

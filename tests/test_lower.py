@@ -3,24 +3,20 @@
 import json
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import tvm
 
-from backend_tvm import compile as comp
-from backend_tvm.artifact import read_artifact
-from backend_tvm.lower import Lowering, lower_export
-from backend_tvm.plan import ACT, CONST, check_memory
-from boards.profile import load_board
-from frontend.quant.export import load_export
-from mpqdm.errors import UserError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from lowering_check import check_unet  # noqa: E402
+from mpqdm.backend_tvm import compile as comp
+from mpqdm.backend_tvm.artifact import read_artifact
+from mpqdm.backend_tvm.lower import Lowering, lower_export
+from mpqdm.backend_tvm.plan import ACT, CONST, check_memory
+from mpqdm.boards.registry import load_board
+from mpqdm.core.errors import UserError
+from mpqdm.frontend.quant.export import load_export
+from mpqdm.testing.lowering_check import check_unet
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from backend_tvm.packing import (
+from mpqdm.core.packing import (
     PackedLayer,
     pack_layer,
     pack_rows,

@@ -7,13 +7,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from frontend.qat.config import QATConfig, trainable
-from frontend.qat.train import _trajectory, qat
-from frontend.qat.trd import FeatureTap, last_decoder_block, trd_loss, window_mean
-from frontend.quant.calibrate import CalibConfig
-from frontend.quant.ptq import PTQConfig, prepare, quantize
-from frontend.sampling import ddim_schedule
-from mpqdm.errors import UserError
+from mpqdm.core.errors import UserError
+from mpqdm.frontend.qat.config import QATConfig, trainable
+from mpqdm.frontend.qat.train import _trajectory, qat
+from mpqdm.frontend.qat.trd import FeatureTap, last_decoder_block, trd_loss, window_mean
+from mpqdm.frontend.quant.calibrate import CalibConfig
+from mpqdm.frontend.quant.ptq import PTQConfig, prepare, quantize
+from mpqdm.frontend.sampling import ddim_schedule
 
 CALIB = CalibConfig(samples=4, steps=4, batch=4)
 PTQ = PTQConfig(wbits=2, abits=4, calib=CALIB)
@@ -23,7 +23,7 @@ SMALL = dict(iterations=4, batch=2, ckpt_every=2)
 @pytest.fixture(scope="module")
 def start(tiny_unet_dir):
     p = prepare(tiny_unet_dir, PTQ, progress=False)
-    from frontend.model_io import load_unet
+    from mpqdm.frontend.model_io import load_unet
 
     return p, load_unet(tiny_unet_dir).eval()
 
@@ -115,8 +115,8 @@ def test_resume_equals_uninterrupted_run(tiny_unet_dir, tmp_path):
 def test_lora_trains_and_merges_into_the_export(tiny_unet_dir, tmp_path):
     info = qat(tiny_unet_dir, tmp_path / "lora", QATConfig(iterations=2, batch=2, lora_rank=4,
                                                            weight_lr_scale=1.0), PTQ, progress=False)
-    from frontend.quant.export import load_export
-    from frontend.quant.swap import quant_layers
+    from mpqdm.frontend.quant.export import load_export
+    from mpqdm.frontend.quant.swap import quant_layers
 
     unet, *_ = load_export(info["out"])          # raises if the codes and the merged weights disagree
     assert all(layer.lora is None for layer in quant_layers(unet).values())
@@ -130,7 +130,7 @@ def test_bad_input(tiny_unet_dir, tmp_path):
     with pytest.raises(UserError, match="must be >= 1"):
         QATConfig(iterations=0)
     # a plan for another model
-    from allocator.bitplan import BitPlan
+    from mpqdm.core.bitplan import BitPlan
 
     ptq = tmp_path / "ptq"
     quantize(tiny_unet_dir, ptq, PTQ, progress=False)
@@ -143,7 +143,7 @@ def test_bad_input(tiny_unet_dir, tmp_path):
         qat(tiny_unet_dir, tmp_path / "o2", cfg, PTQ, plan_file=tmp_path / "other.json", progress=False)
     # an export with a teacher that is not its source
     other = tmp_path / "other_model"
-    from frontend.fp_model import default_scheduler, default_unet
+    from mpqdm.frontend.fp_model import default_scheduler, default_unet
     from tests.conftest import TINY_UNET
 
     torch.manual_seed(1)
@@ -160,8 +160,8 @@ def test_bad_input(tiny_unet_dir, tmp_path):
 
 
 def test_steps_stay_positive_after_an_optimiser_step(start):
-    from frontend.qat.config import keep_steps_positive
-    from frontend.quant.swap import quant_layers
+    from mpqdm.frontend.qat.config import keep_steps_positive
+    from mpqdm.frontend.quant.swap import quant_layers
 
     q = copy.deepcopy(start[0].qunet)
     layer = next(iter(quant_layers(q).values()))

@@ -6,14 +6,13 @@ import subprocess
 import numpy as np
 import pytest
 
-from backend_tvm import harness
-from backend_tvm.kernels.qconv import ConvSpec
-from backend_tvm.kernels.qconv_schedule import schedule_qconv
-from backend_tvm.packing import pack_layer
-from backend_tvm.profile import random_args
-from backend_tvm.reference import qconv_int
-from backend_tvm.tvm_compat import tvm
-from boards.profile import load_board
+from mpqdm.backend_tvm.kernels.qconv_schedule import schedule_qconv
+from mpqdm.backend_tvm.tvm_compat import tvm
+from mpqdm.boards.registry import load_board
+from mpqdm.core.packing import pack_layer
+from mpqdm.core.scheme import ConvSpec, random_args
+from mpqdm.testing import harness
+from mpqdm.testing.reference import qconv_int
 
 from .test_qconv_kernel import random_layer
 
@@ -72,7 +71,7 @@ def test_instruction_count_of_one_call_grows_with_the_work(tmp_path):
         work.mkdir()
         exe = harness.link([harness.compile_object(schedule_qconv(spec), board, work / "k.o")], board, "qconv",
                            work / "harness")
-        counts.append(harness.count_instructions(exe, board, random_args(spec, np.random.default_rng(h)),
+        counts.append(harness.count_instructions(exe, board, random_args(spec, np.random.default_rng(h)).ordered(),
                                                  {9}, work))
     assert counts[0] > 10_000
     assert 1.5 < counts[1] / counts[0] < 2.7       # twice the rows, about twice the instructions

@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from backend_tvm.kernels.qconv import ConvSpec
-from backend_tvm.kernels.qconv_cuda import compile_cubin, cuda_source, kernel_signature
+from mpqdm.backend_tvm.kernels.qconv_cuda import compile_cubin, cuda_source, kernel_signature
+from mpqdm.core.scheme import ConvSpec
 
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
 SPEC = ConvSpec(1, 7, 5, 8, 24, 3, 3, 1, 1, ((8, 3), (16, 2)), 4)

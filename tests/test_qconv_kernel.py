@@ -3,14 +3,15 @@
 import numpy as np
 import pytest
 
-from backend_tvm.kernels import dot_intrin as dot_intrin_mod
-from backend_tvm.kernels.dot_intrin import dot_intrin
-from backend_tvm.kernels.qconv import ConvSpec, qconv_func
-from backend_tvm.kernels.qconv_schedule import dot_intrins, schedule_qconv
-from backend_tvm.packing import pack_layer
-from backend_tvm.reference import qconv_int
-from backend_tvm.tvm_compat import build, target, tensor, tvm
-from boards.profile import load_board
+from mpqdm.backend_tvm.kernels import dot_intrin as dot_intrin_mod
+from mpqdm.backend_tvm.kernels.dot_intrin import dot_intrin
+from mpqdm.backend_tvm.kernels.qconv import qconv_func
+from mpqdm.backend_tvm.kernels.qconv_schedule import dot_intrins, schedule_qconv
+from mpqdm.backend_tvm.tvm_compat import build, target, tensor, tvm
+from mpqdm.boards.registry import load_board
+from mpqdm.core.packing import pack_layer
+from mpqdm.core.scheme import ConvSpec
+from mpqdm.testing.reference import qconv_int
 
 HOST = {"kind": "llvm"}
 

@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from allocator.bitplan import BitPlan
+from mpqdm.core.bitplan import BitPlan
 
 
 def run(*args):
@@ -42,7 +42,7 @@ def test_bad_inputs_are_named(tiny_unet_dir, tmp_path):
     assert r.returncode == 2 and "--wbits: bits must be in 1..8" in r.stderr and "Traceback" not in r.stderr
     r = run("quantize", str(tiny_unet_dir), "--calib-steps", "0", "--device", "cpu")
     assert r.returncode == 2 and "at least one sampling step" in r.stderr
-    from frontend.model_io import model_fingerprint
+    from mpqdm.frontend.model_io import model_fingerprint
 
     plan = tmp_path / "plan.json"
     doc = {"format": "mpqdm.bitplan", "version": 1, "model": {"sha256": "0" * 64, "class": "UNet2DModel"},

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from backend_tvm.kernels.quantize import schedule_quantize
-from backend_tvm.reference import quantize_input
-from backend_tvm.tvm_compat import tensor, tvm
+from mpqdm.backend_tvm.kernels.quantize import schedule_quantize
+from mpqdm.backend_tvm.tvm_compat import tensor, tvm
+from mpqdm.testing.reference import quantize_input
 
 
 @pytest.mark.parametrize("shape,abits", [((2, 7, 5, 12), 4), ((13, 33), 8)])
@@ -22,7 +22,7 @@ def test_codes_match_the_frontend(shape, abits):
     ex.mod["quantize"](*args)
     got = args[-1].numpy()
     assert np.array_equal(got, quantize_input(x, smooth, step, zero, abits))
-    # the frontend's own formula (frontend/quant/intref.py, NHWC here)
+    # the frontend's own formula (testing/intref.py, NHWC here)
     xs = torch.from_numpy(x) / torch.from_numpy(smooth)
     want = torch.clamp(torch.round(xs / torch.tensor(step)) + zero, 0, 2 ** abits - 1).to(torch.uint8).numpy()
     assert np.array_equal(got, want)

@@ -3,11 +3,11 @@ import pytest
 import scipy.stats
 import torch
 
-from allocator.bitplan import Group, LayerPlan
-from frontend.quant.layers import QuantLayer
-from frontend.quant.omq import kurtosis, omq_split
-from frontend.quant.quantizer import ActQuantizer, StepIndex, WeightQuantizer
-from mpqdm.errors import UserError
+from mpqdm.core.bitplan import Group, LayerPlan
+from mpqdm.core.errors import UserError
+from mpqdm.frontend.quant.layers import QuantLayer
+from mpqdm.frontend.quant.omq import kurtosis, omq_split
+from mpqdm.frontend.quant.quantizer import ActQuantizer, StepIndex, WeightQuantizer
 
 
 def test_weight_codes_round_trip_and_range():

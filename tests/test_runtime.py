@@ -2,21 +2,17 @@
 under qemu, against the Python executor, the integer reference and the PyTorch fake-quant run."""
 
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tvm
 
-from backend_tvm.build import build
-from backend_tvm.compile import compile_export
-from backend_tvm.executor import Executor
-from backend_tvm.lower import lower_export
-from boards.profile import load_board
-
-sys.path.insert(0, str(Path(__file__).parent))
-from runtime_check import fake_quant_samples, psnr, run_binary  # noqa: E402
+from mpqdm.backend_tvm.build import build
+from mpqdm.backend_tvm.compile import compile_export
+from mpqdm.backend_tvm.lower import lower_export
+from mpqdm.boards.registry import load_board
+from mpqdm.testing.executor import Executor
+from mpqdm.testing.runtime_check import fake_quant_samples, psnr, run_binary
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +89,7 @@ def test_a_pi5_build_refuses_a_pi4(pi_dirs, tmp_path):
 
 
 def test_build_refuses_another_boards_folder(host_dir):
-    from mpqdm.errors import UserError
+    from mpqdm.core.errors import UserError
 
     with pytest.raises(UserError, match="compiled for board 'host'"):
         build(host_dir, "rpi5")

@@ -1,24 +1,20 @@
 """The default model through lowering, the Python executor and the C runtime (host and the Pis under
 qemu): slow, run with `pytest -m slow`."""
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tvm
 
-from backend_tvm.build import build
-from backend_tvm.compile import compile_export
-from backend_tvm.lower import lower_export
-from boards.profile import load_board
-from frontend.quant.calibrate import CalibConfig
-from frontend.quant.ptq import PTQConfig, quantize
-from mpqdm.paths import DEFAULT_MODEL
-
-sys.path.insert(0, str(Path(__file__).parent))
-from lowering_check import check_unet  # noqa: E402
-from runtime_check import fake_quant_samples, intref_samples, psnr, run_binary  # noqa: E402
+from mpqdm.backend_tvm.build import build
+from mpqdm.backend_tvm.compile import compile_export
+from mpqdm.backend_tvm.lower import lower_export
+from mpqdm.boards.registry import load_board
+from mpqdm.core.resources import DEFAULT_MODEL
+from mpqdm.frontend.quant.calibrate import CalibConfig
+from mpqdm.frontend.quant.ptq import PTQConfig, quantize
+from mpqdm.testing.lowering_check import check_unet
+from mpqdm.testing.runtime_check import fake_quant_samples, intref_samples, psnr, run_binary
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +53,7 @@ def test_lowered_default_model_meets_the_numerics_contract(export, dirs):
 
 
 def test_twenty_steps_as_close_to_fake_quant_as_the_integer_reference(export, dirs, tmp_path):
-    """DESIGN.md asks for 35 dB against the fake-quant run. At W2A4 a float rounding that flips one
+    """The design asked for 35 dB against the fake-quant run. At W2A4 a float rounding that flips one
     4-bit code changes the trajectory: the frontend's own exact integer reference is itself only
     31-34 dB from fake-quant, the runtime 29-30 dB (runtime_fd.md; 16 samples of the QAT model). The
     runtime must be as close as that reference, within 5 dB."""

@@ -12,12 +12,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend_tvm import fuzz
-from backend_tvm.artifact import HEADER, LAYOUT, SAMPLER, read_artifact
-from backend_tvm.build import CFLAGS, RUNTIME, SANITIZE, SOURCES, kernel_table
+from mpqdm.backend_tvm.artifact import HEADER, LAYOUT, SAMPLER, read_artifact
+from mpqdm.backend_tvm.build import kernel_table, make
+from mpqdm.core.resources import RUNTIME
+from mpqdm.testing import fuzz, loader_data
 
 N_STEPS = 2
 SANITIZER_WORDS = ("AddressSanitizer", "LeakSanitizer", "runtime error")
+
+
+# ---- the C runtime's own tests (make -C runtime test) on the committed artifacts ----------------------
+
+def test_committed_loader_data_is_what_the_writer_makes():
+    cases = loader_data.cases()
+    data = RUNTIME / "tests" / "data"
+    remake = "remake: python -m mpqdm.testing.loader_data runtime/tests/data"
+    assert (data / "cases.txt").read_text() == loader_data.manifest(cases), remake
+    assert sorted(p.name for p in data.glob("*.mpq")) == sorted(name for name, _, _ in cases)
+    for name, blob, _ in cases:
+        assert (data / name).read_bytes() == blob, f"{name} differs; {remake}"
+
+
+@pytest.mark.parametrize("cc", ["gcc", "clang"])
+def test_make_test_passes(cc, tmp_path):
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} not found; run scripts/install.sh")
+    r = subprocess.run(["make", "-C", str(RUNTIME), "test", f"CC={cc}", f"BUILD={tmp_path}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    n = len(loader_data.cases())
+    assert f"test_loader: {n} cases" in r.stdout and ", 0 failed" in r.stdout and "FAIL" not in r.stdout, r.stdout
 
 
 # ---- the fuzzer ----------------------------------------------------------------------------------------
@@ -37,22 +61,21 @@ def test_fuzzer_runs_clean(tmp_path):
 # ---- mpqdm-run on bad input ---------------------------------------------------------------------------
 
 def noop_kernels_c(kernels: list[str]) -> str:
-    """The generated kernel table of `mpqdm build` plus do-nothing definitions of its kernels."""
+    """Do-nothing definitions of the kernels (what `mpqdm build` links in from kernels.o)."""
     body = [f"int __tvm_ffi_{k}(void *self, const mpq_ffi_any *args, int32_t n, mpq_ffi_any *result) {{\n"
             "    (void)self; (void)args; (void)n; (void)result;\n    return 0;\n}" for k in kernels]
-    return kernel_table(kernels) + "\n".join(body) + "\n"
+    return '#include "mpq_runtime.h"\n\n' + "\n".join(body) + "\n"
 
 
 def build_run(dir_: Path, sanitize: bool) -> Path:
     dir_.mkdir(parents=True, exist_ok=True)
-    table = dir_ / "kernel_table.c"
-    table.write_text(noop_kernels_c(list(fuzz.SYNTHETIC_KERNELS)))
+    kernels = list(fuzz.SYNTHETIC_KERNELS)
+    (dir_ / "kernel_table.c").write_text(kernel_table(kernels))
+    (dir_ / "noop_kernels.c").write_text(noop_kernels_c(kernels))
     exe = dir_ / ("mpqdm-run-asan" if sanitize else "mpqdm-run")
-    extra = [*SANITIZE, "-fsanitize=float-cast-overflow", "-O1"] if sanitize else ["-O2"]
-    cmd = ["gcc", *CFLAGS, *extra, "-DMPQ_STATIC_KERNELS", f"-I{RUNTIME / 'include'}",
-           *(str(RUNTIME / "src" / s) for s in SOURCES), str(table), "-o", str(exe), "-lpthread", "-lm"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    make("run-asan" if sanitize else "run", "mpqdm-run", cc="gcc", build=dir_ / ".build",
+         board_cflags="-fsanitize=float-cast-overflow -O1" if sanitize else "", kernels=dir_ / "noop_kernels.c",
+         kernel_table=dir_ / "kernel_table.c", out=exe)
     return exe
 
 

@@ -1,8 +1,8 @@
 import torch
 from diffusers import DDIMScheduler
 
-from frontend.fp_model import default_scheduler
-from frontend.sampling import ddim_sample, ddim_schedule
+from mpqdm.frontend.fp_model import default_scheduler
+from mpqdm.frontend.sampling import ddim_sample, ddim_schedule
 
 
 def test_our_ddim_matches_diffusers():

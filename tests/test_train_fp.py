@@ -2,7 +2,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file
 
-from frontend.train_fp import TrainConfig, train_fp
+from mpqdm.frontend.train_fp import TrainConfig, train_fp
 
 from .conftest import TINY_UNET
 
@@ -35,7 +35,7 @@ def test_resume_gives_the_same_weights(tmp_path):
 def test_extend_adds_a_phase_and_plain_rerun_with_new_options_is_refused(tmp_path):
     import pytest
 
-    from mpqdm.errors import UserError
+    from mpqdm.core.errors import UserError
 
     train_fp(tmp_path / "m", CFG, device="cpu", unet_overrides=TINY_UNET, progress=False)
     longer = TrainConfig(iters=8, batch=4, ckpt_every=4, warmup=2, lr=3e-4)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mpqdm.core.scheme import ConvGeometry
+
 from ..tvm_compat import Schedule, te, tirx, tvm
 
 MAX_LANES = 16      # widest vector we ask for (LLVM splits it into the target's registers)
@@ -109,32 +111,8 @@ def schedule_reduction_vec(sch: Schedule, acc: str, out: str, name: str, n_par: 
 # -- conv2d ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Conv2dSpec:
+class Conv2dSpec(ConvGeometry):
     """X [n, h, w, c_in] * W [c_out, kh, kw, c_in] + B [c_out] -> Y [n, ho, wo, c_out]; zero padding."""
-    n: int
-    h: int
-    w: int
-    c_in: int
-    c_out: int
-    kh: int = 1
-    kw: int = 1
-    stride: int = 1
-    pad: int = 0
-
-    def __post_init__(self):
-        check_ints("conv2d", self, ("n", "h", "w", "c_in", "c_out", "kh", "kw", "stride"))
-        check_ints("conv2d", self, ("pad",), minimum=0)
-        if self.ho < 1 or self.wo < 1:
-            raise ValueError(f"conv2d output is empty: input {self.h}x{self.w}, kernel {self.kh}x{self.kw}, "
-                             f"pad {self.pad}")
-
-    @property
-    def ho(self) -> int:
-        return (self.h + 2 * self.pad - self.kh) // self.stride + 1
-
-    @property
-    def wo(self) -> int:
-        return (self.w + 2 * self.pad - self.kw) // self.stride + 1
 
 
 def conv2d_func(s: Conv2dSpec) -> tirx.PrimFunc:

@@ -1,10 +1,10 @@
 """Quantized conv2d (NHWC) on packed weights; a dense layer is the 1x1 case on [M, 1, 1, C].
 
-Inputs: X uint8 [N, H, W, Cin] activation codes (padding reads the zero code za); Wp uint32, the
-layer's packed weights (backend_tvm.packing: groups in plan order, one bit-width each); perm int32
-[Cout]: the plan position of every output channel; per output channel (original order) the weight
-step sw, zero point zw, code sum colsum = sum_k qw and bias; act float32 [1] (the input step sa)
-and az int32 [1] (its zero code). Per group g (its bits fixed at compile time):
+Arguments (core/scheme.py, in its order): X uint8 [N, H, W, Cin] activation codes (padding reads
+the zero code za); Wp uint32, the layer's packed weights (core/packing.py: groups in plan order,
+one bit-width each); perm int32 [Cout]: the plan position of every output channel; per output
+channel (original order) the weight step sw, zero point zw, code sum colsum = sum_k qw and bias;
+act float32 [1] (the input step sa) and az int32 [1] (its zero code). Per group g (its bits fixed at compile time):
     acc_g[p, j] = sum_k X[p, k] * qw_g[j, k]                          (int32)
     corr[p, c]  = acc - za * colsum[c] - zw[c] * rowsum[p] + K * zw[c] * za
     Y[p, c]     = corr * (sa * sw[c]) + bias[c]                     (float32)
@@ -14,70 +14,19 @@ order in the epilogue: several groups cost no extra pass over the output.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from mpqdm.core.packing import LANES, group_words, words_per_row
+from mpqdm.core.scheme import ConvSpec, QConvArgs
 
-from ..packing import LANES, check_bits, group_words, words_per_row
 from ..tvm_compat import te, tirx
 
-
-@dataclass(frozen=True)
-class ConvSpec:
-    n: int
-    h: int
-    w: int
-    c_in: int
-    c_out: int
-    kh: int = 1
-    kw: int = 1
-    stride: int = 1
-    pad: int = 0
-    groups: tuple[tuple[int, int], ...] = ()      # (channels, bits) in plan order
-    abits: int = 8
-
-    def __post_init__(self):
-        object.__setattr__(self, "groups", tuple((int(n), int(b)) for n, b in self.groups))
-        for f in ("n", "h", "w", "c_in", "c_out", "kh", "kw", "stride"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"conv {f} must be >= 1, got {getattr(self, f)}")
-        if self.pad < 0:
-            raise ValueError(f"conv padding must be >= 0, got {self.pad}")
-        if self.abits not in (4, 8):
-            raise ValueError(f"activation bits must be 4 or 8, got {self.abits}")
-        if sum(n for n, _ in self.groups) != self.c_out:
-            raise ValueError(f"groups cover {sum(n for n, _ in self.groups)} channels, the layer has {self.c_out}")
-        for _, b in self.groups:
-            check_bits(b)
-        if self.ho < 1 or self.wo < 1:
-            raise ValueError(f"conv output is empty for input {self.h}x{self.w}, kernel {self.kh}x{self.kw}")
-
-    @property
-    def ho(self) -> int:
-        return (self.h + 2 * self.pad - self.kh) // self.stride + 1
-
-    @property
-    def wo(self) -> int:
-        return (self.w + 2 * self.pad - self.kw) // self.stride + 1
-
-    @property
-    def k(self) -> int:
-        return self.kh * self.kw * self.c_in
-
-    @property
-    def words(self) -> int:
-        return sum(group_words(self.k, n, b) for n, b in self.groups) + LANES
+PARAM_NAMES = {"x": "X", "wp": "Wp", "y": "Y"}     # the PrimFunc's parameter names where they differ
 
 
-def qconv_inputs(s: ConvSpec):
-    """The kernel's input placeholders, in argument order (the output Y comes last)."""
-    return (te.placeholder((s.n, s.h, s.w, s.c_in), "uint8", name="X"),
-            te.placeholder((s.words,), "uint32", name="Wp"),
-            te.placeholder((s.c_out,), "int32", name="perm"),
-            te.placeholder((s.c_out,), "float32", name="sw"),
-            te.placeholder((s.c_out,), "int32", name="zw"),
-            te.placeholder((s.c_out,), "int32", name="colsum"),
-            te.placeholder((s.c_out,), "float32", name="bias"),
-            te.placeholder((1,), "float32", name="act"),
-            te.placeholder((1,), "int32", name="az"))
+def qconv_inputs(s: ConvSpec) -> QConvArgs:
+    """The kernel's placeholders by name (the scheme's calling convention; y is None: it is computed)."""
+    types = s.arg_types()
+    return QConvArgs(**{f: None if f == "y" else te.placeholder(*getattr(types, f), name=PARAM_NAMES.get(f, f))
+                        for f in QConvArgs.__dataclass_fields__})
 
 
 def qconv_output(s: ConvSpec, corrected, sw, bias, act, with_epilogue: bool):
@@ -88,7 +37,7 @@ def qconv_output(s: ConvSpec, corrected, sw, bias, act, with_epilogue: bool):
                       * (act[0] * sw[c]) + bias[c], name="Y")
 
 
-def _code(wp, off: int, o: tirx.PrimExpr, k: tirx.PrimExpr, k_total: int, bits: int) -> tirx.PrimExpr:
+def weight_code(wp, off: int, o: tirx.PrimExpr, k: tirx.PrimExpr, k_total: int, bits: int) -> tirx.PrimExpr:
     """Code k of channel o of the group at word `off` (packing layout: [tile][word][lane]), as int32."""
     wpr = words_per_row(k_total, bits)
     bit = k * bits
@@ -115,7 +64,8 @@ def qconv_compute(spec: ConvSpec, with_epilogue: bool = True, allow_swar: bool =
     """TE graph; returns (inputs..., output) for te.create_prim_func. `allow_swar=False` keeps one
     pixel per lane (the CUDA schedule has no use for the pairs)."""
     s = spec
-    x, wp, perm, sw, zw, colsum, bias, act, az = qconv_inputs(s)
+    a = qconv_inputs(s)
+    x, wp, perm, sw, zw, colsum, bias, act, az = a.x, a.wp, a.perm, a.sw, a.zw, a.colsum, a.bias, a.act, a.az
 
     def xpad(n, i, j, c):
         ii, jj = i - s.pad, j - s.pad
@@ -129,7 +79,7 @@ def qconv_compute(spec: ConvSpec, with_epilogue: bool = True, allow_swar: bool =
         r, q, ci = patch_axes()
         return te.compute((s.n, s.ho, s.wo, n_g), lambda n, i, j, o: te.sum(
             xpad(n, i * s.stride + r, j * s.stride + q, ci)
-            * _code(wp, off, o, (r * s.kw + q) * s.c_in + ci, s.k, b), axis=[r, q, ci]), name=f"acc{g}")
+            * weight_code(wp, off, o, (r * s.kw + q) * s.c_in + ci, s.k, b), axis=[r, q, ci]), name=f"acc{g}")
 
     def group_acc_pairs(g: int, off: int, n_g: int, b: int):
         """Two neighbouring output pixels per 32-bit lane (SWAR): x0 + x1 * 2^16 times the code
@@ -143,7 +93,7 @@ def qconv_compute(spec: ConvSpec, with_epilogue: bool = True, allow_swar: bool =
             return (lo + hi * 65536).astype("uint32")
 
         accp = te.compute((s.n, s.ho, (s.wo + 1) // 2, n_g), lambda n, i, jp, o: te.sum(
-            pair(n, i, jp) * _code(wp, off, o, (r * s.kw + q) * s.c_in + ci, s.k, b).astype("uint32"),
+            pair(n, i, jp) * weight_code(wp, off, o, (r * s.kw + q) * s.c_in + ci, s.k, b).astype("uint32"),
             axis=[r, q, ci]), name=f"accp{g}")
         return te.compute((s.n, s.ho, s.wo, n_g), lambda n, i, j, o: tirx.bitwise_and(tirx.shift_right(
             accp[n, i, tirx.floordiv(j, 2), o], (tirx.floormod(j, 2) * 16).astype("uint32")),
@@ -171,7 +121,7 @@ def qconv_compute(spec: ConvSpec, with_epilogue: bool = True, allow_swar: bool =
         return gathered(n, i, j, c) - za * colsum[c] - zw[c] * rowsum[n, i, j] + s.k * zw[c] * za
 
     y = qconv_output(s, corrected, sw, bias, act, with_epilogue)
-    return [x, wp, perm, sw, zw, colsum, bias, act, az, y], [a for _, _, a in accs] + [rowsum]
+    return list(QConvArgs(x, wp, perm, sw, zw, colsum, bias, act, az, y).ordered()), [t for _, _, t in accs] + [rowsum]
 
 
 def qconv_func(spec: ConvSpec, with_epilogue: bool = True, allow_swar: bool = True):

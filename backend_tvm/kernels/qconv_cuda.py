@@ -8,8 +8,10 @@ C that `compile_cubin` turns into a cubin for a board's arch (sm_87 Orin, sm_90 
 
 from __future__ import annotations
 
+from mpqdm.core.scheme import ConvSpec
+
 from ..tvm_compat import Schedule, tvm
-from .qconv import ConvSpec, qconv_func
+from .qconv import qconv_func
 
 MAX_THREADS = 1024
 

@@ -14,10 +14,12 @@ Same arguments and result as kernels/qconv.py; the work is arranged for a 4-deep
 
 from __future__ import annotations
 
-from ..packing import group_words
+from mpqdm.core.packing import group_words
+from mpqdm.core.scheme import ConvSpec, QConvArgs
+
 from ..tvm_compat import Schedule, te, tirx, tvm
 from . import dot_intrin
-from .qconv import ConvSpec, _code, qconv_inputs, qconv_output
+from .qconv import qconv_inputs, qconv_output, weight_code
 
 PIX = 8
 
@@ -37,7 +39,8 @@ def _group_acc(s: ConvSpec, xp, wd, c4: int, n_g: int, g: int):
 
 def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = True):
     """`intrins`: the intrinsic name of every group (dot_intrin.py)."""
-    x, wp, perm, sw, zw, colsum, bias, act, az = qconv_inputs(s)
+    a = qconv_inputs(s)
+    x, wp, perm, sw, zw, colsum, bias, act, az = a.x, a.wp, a.perm, a.sw, a.zw, a.colsum, a.bias, a.act, a.az
     c4 = _ceil(s.c_in, 4) * 4
 
     def xp_value(n, i, j, c):
@@ -58,7 +61,7 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
         def value(t, kq, lane, cc):
             o = t * 8 + lane
             rq, ci = tirx.floordiv(kq, cq), tirx.floormod(kq, cq) * 4 + cc
-            code = _code(wp, off, o, rq * s.c_in + ci, s.k, b) - offset
+            code = weight_code(wp, off, o, rq * s.c_in + ci, s.k, b) - offset
             return tirx.if_then_else(tirx.all(o < n_g, ci < s.c_in), code, 0).astype(wdtype)
 
         return te.compute((_ceil(n_g, 8), s.kh * s.kw * cq, 8, 4), value, name=f"Wd{g}")
@@ -86,7 +89,7 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
         return out - za * colsum[ch] - zw[ch] * rowsum[n, i, j] + s.k * zw[ch] * za
 
     y = qconv_output(s, corrected, sw, bias, act, with_epilogue)
-    return [x, wp, perm, sw, zw, colsum, bias, act, az, y]
+    return list(QConvArgs(x, wp, perm, sw, zw, colsum, bias, act, az, y).ordered())
 
 
 def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epilogue: bool = True,

@@ -12,10 +12,12 @@ the tensorised kernel of qconv_dot.py instead; this plain schedule serves the re
 
 from __future__ import annotations
 
-from ..packing import LANES
+from mpqdm.core.packing import LANES
+from mpqdm.core.scheme import ConvSpec
+
 from ..tvm_compat import Schedule, tvm
 from .dot_intrin import dot_intrin
-from .qconv import ConvSpec, qconv_func, swar
+from .qconv import qconv_func, swar
 from .qconv_dot import schedule_qconv_dot
 
 PIXELS = 4

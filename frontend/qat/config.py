@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from mpqdm.errors import UserError
+from mpqdm.core.errors import UserError
 
 from ..quant.swap import quant_layers
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from allocator.bitplan import BitPlan
-from mpqdm.errors import UserError
+from mpqdm.core.bitplan import BitPlan
+from mpqdm.core.errors import UserError
 
 from ..model_io import load_unet, model_fingerprint
 from ..quant.export import is_export, load_export, read_meta

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mpqdm.errors import UserError
-from mpqdm.io import atomic_torch_save, ensure_writable_dir, write_json
+from mpqdm.core.errors import UserError
+from mpqdm.core.io import atomic_torch_save, ensure_writable_dir, write_json
 
 from ..device import pick_device
 from ..quant.export import export

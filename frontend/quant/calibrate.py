@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from mpqdm.errors import UserError
+from mpqdm.core.errors import UserError
 
 from ..sampling import ddim_schedule, ddim_step
 from .swap import quant_targets

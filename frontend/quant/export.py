@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from allocator.bitplan import BitPlan, FloatLayer
-from mpqdm.errors import UserError
-from mpqdm.io import ensure_writable_dir, read_versioned_json, replace_dir, write_json
+from mpqdm.core.bitplan import BitPlan, FloatLayer
+from mpqdm.core.errors import UserError
+from mpqdm.core.io import ensure_writable_dir, read_versioned_json, replace_dir, write_json
 
 from ..model_io import load_scheduler, load_unet
 from .swap import FP_OPS, dequantize_model, quant_layers, quantize_model

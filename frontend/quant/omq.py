@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from allocator.bitplan import Group, LayerPlan
+from mpqdm.core.bitplan import Group, LayerPlan
 
 from .calibrate import LayerRecord
 from .layers import QuantLayer

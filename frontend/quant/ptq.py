@@ -9,15 +9,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from allocator.bitplan import BitPlan, FloatLayer, LayerPlan
-from mpqdm.errors import UserError
+from mpqdm.core.bitplan import BitPlan, FloatLayer, LayerPlan
+from mpqdm.core.bits import check_bits
+from mpqdm.core.errors import UserError
 
 from ..device import pick_device
 from ..model_io import load_scheduler, load_unet, model_fingerprint
 from .calibrate import CalibConfig, CalibData, calibrate
 from .export import export
 from .omq import channel_costs, kurtosis, omq_split
-from .quantizer import check_bits
 from .ranges import METHODS, init_model
 from .swap import LayerPolicy, layer_shapes, quant_layers, quant_targets, quantize_model
 

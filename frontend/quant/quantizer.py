@@ -9,18 +9,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mpqdm.errors import UserError
+from mpqdm.core.bits import check_bits
+from mpqdm.core.errors import UserError
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     """round() forward, identity gradient."""
     return (x.round() - x).detach() + x
-
-
-def check_bits(bits, what: str) -> None:
-    t = torch.as_tensor(bits)
-    if t.numel() == 0 or int(t.min()) < 1 or int(t.max()) > 8:
-        raise UserError(f"{what}: bits must be in 1..8, got {t.unique().tolist()}")
 
 
 def _qmax(bits: torch.Tensor) -> torch.Tensor:
@@ -33,7 +28,7 @@ class WeightQuantizer(nn.Module):
     def __init__(self, bits: torch.Tensor):
         super().__init__()
         bits = torch.as_tensor(bits, dtype=torch.int64)
-        check_bits(bits, "weight quantizer")
+        check_bits(bits.tolist(), "weight quantizer")
         self.register_buffer("bits", bits.clone())
         self.register_buffer("qmax", _qmax(bits))
         self.step = nn.Parameter(torch.ones(len(bits)))

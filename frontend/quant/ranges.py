@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mpqdm.errors import UserError
+from mpqdm.core.errors import UserError
 
 from .calibrate import CalibData, LayerRecord
 from .layers import QuantLayer

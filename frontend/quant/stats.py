@@ -1,16 +1,5 @@
-"""Channel statistics (format owner): the allocator's input, written by `mpqdm stats`.
-
-{"format": "mpqdm.stats", "version": 1, "model": {"sha256", "class"}, "method", "smoothing",
- "candidate_bits": [1..8], "abits": [4, 8], "calibration": {...},
- "layers": {name: {"kind": "conv2d" | "linear", "policy": "quant" | "w8a8" | "float",
-                   "c_out", "c_in", "kernel", "stride", "padding", "weights_per_channel",
-                   "shape": the kernel shape key of the latency table (backend_tvm.shapes.shape_key),
-                   "macs": MACs per UNet call (batch 1), "kurtosis": [c_out],
-                   "cost": {"4": [[c_out] per candidate bit-width], "8": [...]},
-                   "sensitivity": d|eps|^2 / d|layer output|^2}}}
-cost[a][k][c]: squared output error of channel c alone at candidate_bits[k] with a-bit inputs,
-summed over the kept calibration inputs; additive over channels (any grouping is a sum).
-"""
+"""Channel statistics from calibration (the format: core/stats.py): kurtosis, per-bit costs and
+sensitivity of every quantized layer, for the allocator."""
 
 from __future__ import annotations
 
@@ -22,18 +11,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from allocator.bitplan import LayerPlan
-from mpqdm.io import read_versioned_json, write_json
+from mpqdm.core.bitplan import LayerPlan
+from mpqdm.core.io import ensure_writable_dir
+from mpqdm.core.stats import CANDIDATE_BITS, FORMAT, VERSION, write_stats
 
+from ..device import pick_device
+from ..model_io import load_scheduler, load_unet, model_fingerprint
 from .calibrate import CalibConfig, CalibData, calibrate
 from .layers import QuantLayer
 from .omq import channel_costs, kurtosis
 from .quantizer import StepIndex
 from .ranges import init_layer
-from .swap import LayerPolicy, _set, quant_targets
-
-FORMAT, VERSION = "mpqdm.stats", 2     # v2: "shape", for the allocator's latency lookups
-CANDIDATE_BITS = tuple(range(1, 9))
+from .shapes import layer_specs
+from .swap import LayerPolicy, quant_targets, set_module
 
 
 @torch.no_grad()
@@ -61,7 +51,7 @@ def sensitivity(unet: nn.Module, name: str, calib: CalibData, method: str, smoot
     idx = StepIndex()
     layer = QuantLayer(fp, torch.full((fp.weight.shape[0],), 4), 8, calib.config.steps, idx)
     init_layer(layer, calib.layers[name], method, smoothing)
-    _set(model, name, layer)
+    set_module(model, name, layer)
     err_layer = [0.0]
 
     def hook(mod, args, y):
@@ -83,10 +73,8 @@ def channel_stats(unet: nn.Module, sha: str, alphas_cumprod, calib_cfg: CalibCon
     unet = unet.eval()
     calib = calibrate(unet, alphas_cumprod, calib_cfg, progress)
     macs = macs_per_call(unet)
-    from backend_tvm.shapes import layer_specs, shape_key
-
     dev = next(unet.parameters()).device
-    shapes = {name: shape_key(spec) for name, spec in layer_specs(unet.cpu()).items()}
+    shapes = {name: spec.shape_key() for name, spec in layer_specs(unet.cpu()).items()}
     unet.to(dev)
     layers = {}
     targets = quant_targets(unet)
@@ -110,9 +98,12 @@ def channel_stats(unet: nn.Module, sha: str, alphas_cumprod, calib_cfg: CalibCon
             "abits": [4, 8], "calibration": asdict(calib_cfg), "layers": layers}
 
 
-def write_stats(stats: dict, path: str | Path) -> None:
-    write_json(path, stats)
-
-
-def read_stats(path: str | Path) -> dict:
-    return read_versioned_json(path, FORMAT, VERSION, "re-run mpqdm stats")
+def stats_of_model(model_dir, out, calib_cfg: CalibConfig = CalibConfig(), method: str = "mse",
+                   smoothing: bool = True, device: str = "auto") -> dict:
+    """`mpqdm stats`: the statistics of a diffusers model folder, written to `out`."""
+    unet = load_unet(model_dir).to(pick_device(device))
+    stats = channel_stats(unet, model_fingerprint(model_dir), load_scheduler(model_dir).alphas_cumprod, calib_cfg,
+                          method=method, smoothing=smoothing)
+    ensure_writable_dir(Path(out).parent)
+    write_stats(stats, out)
+    return stats

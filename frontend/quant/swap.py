@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from allocator.bitplan import BitPlan, FloatLayer
+from mpqdm.core.bitplan import BitPlan, FloatLayer
 
 from .layers import QuantLayer
 from .quantizer import StepIndex
@@ -47,7 +47,7 @@ def layer_shapes(unet: nn.Module) -> dict[str, int]:
     return {n: m.weight.shape[0] for n, m in quant_targets(unet).items()}
 
 
-def _set(unet: nn.Module, name: str, new: nn.Module) -> None:
+def set_module(unet: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(unet.get_submodule(parent) if parent else unet, child, new)
 
@@ -61,7 +61,7 @@ def quantize_model(unet: nn.Module, plan: BitPlan, n_steps: int, model_sha256: s
         if isinstance(lp, FloatLayer):
             continue
         bits = torch.tensor(lp.bits_per_channel(), dtype=torch.int64)
-        _set(unet, name, QuantLayer(fp, bits, lp.abits, n_steps, step_index))
+        set_module(unet, name, QuantLayer(fp, bits, lp.abits, n_steps, step_index))
     unet.mpq_step_index = step_index
     return unet
 
@@ -70,7 +70,7 @@ def dequantize_model(unet: nn.Module) -> nn.Module:
     """Swap every QuantLayer back to its FP module (in place)."""
     for name, mod in list(unet.named_modules()):
         if isinstance(mod, QuantLayer):
-            _set(unet, name, mod.fp)
+            set_module(unet, name, mod.fp)
     if hasattr(unet, "mpq_step_index"):
         del unet.mpq_step_index
     return unet

@@ -5,7 +5,7 @@
  *   mpq_model *m;
  *   char err[512];
  *   if (mpq_open("model.mpq", resolve, ctx, threads, &m, err, sizeof err)) { puts(err); ... }
- *   mpq_sample(m, x, err, sizeof err);    x: noise in, image out; NHWC float32, mpq_input_shape()
+ *   mpq_sample(m, x, NULL, err, sizeof err);    x: noise in, image out; NHWC float32, mpq_input_shape()
  *   mpq_close(m);
  * `resolve(ctx, "__tvm_ffi_<kernel>")` returns each kernel the plan calls (a static table or dlsym);
  * a kernel it cannot find is an error at open. The model owns the mapped file and one arena of

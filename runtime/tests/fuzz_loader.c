@@ -1,4 +1,4 @@
-/* libFuzzer harness for the artifact loader and the executor's argument setup.
+/* libFuzzer harness for the artifact loader and the kernel arguments it builds for the executor.
  *
  * Each input is an artifact in memory: mpq_open_memory with one thread (no pool workers are ever
  * started) and a resolver that gives every symbol the same probe kernel; when it opens, one UNet call
@@ -6,10 +6,9 @@
  * nothing: it reads the first and last byte of every tensor argument, so ASan reports any argument
  * the loader let point outside its buffer, and aborts on a malformed argument list.
  *
- * Build (backend_tvm/fuzz.py):
- *   clang -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
- *         -Iruntime/include runtime/tests/fuzz_loader.c runtime/src/mpq_model.c \
- *         runtime/src/mpq_backend.c -lpthread -lm -o fuzz_loader
+ * Build: make -C runtime fuzz (clang with libFuzzer; the binary is runtime/build/fuzz_loader). Run:
+ *   runtime/build/fuzz_loader -max_total_time=60 NEW_CORPUS_DIR runtime/tests/data
+ * (libFuzzer adds the inputs it finds to the first folder: keep runtime/tests/data second).
  */
 #include "mpq_runtime.h"
 

@@ -1,0 +1,1 @@
+"""Data package: the embedded default model (mnist-default) and the FD classifier."""

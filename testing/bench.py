@@ -1,0 +1,95 @@
+"""What the benchmark runners share: results files with provenance, Markdown tables, and the models
+several of them measure, each built here from the repository into out/bench/ (a cache keyed by
+how it was made), so that no benchmark reads another benchmark's output folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mpqdm.core.io import write_json
+from mpqdm.core.machine import provenance
+from mpqdm.core.report import markdown_table  # noqa: F401  (the runners import it from here)
+from mpqdm.core.resources import DEFAULT_MODEL
+
+
+def load_rows(path: Path) -> list[dict]:
+    if path.is_file():
+        return json.loads(path.read_text()).get("rows", [])
+    return []
+
+
+def save_rows(path: Path, rows: list[dict] | None, **extra) -> None:
+    """{machine, commit, command, **extra, rows}; rows None: a file whose lists are named in `extra`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {**provenance(), **extra, **({} if rows is None else {"rows": rows})})
+
+
+# ---- models shared by several benchmarks ------------------------------------------------------------
+
+def cifar_random(root: Path) -> Path:
+    """The DDPM CIFAR-10 configuration with random weights (seed 0): sizes and speed only."""
+    import torch
+
+    from mpqdm.frontend.fp_model import ddpm_cifar10_unet
+
+    path = root / "out" / "bench" / "ddpm-cifar10-random"
+    if not (path / "config.json").is_file():
+        torch.manual_seed(0)
+        ddpm_cifar10_unet().save_pretrained(str(path))
+    return path
+
+
+def cifar_stats(root: Path) -> Path:
+    """`mpqdm stats` of cifar_random with a small calibration (2 trajectories of 4 steps; 17 min)."""
+    from mpqdm.frontend.quant.calibrate import CalibConfig
+    from mpqdm.frontend.quant.stats import stats_of_model
+
+    path = root / "out" / "bench" / "stats" / "ddpm-cifar10-random.json"
+    if not path.is_file():
+        stats_of_model(cifar_random(root), path, CalibConfig(samples=2, steps=4))
+    return path
+
+
+def cifar_w2a4_export(root: Path) -> Path:
+    """PTQ W2A4 (uniform) of cifar_random with a small random calibration: the sizes do not depend on
+    the weights' values."""
+    from mpqdm.frontend.quant.calibrate import CalibConfig
+    from mpqdm.frontend.quant.ptq import PTQConfig, quantize
+
+    path = root / "out" / "bench" / "ddpm-cifar10-W2A4"
+    if not (path / "quant_export.json").is_file():
+        quantize(cifar_random(root), path, PTQConfig(plan="uniform", wbits=2, abits=4,
+                                                     calib=CalibConfig(samples=2, steps=4, batch=2)))
+    return path
+
+
+# the QAT ablation's variants: name -> (plan, TRD weight); OMQ uses the released code's fixed 10% split
+QAT_VARIANTS = {"baseline": ("uniform", 0.0), "omq": ("omq", 0.0), "trd": ("uniform", 100.0),
+                "mpqdm": ("omq", 100.0)}
+
+
+def qat_export(root: Path, config: str, wbits: int, abits: int, variant: str, iterations: int = 40,
+               batch: int = 8, lora_rank: int = 0, ckpt_every: int = 5, device: str = "auto") -> Path:
+    """A QAT export of the default model (resumable): PTQ initialisation with the variant's plan, then
+    `iterations` trajectories of `batch`, seed 0 (the QAT ablation's rows; the W2A4 MPQ-DM one is the
+    default model the compile and runtime benchmarks measure)."""
+    from mpqdm.frontend.qat.config import QATConfig
+    from mpqdm.frontend.qat.train import qat, run_dir
+    from mpqdm.frontend.quant.ptq import PTQConfig
+
+    plan, trd = QAT_VARIANTS[variant]
+    # v2: scale-aware activation lr, weight lr scale 4e-4, steps kept positive
+    run = f"v2_it{iterations}_b{batch}_r{lora_rank}"
+    path = root / "out" / "bench" / "qat" / run / f"{config}-{variant}" / "export"
+    if not (run_dir(path) / "summary.json").is_file():
+        cfg = QATConfig(iterations=iterations, batch=batch, trd_weight=trd, seed=0, ckpt_every=ckpt_every,
+                        lora_rank=lora_rank)
+        ptq = PTQConfig(plan=plan, wbits=wbits, abits=abits, omq_fractions=(0.1,))
+        qat(DEFAULT_MODEL, path, cfg, ptq, resume=(run_dir(path) / "checkpoint.pt").is_file(), device=device)
+    return path
+
+
+def default_w2a4_export(root: Path) -> Path:
+    """The default model at W2A4, MPQ-DM (OMQ + TRD), 40 QAT iterations of batch 8."""
+    return qat_export(root, "W2A4", 2, 4, "mpqdm")
