@@ -11,6 +11,7 @@
  * (libFuzzer adds the inputs it finds to the first folder: keep runtime/tests/data second).
  */
 #include "mpq_runtime.h"
+#include "probe_kernel.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -18,30 +19,6 @@
 /* The runtime allocates the arena the header asks for (up to 1 TiB); inputs asking for more than
  * this are skipped so that libFuzzer's malloc limit measures bugs, not honest big arenas. */
 #define FUZZ_MAX_ARENA ((uint64_t)64 << 20)
-
-static uint64_t tensor_bytes(const mpq_dltensor *t) {
-    uint64_t n = (uint64_t)(t->dtype.bits / 8) * t->dtype.lanes;
-    for (int32_t d = 0; d < t->ndim; d++) n *= (uint64_t)t->shape[d];
-    return n;
-}
-
-static int probe_kernel(void *self, const mpq_ffi_any *args, int32_t num_args, mpq_ffi_any *result) {
-    (void)self;
-    if (num_args < 1 || !args || !result) abort();
-    for (int32_t i = 0; i < num_args; i++) {
-        if (args[i].type_index != MPQ_FFI_TENSOR_PTR || !args[i].v.v_ptr) abort();
-        const mpq_dltensor *t = args[i].v.v_ptr;
-        if (!t->data || !t->shape || t->ndim < 1 || t->ndim > MPQ_ART_MAX_DIMS || t->strides) abort();
-        for (int32_t d = 0; d < t->ndim; d++)
-            if (t->shape[d] < 1) abort();
-        uint64_t n = tensor_bytes(t);
-        if (n == 0) abort();
-        const volatile uint8_t *p = (const volatile uint8_t *)t->data + t->byte_offset;
-        (void)p[0];
-        (void)p[n - 1];
-    }
-    return 0;
-}
 
 static mpq_kernel_fn resolve_all(void *ctx, const char *symbol) {
     (void)ctx;
