@@ -9,7 +9,7 @@ import numpy as np
 from mpqdm.boards.registry import latency_path, load_board
 from mpqdm.core.bitplan import BitPlan, FloatLayer, Group, LayerPlan
 from mpqdm.core.errors import UserError
-from mpqdm.core.io import ensure_writable_dir
+from mpqdm.core.io import check_output_file
 from mpqdm.core.latency import LatencyTable, partial_width
 from mpqdm.core.packing import layer_weight_bytes
 from mpqdm.core.report import markdown_table
@@ -63,7 +63,7 @@ def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = 
                     ("average bits", budgets.avg_bits)):
         if v is not None and v <= 0:
             raise UserError(f"the {what} budget must be positive, got {v:g}")
-    g = group_size or board.group_size
+    g = board.group_size if group_size is None else group_size
     problems = build(stats, table, threads or board.threads, g, bits, (abits,) if abits else (4, 8))
     sol = solve(problems, budgets, solver_threads)
     return to_plan(stats, problems, sol, g), sol, problems, stats
@@ -74,9 +74,8 @@ def allocate_to(out, stats_path, board_name: str, budgets: Budgets, abits: int |
                 pareto_points: int = 5) -> tuple[BitPlan, Solution, Path]:
     """`mpqdm allocate`: the plan at `out`, its report (and, with pareto_points > 0, the Pareto and
     bits plots) beside it. Returns the plan, the solution and the report's path."""
+    out = check_output_file(out, "allocate")
     plan, sol, problems, _ = allocate(stats_path, board_name, budgets, abits, bits, group_size, table_path, threads)
-    out = Path(out)
-    ensure_writable_dir(out.parent)
     plan.save(out)
     stem = out.with_suffix("")
     report = stem.with_suffix(".report.md")

@@ -5,6 +5,10 @@ module restates the structs as `struct` formats, writes artifacts and reads them
 reports (the runtime never uses the reader). tests/test_artifact.py compiles the header and checks
 every size and field offset in LAYOUT against the C compiler's.
 
+Version 2 adds the checksum: header.checksum is zlib.crc32 of the whole file with the checksum field
+taken as zero (checksum(); the runtime's mpq_checksum_compute is the same CRC-32). The writer computes
+it while it writes and stores it last; with_checksum() restamps edited bytes (the tests' corruptions).
+
 Choices the header leaves to the writer: tensors keep the plan's order (a view always follows its
 base); the kernel table holds only the kernels the calls use, in order of first use; strings are
 stored once each; CONST views store no data of their own (they point at their root's bytes).
@@ -15,13 +19,14 @@ from __future__ import annotations
 import os
 import re
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .plan import ACT, ALIGN, CONST, DTYPES, INPUT, OUTPUT, TIMESTEP, Plan, Tensor
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAGIC = b"MPQDMART"
 MAX_DIMS = 4
 ARG_STEP = 1
@@ -77,9 +82,9 @@ _SECTION_FIELDS = [("tensors_offset", "Q"), ("n_tensors", "Q"), ("kernels_offset
                    ("sampler_bytes", "Q"), ("data_offset", "Q"), ("data_bytes", "Q")]
 
 HEADER = Struct("mpq_art_header", [
-    ("magic", "8s"), ("version", "I"), ("header_size", "I"), ("board", "32s"), ("arch", "16s"),
-    ("features", "128s"), ("model_sha256", "32s"), ("file_size", "Q"), ("arena_bytes", "Q"),
-    ("n_steps", "I"), ("flags", "I"), *_SECTION_FIELDS])
+    ("magic", "8s"), ("version", "I"), ("header_size", "I"), ("checksum", "I"), ("flags", "I"), ("board", "32s"),
+    ("arch", "16s"), ("features", "128s"), ("model_sha256", "32s"), ("file_size", "Q"), ("arena_bytes", "Q"),
+    ("n_steps", "I"), ("reserved", "I"), *_SECTION_FIELDS])
 TENSOR = Struct("mpq_art_tensor", [
     ("name_offset", "I"), ("name_len", "I"), ("dtype", "B"), ("kind", "B"), ("ndim", "B"), ("bits", "B"),
     ("alias", "i"), ("shape", f"{MAX_DIMS}q"), ("offset", "Q"), ("nbytes", "Q")])
@@ -91,14 +96,31 @@ SAMPLER = Struct("mpq_art_sampler", [
     ("n_steps", "I"), ("num_train_timesteps", "I"), ("prediction_type", "I"), ("clip_sample", "I"),
     ("clip_range", "f"), ("final_alpha_cumprod", "f")])
 STRUCTS = (HEADER, TENSOR, KERNEL, CALL, ARG, SAMPLER)
+BOARD_LEN = 32
+BOARD_NAME = re.compile(rf"[A-Za-z0-9._-]{{1,{BOARD_LEN - 1}}}")
+RESERVED = ("flags", "reserved")                 # header fields that must be 0
+CHECKSUM_AT = HEADER.offsets["checksum"]
 LAYOUT = {s.name: {"size": s.size, "fields": dict(s.offsets)} for s in STRUCTS}
 
 # The header's #defines and enum values, checked against the compiler by the layout test.
 C_CONSTANTS = {"MPQ_ARTIFACT_VERSION": FORMAT_VERSION, "MPQ_ARTIFACT_MAGIC_LEN": len(MAGIC),
                "MPQ_ARTIFACT_ALIGN": ALIGN, "MPQ_ART_MAX_DIMS": MAX_DIMS, "MPQ_ARG_STEP": ARG_STEP,
+               "MPQ_ART_BOARD_LEN": BOARD_LEN,
                **{f"MPQ_DT_{k.upper()}": v for k, v in DTYPE_CODES.items()},
                **{f"MPQ_KIND_{k.upper()}": v for k, v in KIND_CODES.items()},
                **{f"MPQ_PRED_{k.upper()}": v for k, v in PREDICTION_CODES.items()}}
+
+
+def checksum(buf: bytes) -> int:
+    """The CRC-32 an artifact's header stores: zlib.crc32 of all of buf with the checksum field as zero."""
+    crc = zlib.crc32(buf[:CHECKSUM_AT])
+    crc = zlib.crc32(b"\0\0\0\0", crc)
+    return zlib.crc32(buf[CHECKSUM_AT + 4:], crc)
+
+
+def with_checksum(buf: bytes) -> bytes:
+    """buf (a whole artifact, perhaps edited) with its checksum field recomputed."""
+    return bytes(buf[:CHECKSUM_AT]) + struct.pack("<I", checksum(buf)) + bytes(buf[CHECKSUM_AT + 4:])
 
 
 def _align(n: int, a: int = ALIGN) -> int:
@@ -148,7 +170,9 @@ def _header_strings(board: str, arch: str, features: list[str], model_sha256: st
         sha = b""
     if len(sha) != 32:
         raise ValueError(f"model_sha256 must be 64 hex digits, got {model_sha256!r}")
-    return {"board": _fixed(board, 32, "board"), "arch": _fixed(arch, 16, "arch"),
+    if not isinstance(board, str) or not BOARD_NAME.fullmatch(board):
+        raise ValueError(f"board must be a name of 1 to {BOARD_LEN - 1} characters of [A-Za-z0-9._-], got {board!r}")
+    return {"board": _fixed(board, BOARD_LEN, "board"), "arch": _fixed(arch, 16, "arch"),
             "features": _fixed(",".join(features), 128, "features"), "model_sha256": sha}
 
 
@@ -257,8 +281,8 @@ def _build(plan: Plan, meta: dict, sampler: dict) -> tuple[bytes, list[tuple[int
     const_at, data_bytes = _const_offsets(plan, tensors)
     ttab = _tensor_table(plan, tensors, index, strings, const_at)
     kernels, ktab, ctab, atab = _call_tables(plan, index, strings)
-    head = {"magic": MAGIC, "version": FORMAT_VERSION, "header_size": HEADER.size, **meta,
-            "arena_bytes": plan.arena_bytes, "n_steps": plan.n_steps, "flags": 0,
+    head = {"magic": MAGIC, "version": FORMAT_VERSION, "header_size": HEADER.size, "checksum": 0, "flags": 0, **meta,
+            "arena_bytes": plan.arena_bytes, "n_steps": plan.n_steps, "reserved": 0,
             "n_tensors": len(tensors), "n_kernels": len(kernels), "n_calls": len(plan.calls),
             "n_args": len(atab) // ARG.size, "strings_bytes": len(strings.buf), "sampler_bytes": len(sampler_blob)}
     body, pos = bytearray(), HEADER.size
@@ -274,7 +298,7 @@ def _build(plan: Plan, meta: dict, sampler: dict) -> tuple[bytes, list[tuple[int
     consts = [(head["data_offset"] + const_at[t.name], t) for t in tensors if t.name in const_at]
     summary = {"bytes": head["file_size"], "const_bytes": sum(t.nbytes for _, t in consts),
                "tensors": len(tensors), "calls": len(plan.calls), "kernels": len(kernels)}
-    return HEADER.pack(**head) + bytes(body), consts, summary
+    return HEADER.pack(**head) + bytes(body), consts, summary     # checksum 0: write_artifact stores it
 
 
 def write_artifact(path: str | Path, plan: Plan, *, board: str, arch: str, features: list[str],
@@ -294,10 +318,14 @@ def write_artifact(path: str | Path, plan: Plan, *, board: str, arch: str, featu
     tmp = path.with_name("." + path.name + ".tmp")
     try:
         with open(tmp, "wb") as fh:
+            crc = zlib.crc32(head)                      # the checksum field is 0 in head
             fh.write(head)
             for at, t in consts:
-                fh.write(b"\0" * (at - fh.tell()))
-                fh.write(np.ascontiguousarray(t.data, dtype=_le(t.dtype)).tobytes())
+                for blob in (b"\0" * (at - fh.tell()), np.ascontiguousarray(t.data, dtype=_le(t.dtype)).tobytes()):
+                    crc = zlib.crc32(blob, crc)
+                    fh.write(blob)
+            fh.seek(CHECKSUM_AT)
+            fh.write(struct.pack("<I", crc))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -325,13 +353,25 @@ def _read_header(buf: bytes, where: str) -> dict:
     if h["magic"] != MAGIC:
         raise ValueError(f"{where}: bad magic {h['magic']!r} (not an mpqdm artifact)")
     if h["version"] != FORMAT_VERSION:
-        raise ValueError(f"{where}: format version {h['version']}, this reader reads version {FORMAT_VERSION}")
+        raise ValueError(f"{where}: format version {h['version']}, this reader reads version {FORMAT_VERSION}: "
+                         "recompile it with mpqdm compile")
     if h["header_size"] != HEADER.size:
         raise ValueError(f"{where}: header size {h['header_size']}, expected {HEADER.size}")
     if len(buf) < h["file_size"]:
         raise ValueError(f"{where}: truncated: {len(buf)} bytes, the header says {h['file_size']}")
     if len(buf) != h["file_size"]:
         raise ValueError(f"{where}: {len(buf)} bytes, the header says {h['file_size']}")
+    computed = checksum(buf)
+    if computed != h["checksum"]:
+        raise ValueError(f"{where}: checksum mismatch: the file is corrupted (stored 0x{h['checksum']:08x}, computed "
+                         f"0x{computed:08x}); recompile it with mpqdm compile")
+    for name in RESERVED:
+        if h[name]:
+            raise ValueError(f"{where}: reserved header field {name} is {h[name]:#x}, expected 0")
+    board = h["board"].split(b"\0", 1)
+    if len(board) != 2 or board[1].strip(b"\0") or not BOARD_NAME.fullmatch(board[0].decode("latin-1")):
+        raise ValueError(f"{where}: bad board name {h['board']!r}: 1 to {BOARD_LEN - 1} characters of "
+                         "[A-Za-z0-9._-], NUL-padded")
     sizes = {"tensors": TENSOR.size, "kernels": KERNEL.size, "calls": CALL.size, "args": ARG.size}
     for name in _SECTIONS:
         off = h[f"{name}_offset"]
@@ -383,6 +423,8 @@ def _read_calls(buf: bytes, h: dict, names: list[str], kernels: list[str]) -> li
         if c["kernel"] >= len(kernels) or c["first_arg"] + c["n_args"] > h["n_args"]:
             raise ValueError(f"call {i}: kernel {c['kernel']} or arguments [{c['first_arg']}, "
                              f"{c['first_arg'] + c['n_args']}) lie outside their tables")
+        if c["pad"]:
+            raise ValueError(f"call {i}: reserved field pad is {c['pad']}, expected 0")
         args = []
         for j in range(c["first_arg"], c["first_arg"] + c["n_args"]):
             a = ARG.unpack(buf, h["args_offset"] + j * ARG.size)

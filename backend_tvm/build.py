@@ -6,7 +6,10 @@ DIR/mpqdm-run        one self-contained executable: the C runtime (runtime/, a C
                      targets (runs under qemu-aarch64 or on the board)
 DIR/mpqdm-run-dyn    host only: the same runtime loading DIR/kernels.so at run time
 DIR/mpqdm-run-asan   host only, with --sanitize: ASan + UBSan build of mpqdm-run
-Warnings are errors. The binary refuses an artifact whose arch, board features or kernels do not match.
+Warnings are errors. Each binary is built for the board (the Makefile's BOARD and BOARD_MEMORY_MB, from
+the profile's name and memory_mb): it refuses an artifact compiled for another board, one whose arch,
+CPU features or kernels do not match, and one whose arena exceeds the board's memory (mpqdm-run
+--max-memory-mb overrides that limit).
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def build(dir_: str | Path, board_name: str, sanitize: bool = False) -> list[Pat
     table = d / "kernel_table.c"
     table.write_text(kernel_table(art["kernels"]))
     d = d.resolve()
-    tools = {"cc": cc, "board_cflags": " ".join(board.cflags), "build": d / ".build"}
+    tools = {"cc": cc, "board_cflags": " ".join(board.cflags), "build": d / ".build", "board": board.name,
+             "board_memory_mb": board.memory_mb}
     kernels = {"kernels": d / "kernels.o", "kernel_table": d / "kernel_table.c"}
     out = [d / "mpqdm-run"]
     make("run", "the board binary", **tools, **kernels, static=int(board.is_cross), out=out[0])

@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from mpqdm.boards.registry import load_board
 from mpqdm.core.errors import UserError
-from mpqdm.core.io import ensure_writable_dir, replace_dir, write_json
+from mpqdm.core.io import check_output_dir, ensure_writable_dir, replace_dir, staging_dir, write_json
 from mpqdm.core.report import markdown_table
 from mpqdm.frontend.model_io import model_fingerprint
 from mpqdm.frontend.quant.export import is_export, read_meta
@@ -49,26 +50,38 @@ def summary(plan: Plan, fp32_weight_bytes: int) -> dict:
             "steps": plan.n_steps}
 
 
-def compile_export(export_dir, board_name: str, out_dir, steps: int | None = None) -> dict:
+def compile_export(export_dir, board_name: str, out_dir, steps: int | None = None, progress: bool = True) -> dict:
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     if not is_export(export_dir):
         raise UserError(f"{str(export_dir)!r} is not a quantized export (no quant_export.json). "
                         "Possible solutions: make one with mpqdm quantize or mpqdm qat")
     read_meta(export_dir)                               # format and version first: a clear error
+    out_dir = check_output_dir(out_dir, "compile", reads=[export_dir], legacy=REPORT)
     board = load_board(board_name)
     if steps is not None and steps < 1:
         raise UserError(f"--steps must be >= 1, got {steps}")
+    ensure_writable_dir(out_dir.parent)
+    bar = tqdm(total=3, desc=f"compile for {board.name}", unit="stage", disable=not progress)
+    try:
+        return _compile(export_dir, board, out_dir, steps, bar)
+    finally:
+        bar.close()
+
+
+def _compile(export_dir: Path, board, out_dir: Path, steps: int | None, bar) -> dict:
+    bar.set_postfix_str("lowering")
     t0 = time.perf_counter()
     plan, low = lower_export(export_dir, board, steps)
     lower_s = time.perf_counter() - t0
-    ensure_writable_dir(out_dir.parent)
-    staging = out_dir.with_name(f".{out_dir.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    bar.update()
+    bar.set_postfix_str(f"TVM: {len(plan.kernels)} kernels")
+    staging = staging_dir(out_dir)
     try:
         t1 = time.perf_counter()
         libs = compile_library(plan, board, staging)
         compile_s = time.perf_counter() - t1
+        bar.update()
+        bar.set_postfix_str("artifact")
         art = write_artifact(staging / ARTIFACT, plan, board=board.name, arch=board.arch,
                              features=list(board.cpu_features), model_sha256=model_fingerprint(export_dir),
                              sampler=sampler_of(low))
@@ -80,7 +93,8 @@ def compile_export(export_dir, board_name: str, out_dir, steps: int | None = Non
                 "compile_seconds": round(compile_s, 1)}
         write_json(staging / REPORT, info)
         (staging / "report.md").write_text(report_md(info, plan))
-        replace_dir(staging, out_dir)
+        replace_dir(staging, out_dir, "compile")
+        bar.update()
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

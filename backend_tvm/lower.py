@@ -15,10 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mpqdm.core.errors import UserError
 from mpqdm.core.packing import weight_rows
 from mpqdm.core.scheme import ConvSpec, QConvArgs, conv_out, weight_constants
-from mpqdm.core.support import check_conv
+from mpqdm.core.support import DOWN_BLOCKS, UP_BLOCKS, check_conv, check_unet_config, unsupported
 from mpqdm.frontend.quant.export import load_export
 from mpqdm.frontend.quant.layers import QuantLayer
 from mpqdm.frontend.sampling import ddim_schedule, step_map
@@ -30,15 +29,6 @@ from .kernels.quantize import schedule_quantize
 from .plan import ACT, CONST, INPUT, OUTPUT, TIMESTEP, Arg, Plan, Tensor, plan_memory
 
 CONST_NAMES = {"wp": "packed", "sw": "wstep", "zw": "wzero"}    # artifact tensor names of the weight arguments
-BLOCKS = ("DownBlock2D", "AttnDownBlock2D", "UNetMidBlock2D", "UpBlock2D", "AttnUpBlock2D")
-
-
-def unsupported(what: str) -> UserError:
-    return UserError(f"the backend does not lower {what}. Possible solutions: use a UNet2DModel built from "
-                     f"the blocks {', '.join(BLOCKS)} with SiLU, positional time embedding and output "
-                     "scale factors of 1")
-
-
 class Lowering:
     def __init__(self, qunet: nn.Module, bitplan, tensors: dict, meta: dict, board, steps: int, scheduler):
         self.unet, self.bitplan, self.t, self.meta, self.board = qunet, bitplan, tensors, meta, board
@@ -245,6 +235,7 @@ class Lowering:
     # -- the model -------------------------------------------------------------------------------------
     def lower(self) -> Plan:
         u, cfg = self.unet, self.unet.config
+        check_unet_config(cfg)                  # the check the first stages ran before calibrating
         for attr, ok in (("time_embedding_type", cfg.time_embedding_type == "positional"),
                          ("class_embed_type", u.class_embedding is None), ("act_fn", cfg.act_fn == "silu"),
                          ("center_input_sample", not cfg.center_input_sample),
@@ -278,7 +269,7 @@ class Lowering:
 
     def block(self, name: str, blk, h: str, temb: str, skips: list[str], up: bool) -> str:
         kind = type(blk).__name__
-        if kind not in BLOCKS or kind == "UNetMidBlock2D":
+        if kind not in DOWN_BLOCKS + UP_BLOCKS:
             raise unsupported(f"{name}: block type {kind}")
         attns = getattr(blk, "attentions", None) or [None] * len(blk.resnets)
         for j, (r, a) in enumerate(zip(blk.resnets, attns, strict=True)):

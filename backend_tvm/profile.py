@@ -20,6 +20,7 @@ from tqdm import tqdm
 from mpqdm.boards.registry import latency_path, load_board
 from mpqdm.core.bits import ABITS, check_bits
 from mpqdm.core.errors import UserError
+from mpqdm.core.io import ensure_writable_dir
 from mpqdm.core.latency import LatencyTable, partial_width
 from mpqdm.core.machine import commit
 from mpqdm.core.scheme import ConvSpec, random_args
@@ -85,6 +86,9 @@ def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFA
                         "is not built yet; no timings are made up for it. Possible solutions: --board host")
     check_bits(wbits, "--wbits")
     check_bits(abits, "--abits", ABITS)
+    path = Path(table_path or latency_path(board))
+    table = LatencyTable.load_or_empty(path, board.name)       # a bad table is refused before the timing
+    ensure_writable_dir(path.parent)
     threads = int(tvm.runtime.num_threads())
     tgt = board.tvm_target_dict()
     build_id = hashlib.sha256(f"{commit()}|{TVM_VERSION}|{tgt}".encode()).hexdigest()[:12]
@@ -96,8 +100,6 @@ def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFA
         entries.append({"op": "qconv", "shape": s.shape_key(), "wbits": w, "abits": a, "threads": threads,
                         "channels": ch, "median_ms": round(med, 5), "spread": round(spread, 4), "repeats": repeats,
                         "build_id": build_id, "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    path = Path(table_path or latency_path(board))
-    table = LatencyTable.load_or_empty(path, board.name)
     table.merge(entries)
     table.save(path)
     return {"table": str(path), "entries": len(entries), "total_entries": len(table.entries), "threads": threads,

@@ -206,6 +206,8 @@ class BitPlan:
                 d = json.load(fh)
         except OSError as exc:
             _fail(f"cannot read bit plan {str(path)!r} ({exc.strerror})", "check the path")
+        except UnicodeDecodeError:
+            _fail(f"bit plan {str(path)!r} is not a text file", "give the JSON file mpqdm allocate wrote")
         except json.JSONDecodeError as exc:
             _fail(f"bit plan {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}, "
                   f"column {exc.colno})", "fix the file or regenerate it with the mpqdm allocator")

@@ -1,4 +1,5 @@
-"""Small file helpers: atomic writes and writable-folder checks."""
+"""Small file helpers: atomic writes, writable-folder checks, and output folders that are replaced
+only when they hold a previous output of the same command (nothing else is ever deleted)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,70 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def replace_dir(staging: Path, final: Path) -> None:
-    """Move a fully written staging folder into place, replacing an older one."""
+MARKER = ".mpqdm-output"      # in every output folder a command writes: {"command": ...}
+
+
+def _written_by(path: Path) -> str | None:
+    """The command whose output folder `path` is, by its marker (None: no marker)."""
+    try:
+        doc = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc.get("command") if isinstance(doc, dict) else None
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_output_dir(out: str | Path, command: str, reads=(), legacy: str | None = None) -> Path:
+    """Refuse an output folder that `command` must not replace: an existing file, the cwd or a folder
+    above it, a folder it reads from (`reads`) or one holding or inside it, and an existing non-empty
+    folder not written by the same command (its marker; `legacy`: a file that the command's outputs
+    of earlier versions, without a marker, always hold). Returns the folder, resolved."""
+    path = Path(out).resolve()
+    fix = "Possible solutions: give a new or empty folder, or delete that folder yourself"
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output {str(out)!r} is a file, not a folder; mpqdm {command} writes a folder. {fix}")
+    cwd = Path.cwd().resolve()
+    if path == cwd or path in cwd.parents:
+        raise UserError(f"output folder {str(out)!r} is the current folder or one above it: mpqdm {command} "
+                        f"replaces its output folder as a whole. {fix}")
+    for src in reads:
+        if src is not None and _overlaps(path, Path(src).resolve()):
+            raise UserError(f"output folder {str(out)!r} is, holds or lies inside {str(src)!r}, which mpqdm "
+                            f"{command} reads; writing it would destroy the input. {fix}")
+    if path.is_dir() and any(path.iterdir()):
+        by = _written_by(path)
+        if by != command and not (by is None and legacy and (path / legacy).is_file()):
+            what = f"an output of mpqdm {by}" if by else "files mpqdm did not write"
+            raise UserError(f"output folder {str(out)!r} already holds {what}; mpqdm {command} replaces only "
+                            f"its own earlier output. {fix}")
+    return path
+
+
+def check_output_file(out: str | Path, command: str) -> Path:
+    """A file `command` may write (replacing an older one): not a folder, in a writable folder."""
+    path = Path(out)
+    if path.is_dir():
+        raise UserError(f"output {str(out)!r} is a folder; mpqdm {command} writes a file there. Possible "
+                        "solutions: give a file name, e.g. " + str(path / "out.json"))
+    ensure_writable_dir(path.parent)
+    return path
+
+
+def staging_dir(final: Path) -> Path:
+    """A fresh, empty staging folder beside `final` (same file system: the rename is atomic)."""
+    staging = final.with_name(f".{final.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def replace_dir(staging: Path, final: Path, command: str) -> None:
+    """Move a fully written staging folder into place (marked as `command`'s output), replacing an
+    older one (check_output_dir has said that it may)."""
+    write_json(staging / MARKER, {"command": command})
     if final.exists():
         old = final.with_name(f".{final.name}.old")
         shutil.rmtree(old, ignore_errors=True)

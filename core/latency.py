@@ -20,6 +20,7 @@ A missing entry is an error naming it; nothing is guessed.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,23 @@ def partial_width(c_out: int) -> int:
     """The second width timed per shape (half, rounded down to the kernels' 8-channel tile)."""
     half = (c_out // 2) // LANES * LANES
     return half if half >= LANES else max(1, c_out // 2)
+
+
+def _check_entry(path: Path, i: int, e) -> None:
+    where = f"latency table {str(path)!r}: entry {i}"
+    if not isinstance(e, dict):
+        raise UserError(f"{where} is not an object. Possible solutions: profile again")
+    missing = [k for k in FIELDS if k not in e]
+    if missing:
+        raise UserError(f"{where} lacks {', '.join(missing)}. Possible solutions: profile again")
+    for k in ("wbits", "abits", "threads", "channels", "repeats"):
+        if not isinstance(e[k], int) or isinstance(e[k], bool) or e[k] < 1:
+            raise UserError(f"{where}: {k} is {e[k]!r}, not a positive integer. Possible solutions: profile again")
+    t = e["median_ms"]
+    if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t) or t < 0:
+        raise UserError(f"{where}: median_ms is {t!r}, not a finite time >= 0. Possible solutions: profile again")
+    if not isinstance(e["op"], str) or not isinstance(e["shape"], str):
+        raise UserError(f"{where}: op and shape must be strings. Possible solutions: profile again")
 
 
 def _key(e: dict) -> tuple:
@@ -55,19 +73,21 @@ class LatencyTable:
         except OSError as exc:
             raise UserError(f"cannot read latency table {str(path)!r} ({exc.strerror}). "
                             "Possible solutions: run mpqdm profile --board BOARD MODEL") from None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"latency table {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno}). "
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"latency table {str(path)!r} is not valid JSON ({exc}). "
                             "Possible solutions: delete it and profile again") from None
+        d = d if isinstance(d, dict) else {}
         if d.get("format") != FORMAT or d.get("version") != VERSION:
             raise UserError(f"{str(path)!r} is not a v{VERSION} latency table (format {d.get('format')!r}, "
                             f"version {d.get('version')!r}). Possible solutions: profile again with this mpqdm")
-        if board is not None and d.get("board") != board:
+        if not isinstance(d.get("board"), str) or (board is not None and d["board"] != board):
             raise UserError(f"latency table {str(path)!r} is for board {d.get('board')!r}, not {board!r}")
+        entries = d.get("entries", [])
+        if not isinstance(entries, list):
+            raise UserError(f"latency table {str(path)!r}: 'entries' is not a list. Possible solutions: profile again")
         table = cls(d["board"])
-        for i, e in enumerate(d.get("entries", [])):
-            missing = [k for k in FIELDS if k not in e]
-            if missing:
-                raise UserError(f"latency table {str(path)!r}: entry {i} lacks {', '.join(missing)}")
+        for i, e in enumerate(entries):
+            _check_entry(path, i, e)
             table.entries[_key(e)] = e
         return table
 

@@ -39,8 +39,9 @@ def load_unet(path: str | Path) -> UNet2DModel:
     d = resolve_unet_dir(path)
     try:
         return UNet2DModel.from_pretrained(d, low_cpu_mem_usage=False).eval()
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise UserError(f"could not load the UNet from {str(d)!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 (diffusers, json and safetensors raise many types)
+        raise UserError(f"could not load the UNet from {str(d)!r} ({type(exc).__name__}: {exc}). Possible "
+                        "solutions: give a diffusers UNet2DModel folder (config.json and its weights)") from None
 
 
 def load_scheduler(path: str | Path) -> DDPMScheduler:

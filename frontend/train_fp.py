@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from mpqdm.core.errors import UserError
-from mpqdm.core.io import atomic_torch_save, ensure_writable_dir, replace_dir, write_json
+from mpqdm.core.io import atomic_torch_save, check_output_dir, ensure_writable_dir, replace_dir, staging_dir, write_json
 from mpqdm.core.machine import cpu_name
 
 from .data import mnist32
@@ -75,11 +75,11 @@ def train_fp(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), device: str 
     stop_after: run at most this many iterations now, checkpoint and return None (train in slices).
     extend: continue a finished run to cfg.iters with a new cosine phase at cfg.lr.
     """
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, "train-fp", legacy="train_info.json")
+    dev = pick_device(device)
     ensure_writable_dir(out_dir.parent)
     state_dir = ensure_writable_dir(out_dir.with_name(out_dir.name + ".train"))
     state_path = state_dir / "state.pt"
-    dev = pick_device(device)
     torch.manual_seed(cfg.seed)
 
     model = default_unet(**(unet_overrides or {})).to(dev)
@@ -145,14 +145,11 @@ def train_fp(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), device: str 
 
     info = {"iters": cfg.iters, "train_seconds": round(seconds, 1), "train_device": describe(dev),
             "config": asdict(cfg), "phases": phases, "final_loss_ema": loss_avg}
-    staging = out_dir.with_name(f".{out_dir.name}.staging")
-    import shutil
-
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_dir(out_dir)
     ema.to("cpu").save_pretrained(staging)
     sched.save_pretrained(staging)
     write_json(staging / "train_info.json", info)
-    replace_dir(staging, out_dir)
+    replace_dir(staging, out_dir, "train-fp")
     return info
 
 

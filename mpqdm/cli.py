@@ -3,13 +3,90 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import traceback
 from pathlib import Path
 
+from mpqdm.core.bits import ABITS, WBITS
 from mpqdm.core.errors import UserError
 from mpqdm.core.resources import DEFAULT_CLASSIFIER, DEFAULT_MODEL
 
 _MODEL = {"nargs": "?", "default": str(DEFAULT_MODEL)}      # a model argument that may be left out
+
+
+# ---- option values: each checked where it is parsed (argparse reports the option by name) ----------
+
+def count(least: int = 1):
+    """An integer >= least."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < least:
+            raise argparse.ArgumentTypeError(f"{v} is below {least}")
+        return v
+    parse.__name__ = "count"
+    return parse
+
+
+def real(positive: bool = True):
+    """A finite float, > 0 (positive) or >= 0."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(v) or (v <= 0 if positive else v < 0):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number {'> 0' if positive else '>= 0'}")
+        return v
+    parse.__name__ = "real"
+    return parse
+
+
+def int_list(allowed):
+    """A comma-separated list of integers from `allowed`."""
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise argparse.ArgumentTypeError(f"{bad[0]} is not one of {', '.join(map(str, allowed))}")
+        return values
+    parse.__name__ = "list"
+    return parse
+
+
+def fractions(text: str) -> tuple[float, ...] | None:
+    """OMQ split fractions: comma-separated numbers in 0..0.5 (empty: the defaults)."""
+    if not text:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not all(0 <= v <= 0.5 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: every fraction must be in 0..0.5")
+    return values
+
+
+def threads(text: str) -> int:
+    """A thread count on this machine: 1 .. its CPU count."""
+    v, cpus = count()(text), os.cpu_count() or 1
+    if v > cpus:
+        raise argparse.ArgumentTypeError(f"{v} is more than this machine's {cpus} CPUs")
+    return v
+
+
+class Parser(argparse.ArgumentParser):
+    """One line on a usage error, naming the command and the option, then exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _train_fp(args) -> None:
@@ -46,9 +123,9 @@ def _calib(args):
 
 
 def _add_calib(p) -> None:
-    p.add_argument("--calib-samples", type=int, default=64, help="FP trajectories from noise")
+    p.add_argument("--calib-samples", type=count(), default=64, help="FP trajectories from noise")
     p.add_argument("--calib-steps", type=int, default=20, help="DDIM steps of those trajectories")
-    p.add_argument("--calib-seed", type=int, default=1234)
+    p.add_argument("--calib-seed", type=count(0), default=1234)
     p.add_argument("--method", default="mse", help="ranges: minmax, or mse (weights: MSE clip "
                    "search; activations: 0.1/99.9 percentiles)")
     p.add_argument("--no-smoothing", action="store_true", help="turn SmoothQuant smoothing off")
@@ -59,8 +136,9 @@ def _add_plan(p) -> None:
     p.add_argument("--plan", default="uniform", help="uniform, omq, or a BitPlan JSON file")
     p.add_argument("--wbits", type=int, default=4)
     p.add_argument("--abits", type=int, default=8)
-    p.add_argument("--group", type=int, default=8, help="OMQ split sizes are multiples of this")
-    p.add_argument("--omq-fractions", default="", help="OMQ k/c_out candidates, e.g. 0.1 (default 0,0.1,..,0.5)")
+    p.add_argument("--group", type=count(), default=8, help="OMQ split sizes are multiples of this")
+    p.add_argument("--omq-fractions", type=fractions, default=None,
+                   help="OMQ k/c_out candidates, e.g. 0.1 (default 0,0.1,..,0.5)")
 
 
 def _quantize(args) -> None:
@@ -81,7 +159,7 @@ def _quantize(args) -> None:
 def _ptq_config(args, plan: str):
     from mpqdm.frontend.quant.ptq import PTQConfig
 
-    fr = tuple(float(f) for f in args.omq_fractions.split(",")) if args.omq_fractions else None
+    fr = args.omq_fractions
     return PTQConfig(plan=plan, wbits=args.wbits, abits=args.abits, method=args.method,
                      smoothing=not args.no_smoothing, group=args.group, calib=_calib(args),
                      **({"omq_fractions": fr} if fr else {}))
@@ -107,8 +185,7 @@ def _qat(args) -> None:
 def _profile(args) -> None:
     from mpqdm.backend_tvm.profile import profile
 
-    info = profile(args.model, args.board, wbits=tuple(int(b) for b in args.wbits.split(",")),
-                   abits=tuple(int(a) for a in args.abits.split(",")), repeats=args.repeats,
+    info = profile(args.model, args.board, wbits=args.wbits, abits=args.abits, repeats=args.repeats,
                    table_path=args.table, threads=args.threads)
     print(f"merged {info['entries']} timings ({info['shapes']} layer shapes, {info['threads']} threads, build "
           f"{info['build_id']}) into {info['table']}: {info['total_entries']} entries")
@@ -135,8 +212,7 @@ def _allocate(args) -> None:
     from mpqdm.allocator.ilp import Budgets
 
     budgets = Budgets(args.latency_ms, args.weight_memory_kb, args.avg_bits)
-    bits = tuple(int(b) for b in args.bits.split(","))
-    _, sol, report = allocate_to(args.out, args.stats, args.board, budgets, args.abits, bits, args.group_size,
+    _, sol, report = allocate_to(args.out, args.stats, args.board, budgets, args.abits, args.bits, args.group_size,
                                  args.table, args.threads, args.pareto_points)
     print(f"wrote {args.out} and {report}: cost {sol.cost:.5g}, weight memory "
           f"{sol.weight_bytes / 1024:.2f} KB, latency {sol.latency_ms:.4f} ms, average weight bits "
@@ -152,15 +228,15 @@ def _stats(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mpqdm", description=__doc__)
+    p = Parser(prog="mpqdm", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train-fp", help="train the default FP DDPM UNet on MNIST-5k (resumable)")
     t.add_argument("--out", default="models/mnist-default", help="diffusers folder to write")
-    t.add_argument("--iters", type=int, default=3500)
-    t.add_argument("--batch", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--iters", type=count(), default=3500)
+    t.add_argument("--batch", type=count(), default=32)
+    t.add_argument("--lr", type=real(), default=1e-3)
+    t.add_argument("--seed", type=count(0), default=0)
     t.add_argument("--device", default="auto")
     t.add_argument("--extend", action="store_true",
                    help="continue a finished run to --iters with a new cosine phase starting at --lr")
@@ -168,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("train-classifier", help="train the MNIST feature classifier used for FD")
     c.add_argument("--out", default=str(DEFAULT_CLASSIFIER))
-    c.add_argument("--epochs", type=int, default=20)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--epochs", type=count(), default=20)
+    c.add_argument("--seed", type=count(0), default=0)
     c.set_defaults(func=_train_classifier)
 
     e = sub.add_parser("eval", help="sample with DDIM and compute the FD against MNIST-5k (resumable)")
@@ -177,9 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "embedded default model)")
     e.add_argument("--out", help="output folder (default out/eval/<model name>)")
     e.add_argument("--samples", type=int, default=1000)
-    e.add_argument("--steps", type=int, default=20, help="DDIM steps (eta 0)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--batch", type=int, default=250)
+    e.add_argument("--steps", type=count(), default=20, help="DDIM steps (eta 0)")
+    e.add_argument("--seed", type=count(0), default=0)
+    e.add_argument("--batch", type=count(), default=250)
     e.add_argument("--device", default="auto")
     e.add_argument("--classifier", default=str(DEFAULT_CLASSIFIER))
     e.set_defaults(func=_eval)
@@ -197,14 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan(a)
     a.add_argument("--out", help="export folder (default out/qat/<model>-<plan>-W<w>A<a>); state in <out>.qat/")
     a.add_argument("--teacher", help="the FP model (default: the model, or a PTQ export's own FP weights)")
-    a.add_argument("--iterations", type=int, default=100, help="one iteration = one DDIM trajectory")
-    a.add_argument("--batch", type=int, default=8, help="trajectories per iteration, over all processes")
-    a.add_argument("--window", type=int, default=2, help="TRD window; one optimiser step per window")
-    a.add_argument("--trd-weight", type=float, default=100.0, help="0: output distillation only")
-    a.add_argument("--lora-rank", type=int, default=0, help="0: full QAT of the weights")
-    a.add_argument("--weight-lr-scale", type=float, default=4e-4, help="weight lr = this x mean weight step")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--ckpt-every", type=int, default=10)
+    a.add_argument("--iterations", type=count(), default=100, help="one iteration = one DDIM trajectory")
+    a.add_argument("--batch", type=count(), default=8, help="trajectories per iteration, over all processes")
+    a.add_argument("--window", type=count(), default=2, help="TRD window; one optimiser step per window")
+    a.add_argument("--trd-weight", type=real(positive=False), default=100.0, help="0: output distillation only")
+    a.add_argument("--lora-rank", type=count(0), default=0, help="0: full QAT of the weights")
+    a.add_argument("--weight-lr-scale", type=real(), default=4e-4, help="weight lr = this x mean weight step")
+    a.add_argument("--seed", type=count(0), default=0)
+    a.add_argument("--ckpt-every", type=count(), default=10)
     a.add_argument("--resume", action="store_true", help="continue the run in <out>.qat/")
     _add_calib(a)
     a.set_defaults(func=_qat)
@@ -215,10 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "export, or ddpm-cifar10 (that public "
                     "configuration with random weights)")
     pr.add_argument("--board", default="host")
-    pr.add_argument("--wbits", default="1,2,3,4,8", help="weight widths to time")
-    pr.add_argument("--abits", default="4,8", help="activation widths to time")
-    pr.add_argument("--threads", type=int, help="kernel threads (default: the board profile's)")
-    pr.add_argument("--repeats", type=int, default=10)
+    pr.add_argument("--wbits", type=int_list(WBITS), default=WBITS[:4] + (8,), help="weight widths to time")
+    pr.add_argument("--abits", type=int_list(ABITS), default=ABITS, help="activation widths to time")
+    pr.add_argument("--threads", type=threads, help="kernel threads (default: the board profile's)")
+    pr.add_argument("--repeats", type=count(), default=10)
     pr.add_argument("--table", help="latency table to merge into (default boards/<board>/latency.json)")
     pr.set_defaults(func=_profile)
 
@@ -227,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("export", help="quantized export folder (mpqdm quantize / qat)")
     co.add_argument("--board", required=True, help="board profile name or board.toml path")
     co.add_argument("-o", "--out", required=True, help="output folder (replaced only when complete)")
-    co.add_argument("--steps", type=int, help="sampling steps (default: the export's; per-step activation "
+    co.add_argument("--steps", type=count(), help="sampling steps (default: the export's; per-step activation "
                     "parameters are resampled to the nearest trained step)")
     co.set_defaults(func=_compile)
 
@@ -240,15 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     al = sub.add_parser("allocate", help="ILP: bits per channel group under latency and memory budgets -> BitPlan")
     al.add_argument("--stats", required=True, help="statistics JSON from mpqdm stats")
     al.add_argument("--board", default="host")
-    al.add_argument("--latency-ms", type=float, help="budget per UNet call, quantized layers (board's table)")
-    al.add_argument("--weight-memory-kb", type=float, help="budget for the quantized layers' packed weights")
-    al.add_argument("--avg-bits", type=float, help="bound on the weight-weighted average bits")
+    al.add_argument("--latency-ms", type=real(), help="budget per UNet call, quantized layers (board's table)")
+    al.add_argument("--weight-memory-kb", type=real(), help="budget for the quantized layers' packed weights")
+    al.add_argument("--avg-bits", type=real(), help="bound on the weight-weighted average bits")
     al.add_argument("--abits", type=int, choices=(4, 8), help="fix activation bits (default: chosen per layer)")
-    al.add_argument("--bits", default="1,2,3,4,8", help="candidate weight bits")
-    al.add_argument("--group-size", type=int, help="channels per group (default: the board profile's)")
+    al.add_argument("--bits", type=int_list(WBITS), default=WBITS[:4] + (8,), help="candidate weight bits")
+    al.add_argument("--group-size", type=count(), help="channels per group (default: the board profile's)")
     al.add_argument("--table", help="latency table (default boards/<board>/latency.json)")
-    al.add_argument("--threads", type=int, help="the table's thread count to use (default: the board's)")
-    al.add_argument("--pareto-points", type=int, default=5, help="solves per Pareto curve (0: no plots)")
+    al.add_argument("--threads", type=count(), help="the table's thread count to use (default: the board's)")
+    al.add_argument("--pareto-points", type=count(0), default=5, help="solves per Pareto curve (0: no plots)")
     al.add_argument("--out", default="out/plans/plan.json", help="BitPlan JSON; the report and plots go beside it")
     al.set_defaults(func=_allocate)
 
@@ -261,15 +337,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 bad input (one line on stderr saying what and how to fix it), 130
+    interrupted, 1 an internal error (a bug: MPQDM_TRACEBACK=1 shows its traceback)."""
     args = build_parser().parse_args(argv)
+    where = f"mpqdm {args.cmd}"
     try:
         args.func(args)
     except UserError as exc:
-        print(f"mpqdm {args.cmd}: error: {exc}", file=sys.stderr)
+        print(f"{where}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:                     # a file or folder the user named: unreadable, unwritable, full
+        name = f" {str(exc.filename)!r}" if exc.filename else ""
+        print(f"{where}: error: cannot use{name}: {exc.strerror or exc}. Possible solutions: check the path "
+              "and its permissions, and the free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"mpqdm {args.cmd}: interrupted; run the same command again to resume.", file=sys.stderr)
+        print(f"{where}: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 (the last resort: a bug must still not print a wall of text)
+        if os.environ.get("MPQDM_TRACEBACK"):
+            traceback.print_exc()
+        print(f"{where}: internal error: {type(exc).__name__}: {exc}. Please report it with the command "
+              "line; MPQDM_TRACEBACK=1 prints the traceback", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,8 +1,11 @@
 """runtime/tests/data: the synthetic artifacts that runtime/tests/test_loader.c opens, and their
-manifest cases.txt ("<file> ok" or "<file> error <substring of the loader's message>").
+manifest cases.txt ("<file> [OPTION...] ok" or "<file> [OPTION...] error <substring of the loader's
+message>"; the options, board=NAME and max_arena=BYTES, are the loader's mpq_open_options).
 
 Valid artifacts come from the fuzz corpus's synthetic plan (testing/fuzz.py); each broken one is
-valid_2steps.mpq with one field patched (offsets from backend_tvm.artifact.LAYOUT) or cut. Remake
+valid_2steps.mpq with one field patched (offsets from backend_tvm.artifact.LAYOUT) and its checksum
+recomputed, so that it reaches the check of that field, or cut; the checksum cases patch without
+recomputing it. Remake
 the committed files after a change of the artifact format, writer or loader messages:
     .venv/bin/python -m mpqdm.testing.loader_data runtime/tests/data
 tests/test_runtime_loader.py checks that the committed files are what this module writes.
@@ -15,13 +18,28 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mpqdm.backend_tvm.artifact import ARG, CALL, HEADER, KERNEL, LAYOUT, SAMPLER, TENSOR, write_artifact
+from mpqdm.backend_tvm.artifact import (
+    ARG,
+    CALL,
+    FORMAT_VERSION,
+    HEADER,
+    KERNEL,
+    LAYOUT,
+    SAMPLER,
+    TENSOR,
+    checksum,
+    with_checksum,
+    write_artifact,
+)
 
 from .fuzz import SYNTHETIC_META, synthetic_plan, synthetic_sampler, write_synthetic
 
-MANIFEST_HEAD = ("# runtime/tests/test_loader.c: one artifact per line, '<file> ok' or '<file> error <substring of "
-                 "the\n# loader's message>'. Broken files are valid_2steps.mpq with one field patched or the file "
-                 "cut.\n")
+MANIFEST_HEAD = ("# runtime/tests/test_loader.c: one artifact per line, '<file> [OPTION...] ok' or '<file> [OPTION...] "
+                 "error\n# <substring of the loader's message>'; OPTION: board=NAME (the binary's board), "
+                 "max_arena=BYTES (the\n# arena limit); without options the loader gets NULL options. Broken "
+                 "files are valid_2steps.mpq with\n# one field patched and the checksum recomputed (except in "
+                 "the checksum cases), or the file cut.\n"
+                 "# Remake: python -m mpqdm.testing.loader_data runtime/tests/data\n")
 
 # tensors of the synthetic plan, by index (fuzz.synthetic_plan's order)
 W, W_FLAT, BIAS, STEP_SCALE, STEP_ZERO, X, T, H, H_TOKENS, Y, EPS = range(11)
@@ -35,8 +53,9 @@ def header(buf: bytes) -> dict:
     return HEADER.unpack(buf)
 
 
-def patch(buf: bytes, struct_name: str, index: int, field: str, value, elem: int = 0) -> bytes:
-    """buf with field (element `elem` of an array field) of entry `index` of a table set to value."""
+def patch(buf: bytes, struct_name: str, index: int, field: str, value, elem: int = 0, stamp: bool = True) -> bytes:
+    """buf with field (element `elem` of an array field) of entry `index` of a table set to value, and its
+    checksum recomputed (unless not stamp)."""
     if struct_name == "mpq_art_header":
         base = 0
     else:
@@ -51,18 +70,19 @@ def patch(buf: bytes, struct_name: str, index: int, field: str, value, elem: int
         raw = struct.pack("<" + scalar, value)
         base += at_elem
     at = base + LAYOUT[struct_name]["fields"][field]
-    return buf[:at] + raw + buf[at + len(raw):]
+    out = buf[:at] + raw + buf[at + len(raw):]
+    return with_checksum(out) if stamp else out
 
 
-def head(buf: bytes, field: str, value) -> bytes:
-    return patch(buf, "mpq_art_header", 0, field, value)
+def head(buf: bytes, field: str, value, stamp: bool = True) -> bytes:
+    return patch(buf, "mpq_art_header", 0, field, value, stamp=stamp)
 
 
 def sampler_array(buf: bytes, which: str, i: int, value) -> bytes:
     h = header(buf)
     at = h["sampler_offset"] + SAMPLER.size + (0 if which == "timesteps" else 4 * h["n_steps"]) + 4 * i
     raw = struct.pack("<i" if which == "timesteps" else "<f", value)
-    return buf[:at] + raw + buf[at + 4:]
+    return with_checksum(buf[:at] + raw + buf[at + 4:])
 
 
 def replace_string(buf: bytes, old: bytes, new: bytes) -> bytes:
@@ -72,18 +92,25 @@ def replace_string(buf: bytes, old: bytes, new: bytes) -> bytes:
     at = table.index(old + b"\0")
     assert at == 0 or table[at - 1] == 0, "not a whole string"
     start = h["strings_offset"] + at
-    return buf[:start] + new + buf[start + len(new):]
+    return with_checksum(buf[:start] + new + buf[start + len(new):])
 
 
-def cases() -> list[tuple[str, bytes, str | None]]:
-    """(file name, bytes, None for a valid artifact or the substring of the loader's error)."""
-    out: list[tuple[str, bytes, str | None]] = []
+def mismatch(blob: bytes) -> str:
+    """The loader's message for a file whose stored checksum is not its own."""
+    return (f"checksum mismatch: the file is corrupted (stored 0x{header(blob)['checksum']:08x}, computed "
+            f"0x{checksum(blob):08x}); recompile it with mpqdm compile")
 
-    def ok(name: str, blob: bytes) -> None:
-        out.append((name, blob, None))
 
-    def bad(name: str, blob: bytes, msg: str) -> None:
-        out.append((name, blob, msg))
+def cases() -> list[tuple[str, bytes, str | None, str]]:
+    """(file name, bytes, None for a valid artifact or the substring of the loader's error, the options
+    test_loader opens it with: "" or words "board=NAME", "max_arena=BYTES")."""
+    out: list[tuple[str, bytes, str | None, str]] = []
+
+    def ok(name: str, blob: bytes, options: str = "") -> None:
+        out.append((name, blob, None, options))
+
+    def bad(name: str, blob: bytes, msg: str, options: str = "") -> None:
+        out.append((name, blob, msg, options))
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d) / "a.mpq"
@@ -95,26 +122,53 @@ def cases() -> list[tuple[str, bytes, str | None]]:
     buf = valid[2]
     h = header(buf)
     size = len(buf)
-    ok("valid_1step.mpq", valid[1])
+    hs = HEADER.size
+    ok("valid_1step.mpq", valid[1], "board=host")
     ok("valid_2steps.mpq", buf)
     ok("valid_3steps.mpq", valid[3])
     ok("valid_4steps_noclip.mpq", noclip)
-    ok("valid_arena_1mib.mpq", head(buf, "arena_bytes", 1 << 20))
+    ok("valid_arena_1mib.mpq", head(buf, "arena_bytes", 1 << 20), "max_arena=1048576")      # at the limit
 
     # the file as a whole
-    bad("empty.mpq", b"", "truncated (0 bytes, the header alone is 360)")
-    bad("truncated_header.mpq", buf[:HEADER.size // 2],
-        f"truncated ({HEADER.size // 2} bytes, the header alone is 360)")
-    bad("truncated_header_by_one.mpq", buf[:HEADER.size - 1], "truncated (359 bytes, the header alone is 360)")
+    bad("empty.mpq", b"", f"truncated (0 bytes, the header alone is {hs})")
+    bad("truncated_header.mpq", buf[:hs // 2], f"truncated ({hs // 2} bytes, the header alone is {hs})")
+    bad("truncated_header_by_one.mpq", buf[:hs - 1], f"truncated ({hs - 1} bytes, the header alone is {hs})")
     bad("truncated_half.mpq", buf[:size // 2],
         f"file is {size // 2} bytes, its header says {size} (truncated or appended)")
     bad("truncated_by_one.mpq", buf[:-1], f"file is {size - 1} bytes, its header says {size}")
     bad("appended.mpq", buf + b"\0" * 64, f"file is {size + 64} bytes, its header says {size}")
     # the header
     bad("wrong_magic.mpq", head(buf, "magic", b"MPQDMARX"), "not an mpqdm artifact (wrong magic)")
-    bad("version_0.mpq", head(buf, "version", 0), "artifact version 0; this runtime reads version 1")
-    bad("version_2.mpq", head(buf, "version", 2), "artifact version 2; this runtime reads version 1: recompile")
-    bad("header_size.mpq", head(buf, "header_size", 352), "header size 352, expected 360")
+    v = FORMAT_VERSION
+    bad("version_0.mpq", head(buf, "version", 0), f"artifact version 0; this runtime reads version {v}")
+    bad("version_1.mpq", head(buf, "version", 1),
+        f"artifact version 1; this runtime reads version {v}: recompile it with mpqdm compile")
+    bad("version_3.mpq", head(buf, "version", 3), f"artifact version 3; this runtime reads version {v}: recompile")
+    bad("header_size.mpq", head(buf, "header_size", 352), f"header size 352, expected {hs}: recompile")
+    # the checksum: corruptions that do not recompute it
+    flipped = bytearray(buf)
+    flipped[h["data_offset"] + 5] ^= 0x40
+    bad("checksum_data_byte.mpq", bytes(flipped), mismatch(bytes(flipped)))
+    calls = head(buf, "n_calls", h["n_calls"] ^ 1, stamp=False)
+    bad("checksum_call_count.mpq", calls, mismatch(calls))
+    stored = head(buf, "checksum", h["checksum"] ^ 0x80000000, stamp=False)
+    bad("checksum_field.mpq", stored, mismatch(stored))
+    strings = bytearray(buf)
+    strings[h["strings_offset"]] ^= 0x01
+    bad("checksum_string_byte.mpq", bytes(strings), mismatch(bytes(strings)))
+    # reserved fields, the board
+    bad("flags_nonzero.mpq", head(buf, "flags", 1), "reserved header field flags is 0x00000001, expected 0")
+    bad("reserved_nonzero.mpq", head(buf, "reserved", 0x80000000),
+        "reserved header field reserved is 0x80000000, expected 0")
+    bad("board_empty.mpq", head(buf, "board", b"\0" * 32), "bad board name '' (empty)")
+    bad("board_bad_char.mpq", head(buf, "board", b"rpi 5".ljust(32, b"\0")),
+        "bad board name 'rpi 5' (a character outside [A-Za-z0-9._-])")
+    bad("board_newline.mpq", head(buf, "board", b"rpi\n5".ljust(32, b"\0")),
+        "bad board name 'rpi?5' (a character outside [A-Za-z0-9._-])")
+    bad("board_not_padded.mpq", head(buf, "board", b"host\0x".ljust(32, b"\0")),
+        "bad board name 'host' (not NUL-padded)")
+    bad("board_other.mpq", head(buf, "board", b"rpi5".ljust(32, b"\0")),
+        "compiled for board 'rpi5', but this binary was built for board 'host': rebuild", "board=host")
     bad("tensors_past_end.mpq", head(buf, "tensors_offset", size + 8), "a section lies outside the file")
     bad("tensor_count_past_end.mpq", head(buf, "n_tensors", 1000), "a section lies outside the file")
     bad("args_past_end.mpq", head(buf, "n_args", h["n_args"] + 100), "a section lies outside the file")
@@ -129,6 +183,9 @@ def cases() -> list[tuple[str, bytes, str | None]]:
     bad("steps_100001.mpq", head(buf, "n_steps", 100001), "step count 100001 out of range")
     bad("calls_0.mpq", head(buf, "n_calls", 0), "call or tensor count out of range")
     bad("arena_over_1tib.mpq", head(buf, "arena_bytes", (1 << 40) + 64), "arena size out of range")
+    bad("arena_above_limit.mpq", head(buf, "arena_bytes", (1 << 20) + 64),
+        "the arena needs 1048640 bytes (1.0 MiB), above the memory limit of 1048576 bytes (1.0 MiB)",
+        "max_arena=1048576")
     # 1 TiB passes the range check; the allocation fails (test_loader caps its address space)
     bad("arena_alloc_fails.mpq", head(buf, "arena_bytes", 1 << 40), "cannot allocate the 1099511627776-byte arena")
     bad("board_unterminated.mpq", head(buf, "board", b"b" * 32), "unterminated board, arch or features field")
@@ -184,6 +241,7 @@ def cases() -> list[tuple[str, bytes, str | None]]:
     bad("call_arg_index.mpq", cp(3, "first_arg", h["n_args"] - 3), "call 3: bad kernel or argument range")
     bad("call_arg_index_huge.mpq", cp(2, "first_arg", 2**32 - 2), "call 2: bad kernel or argument range")
     bad("call_op_past_end.mpq", cp(2, "op_offset", h["strings_bytes"] + 1), "call 2: bad kernel or argument range")
+    bad("call_pad.mpq", cp(1, "pad", 1), "call conv: reserved field pad is 1, expected 0")
     ap = lambda i, f, v: patch(buf, "mpq_art_arg", i, f, v)  # noqa: E731
     bad("arg_tensor_index.mpq", ap(0, "tensor", 11), "call in.quantize: bad argument 0")
     bad("arg_flags.mpq", ap(5, "flags", 2), "call conv: bad argument 1")
@@ -199,7 +257,8 @@ def cases() -> list[tuple[str, bytes, str | None]]:
 
 
 def manifest(all_cases) -> str:
-    lines = [f"{name} ok" if msg is None else f"{name} error {msg}" for name, _, msg in all_cases]
+    lines = [f"{name} {opts + ' ' if opts else ''}" + ("ok" if msg is None else f"error {msg}")
+             for name, _, msg, opts in all_cases]
     return MANIFEST_HEAD + "\n".join(lines) + "\n"
 
 
@@ -210,7 +269,7 @@ def write(out_dir: Path) -> int:
     for p in out_dir.glob("*.mpq"):
         p.unlink()
     all_cases = cases()
-    for name, blob, _ in all_cases:
+    for name, blob, _, _ in all_cases:
         (out_dir / name).write_bytes(blob)
     (out_dir / "cases.txt").write_text(manifest(all_cases))
     return len(all_cases)

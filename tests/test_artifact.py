@@ -4,6 +4,7 @@ structs, and broken files or plans are refused with a clear error."""
 import shutil
 import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -117,11 +118,12 @@ def good_file(tmp_path) -> Path:
     return path
 
 
-def corrupt(path: Path, edit) -> Path:
+def corrupt(path: Path, edit, stamp: bool = True) -> Path:
+    """path's bytes edited, with the checksum recomputed (so the edit reaches its own check) unless not stamp."""
     buf = bytearray(path.read_bytes())
     edit(buf)
     bad = path.with_name("bad.mpq")
-    bad.write_bytes(bytes(buf))
+    bad.write_bytes(artifact.with_checksum(bytes(buf)) if stamp else bytes(buf))
     return bad
 
 
@@ -138,8 +140,8 @@ def test_bad_magic_and_version(good_file):
     with pytest.raises(ValueError, match="magic"):
         read_artifact(corrupt(good_file, lambda b: b.__setitem__(slice(0, 8), b"NOTMPQDM")))
     version = LAYOUT["mpq_art_header"]["fields"]["version"]
-    with pytest.raises(ValueError, match="version 2"):
-        read_artifact(corrupt(good_file, lambda b: struct.pack_into("<I", b, version, 2)))
+    with pytest.raises(ValueError, match="version 1, this reader reads version 2: recompile"):
+        read_artifact(corrupt(good_file, lambda b: struct.pack_into("<I", b, version, 1)))
 
 
 def test_offsets_out_of_range(good_file):
@@ -190,4 +192,43 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 def test_writer_refuses_bad_metadata(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         write_artifact(tmp_path / "model.mpq", small_plan(), **{**META, "sampler": SAMPLER, **change})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checksum_is_zlib_crc32_with_the_field_as_zero(good_file):
+    buf = good_file.read_bytes()
+    at = LAYOUT["mpq_art_header"]["fields"]["checksum"]
+    assert zlib.crc32(b"123456789") == 0xCBF43926          # the vector test_loader.c checks in C
+    assert header_field(buf, "checksum") == zlib.crc32(buf[:at] + b"\0\0\0\0" + buf[at + 4:]) == artifact.checksum(buf)
+    assert artifact.with_checksum(buf) == buf
+
+
+@pytest.mark.parametrize("where", ["data", "calls", "checksum"])
+def test_checksum_mismatch_is_refused(good_file, where):
+    buf = good_file.read_bytes()
+    at = {"data": header_field(buf, "data_offset") + 3, "calls": header_field(buf, "calls_offset"),
+          "checksum": LAYOUT["mpq_art_header"]["fields"]["checksum"]}[where]
+    with pytest.raises(ValueError, match=r"checksum mismatch: the file is corrupted \(stored 0x[0-9a-f]{8}, computed "
+                                         r"0x[0-9a-f]{8}\); recompile it with mpqdm compile"):
+        read_artifact(corrupt(good_file, lambda b: b.__setitem__(at, b[at] ^ 0x10), stamp=False))
+
+
+@pytest.mark.parametrize("field", ["flags", "reserved"])
+def test_reserved_fields_must_be_zero(good_file, field):
+    at = LAYOUT["mpq_art_header"]["fields"][field]
+    with pytest.raises(ValueError, match=f"reserved header field {field} is 0x4, expected 0"):
+        read_artifact(corrupt(good_file, lambda b: struct.pack_into("<I", b, at, 4)))
+
+
+@pytest.mark.parametrize("board", [b"", b"rpi 5", b"rpi5\0x", b"r\xc3\xa9pi"])
+def test_reader_refuses_bad_board_names(good_file, board):
+    at = LAYOUT["mpq_art_header"]["fields"]["board"]
+    with pytest.raises(ValueError, match="bad board name"):
+        read_artifact(corrupt(good_file, lambda b: b.__setitem__(slice(at, at + 32), board.ljust(32, b"\0"))))
+
+
+@pytest.mark.parametrize("board", ["", "rpi 5", "a/b", "pi\n", "é", "b" * 31 + "c"])
+def test_writer_refuses_bad_board_names(tmp_path, board):
+    with pytest.raises(ValueError, match=r"board must be a name of 1 to 31 characters of \[A-Za-z0-9._-\]"):
+        write_artifact(tmp_path / "model.mpq", small_plan(), **{**META, "board": board}, sampler=SAMPLER)
     assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,7 @@ from mpqdm.backend_tvm.lower import Lowering, lower_export
 from mpqdm.backend_tvm.plan import ACT, CONST, check_memory
 from mpqdm.boards.registry import load_board
 from mpqdm.core.errors import UserError
+from mpqdm.core.io import MARKER
 from mpqdm.frontend.quant.export import load_export
 from mpqdm.testing.lowering_check import check_unet
 
@@ -109,9 +110,13 @@ def test_bad_inputs_are_named_and_leave_nothing(export_dir, tiny_unet_dir, tmp_p
     with pytest.raises(UserError, match="v99"):
         comp.compile_export(old, "host", out)
     assert not out.exists()
-    # a failure while compiling leaves an existing output folder as it was, and no staging folder
+    # a folder of other files is never replaced
     out.mkdir()
     (out / "keep").write_text("x")
+    with pytest.raises(UserError, match="files mpqdm did not write"):
+        comp.compile_export(export_dir, "host", out)
+    # a failure while compiling leaves an existing output (a compile's own) as it was, and no staging folder
+    (out / MARKER).write_text(json.dumps({"command": "compile"}))
     monkeypatch.setattr(comp, "compile_library", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
         comp.compile_export(export_dir, "host", out)

@@ -1,5 +1,6 @@
 """The C runtime (mpqdm-run) on the tiny model: host (static, dynamic, ASan+UBSan) and the Pis
-under qemu, against the Python executor, the integer reference and the PyTorch fake-quant run."""
+under qemu, against the Python executor, the integer reference and the PyTorch fake-quant run; the
+real artifact with every header byte flipped, and samples of its data and call table, refused."""
 
 import subprocess
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import tvm
 
+from mpqdm.backend_tvm.artifact import CALL, HEADER, LAYOUT
 from mpqdm.backend_tvm.build import build
 from mpqdm.backend_tvm.compile import compile_export
 from mpqdm.backend_tvm.lower import lower_export
@@ -93,3 +95,51 @@ def test_build_refuses_another_boards_folder(host_dir):
 
     with pytest.raises(UserError, match="compiled for board 'host'"):
         build(host_dir, "rpi5")
+
+
+SANITIZER_WORDS = ("AddressSanitizer", "LeakSanitizer", "runtime error")
+
+
+def expected_refusal(at: int) -> str:
+    """What the loader says first about a flipped byte at offset `at` of a valid artifact."""
+    fields = LAYOUT["mpq_art_header"]["fields"]
+    for field, message in (("magic", "wrong magic"), ("version", "artifact version"),
+                           ("header_size", "header size"), ("file_size", "its header says")):
+        width = 8 if field in ("magic", "file_size") else 4
+        if fields[field] <= at < fields[field] + width:
+            return message
+    return "checksum mismatch: the file is corrupted"
+
+
+def flipped_offsets(buf: bytes) -> dict[str, list[int]]:
+    h = HEADER.unpack(buf)
+    rng = np.random.default_rng(0)
+    calls = range(h["calls_offset"], h["calls_offset"] + h["n_calls"] * CALL.size)
+    return {"header": list(range(HEADER.size)),
+            "data": sorted(rng.choice(range(h["data_offset"], len(buf)), 48, replace=False).tolist()),
+            "calls": sorted(rng.choice(calls, 24, replace=False).tolist())}
+
+
+@pytest.mark.parametrize("exe", ["mpqdm-run", "mpqdm-run-asan"])
+def test_flipped_bytes_of_the_real_artifact_are_refused(host_dir, tmp_path, exe):
+    """Every byte of the header, and a sample of the data section and the call table, flipped one at a time
+    (all 8 bits): each file is refused with exit status 2 and one line naming it, never a signal or a
+    sanitizer report; past the magic, version and sizes it is the checksum that refuses it."""
+    buf = (host_dir / "model.mpq").read_bytes()
+    bad, noise = tmp_path / "flipped.mpq", tmp_path / "noise.f32"
+    np.zeros((1, 32, 32, 1), np.float32).tofile(noise)
+    failures = []
+    for region, offsets in flipped_offsets(buf).items():
+        for at in offsets:
+            blob = bytearray(buf)
+            blob[at] ^= 0xFF
+            bad.write_bytes(bytes(blob))
+            r = subprocess.run([str(host_dir / exe), str(bad), "--unet-step", "0", "--noise", str(noise), "--out",
+                                str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+            want = expected_refusal(at)
+            lines = r.stderr.splitlines()
+            if (r.returncode != 2 or len(lines) != 1 or not lines[0].startswith(f"mpqdm-run: {bad}: ")
+                    or want not in lines[0] or any(w in r.stderr for w in SANITIZER_WORDS)):
+                failures.append(f"{region} byte {at}: exit {r.returncode}, stderr {r.stderr[-300:]!r}, wanted {want!r}")
+    assert failures == [], f"{len(failures)} flips not refused cleanly:\n" + "\n".join(failures[:20])
+    assert not (tmp_path / "out").exists()

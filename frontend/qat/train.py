@@ -18,7 +18,7 @@ from mpqdm.core.errors import UserError
 from mpqdm.core.io import atomic_torch_save, ensure_writable_dir, write_json
 
 from ..device import pick_device
-from ..quant.export import export
+from ..quant.export import check_export_dir, export
 from ..quant.ptq import PTQConfig, summary
 from ..quant.swap import set_step
 from ..sampling import ddim_schedule, ddim_step
@@ -61,12 +61,15 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
     """Train, checkpoint every cfg.ckpt_every iterations, export to `out`. `stop_after` (tests) ends
     the process's work after that many iterations in total, as an interruption would."""
     world = init_world()
-    out = Path(out)
+    out = check_export_dir(out, "qat", reads=[source, teacher_dir])
     rdir = run_dir(out)
     ckpt = rdir / "checkpoint.pt"
     if ckpt.exists() and not resume:
         raise UserError(f"a QAT run already exists in {rdir}. Possible solutions: --resume to continue it, "
                         "or delete that folder to start again")
+    if resume and not ckpt.exists():
+        raise UserError(f"--resume: there is no QAT run to resume in {rdir}. Possible solutions: leave out "
+                        "--resume to start one")
     if cfg.batch % world.size:
         raise UserError(f"--batch {cfg.batch} does not split over {world.size} processes")
     if world.main:
@@ -135,7 +138,7 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
         plot_losses(losses, rdir / "loss_curve.png")
         merge_lora(q)
         export(q.eval(), start.plan, out, source_sha256=start.source_sha256, timesteps=start.timesteps,
-               method=QAT_METHOD, scheduler=start.scheduler)
+               method=QAT_METHOD, scheduler=start.scheduler, command="qat")
         info.update(summary(q, start.plan), out=str(out), run_dir=str(rdir))
         write_json(rdir / "summary.json", {**info, "config": cfg.to_dict()})
     barrier(world)

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 
 import torch
@@ -24,7 +23,14 @@ from safetensors.torch import load_file, save_file
 
 from mpqdm.core.bitplan import BitPlan, FloatLayer
 from mpqdm.core.errors import UserError
-from mpqdm.core.io import ensure_writable_dir, read_versioned_json, replace_dir, write_json
+from mpqdm.core.io import (
+    check_output_dir,
+    ensure_writable_dir,
+    read_versioned_json,
+    replace_dir,
+    staging_dir,
+    write_json,
+)
 
 from ..model_io import load_scheduler, load_unet
 from .swap import FP_OPS, dequantize_model, quant_layers, quantize_model
@@ -41,16 +47,20 @@ def layer_meta(layer) -> dict:
     return meta
 
 
+def check_export_dir(out_dir, command: str, reads=()) -> Path:
+    """The export folder `command` may write (core/io.py check_output_dir): call it before calibrating."""
+    out = check_output_dir(out_dir, command, reads, legacy="quant_export.json")
+    ensure_writable_dir(out.parent)
+    return out
+
+
 def export(qunet, plan: BitPlan, out_dir: str | Path, *, source_sha256: str, timesteps: list[int],
-           method: str, scheduler) -> Path:
+           method: str, scheduler, command: str = "quantize") -> Path:
     """Write the export atomically (a staging folder renamed into place)."""
-    out_dir = Path(out_dir)
+    out_dir = check_export_dir(out_dir, command)
     if any(layer.lora is not None for layer in quant_layers(qunet).values()):
         raise ValueError("merge the LoRA adapters into the weights before exporting")
-    ensure_writable_dir(out_dir.parent)
-    staging = out_dir.with_name(f".{out_dir.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    staging = staging_dir(out_dir)
     tensors, layers = {}, {}
     for name, layer in quant_layers(qunet).items():
         order = torch.tensor(plan.layers[name].order, dtype=torch.int64, device=layer.smooth.device)
@@ -76,12 +86,24 @@ def export(qunet, plan: BitPlan, out_dir: str | Path, *, source_sha256: str, tim
         "fp_ops": list(FP_OPS), "float_layers": sorted(n for n, lp in plan.layers.items()
                                                        if isinstance(lp, FloatLayer)),
         "layers": layers})
-    replace_dir(staging, out_dir)
+    replace_dir(staging, out_dir, command)
     return out_dir
 
 
 def is_export(path: str | Path) -> bool:
     return (Path(path) / "quant_export.json").is_file()
+
+
+PARAMS = ("wcodes", "wstep", "wzero", "astep", "azero", "smooth")     # per quantized layer (and bias)
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file of the export; a missing, truncated or corrupt one is named."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 (safetensors raises its own error types)
+        raise UserError(f"cannot read {str(path)!r} ({type(exc).__name__}: {exc}). Possible solutions: "
+                        "re-export the model with mpqdm quantize or mpqdm qat") from None
 
 
 def read_meta(path: str | Path) -> dict:
@@ -94,10 +116,14 @@ def load_export(path: str | Path):
     meta = read_meta(path)
     unet = load_unet(path)
     plan = BitPlan.load(path / "quant_plan.json")
-    tensors = load_file(str(path / "quant_params.safetensors"))
+    tensors = read_tensors(path / "quant_params.safetensors")
     quantize_model(unet, plan, meta["n_steps"])
     with torch.no_grad():
         for name, layer in quant_layers(unet).items():
+            missing = [k for k in PARAMS if f"{name}.{k}" not in tensors]
+            if missing:
+                raise UserError(f"export {str(path)!r}: quant_params.safetensors lacks {name}.{missing[0]}. "
+                                "Possible solutions: re-export it")
             order = torch.tensor(plan.layers[name].order, dtype=torch.int64)
             layer.smooth.copy_(tensors[f"{name}.smooth"])
             layer.wq.step[order] = tensors[f"{name}.wstep"]

@@ -10,15 +10,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mpqdm.core.bitplan import BitPlan, FloatLayer, LayerPlan
-from mpqdm.core.bits import check_bits
+from mpqdm.core.bits import ABITS, check_bits
 from mpqdm.core.errors import UserError
 
 from ..device import pick_device
 from ..model_io import load_scheduler, load_unet, model_fingerprint
 from .calibrate import CalibConfig, CalibData, calibrate
-from .export import export
+from .export import check_export_dir, export
 from .omq import channel_costs, kurtosis, omq_split
 from .ranges import METHODS, init_model
+from .shapes import check_lowerable
 from .swap import LayerPolicy, layer_shapes, quant_layers, quant_targets, quantize_model
 
 PLANS = ("uniform", "omq")
@@ -38,7 +39,7 @@ class PTQConfig:
 
     def __post_init__(self):
         check_bits(self.wbits, "--wbits")
-        check_bits(self.abits, "--abits")
+        check_bits(self.abits, "--abits", ABITS)       # what the kernels take: refused here, not at compile
         if self.plan not in PLANS:
             raise UserError(f"unknown plan {self.plan!r}. Possible solutions: {', '.join(PLANS)}, "
                             "or a BitPlan JSON file")
@@ -100,6 +101,7 @@ def prepare(model_dir: str | Path, cfg: PTQConfig = PTQConfig(), plan_file: str 
     """Calibrate, plan and set the ranges (no export); QAT starts from this too."""
     dev = pick_device(device)
     unet = load_unet(model_dir).to(dev)
+    check_lowerable(unet)
     sched = load_scheduler(model_dir)
     sha = model_fingerprint(model_dir)
     plan = None
@@ -123,6 +125,7 @@ def summary(q, plan: BitPlan) -> dict:
 def quantize(model_dir: str | Path, out_dir: str | Path, cfg: PTQConfig = PTQConfig(),
              plan_file: str | Path | None = None, device: str = "auto", progress: bool = True) -> dict:
     """Calibrate, plan, set the ranges and export. Returns a short summary."""
+    check_export_dir(out_dir, "quantize", reads=[model_dir])
     p = prepare(model_dir, cfg, plan_file, device, progress)
     export(p.qunet, p.plan, out_dir, source_sha256=p.sha, timesteps=p.calib.timesteps, method=cfg.method,
            scheduler=p.scheduler)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mpqdm.core.scheme import ConvSpec
-from mpqdm.core.support import check_conv
+from mpqdm.core.support import check_conv, check_unet_config
 
 from .swap import quant_targets
 
@@ -43,3 +43,12 @@ def layer_specs(unet: nn.Module, groups_of=None, abits: int = 8) -> dict[str, Co
         for h in hooks:
             h.remove()
     return specs
+
+
+def check_lowerable(unet: nn.Module) -> None:
+    """What the backend will refuse, refused before any calibration is spent: the model's
+    configuration and every quantizable conv's geometry (core/support.py, which lowering uses too)."""
+    check_unet_config(unet.config)
+    for name, mod in quant_targets(unet).items():
+        if isinstance(mod, nn.Conv2d):
+            check_conv(name, mod)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from mpqdm.core.bitplan import LayerPlan
-from mpqdm.core.io import ensure_writable_dir
+from mpqdm.core.io import check_output_file
 from mpqdm.core.stats import CANDIDATE_BITS, FORMAT, VERSION, write_stats
 
 from ..device import pick_device
@@ -22,7 +21,7 @@ from .layers import QuantLayer
 from .omq import channel_costs, kurtosis
 from .quantizer import StepIndex
 from .ranges import init_layer
-from .shapes import layer_specs
+from .shapes import check_lowerable, layer_specs
 from .swap import LayerPolicy, quant_targets, set_module
 
 
@@ -71,6 +70,7 @@ def channel_stats(unet: nn.Module, sha: str, alphas_cumprod, calib_cfg: CalibCon
                   method: str = "mse", smoothing: bool = True, policy: LayerPolicy = LayerPolicy(),
                   progress: bool = True) -> dict:
     unet = unet.eval()
+    check_lowerable(unet)
     calib = calibrate(unet, alphas_cumprod, calib_cfg, progress)
     macs = macs_per_call(unet)
     dev = next(unet.parameters()).device
@@ -101,9 +101,9 @@ def channel_stats(unet: nn.Module, sha: str, alphas_cumprod, calib_cfg: CalibCon
 def stats_of_model(model_dir, out, calib_cfg: CalibConfig = CalibConfig(), method: str = "mse",
                    smoothing: bool = True, device: str = "auto") -> dict:
     """`mpqdm stats`: the statistics of a diffusers model folder, written to `out`."""
+    out = check_output_file(out, "stats")
     unet = load_unet(model_dir).to(pick_device(device))
     stats = channel_stats(unet, model_fingerprint(model_dir), load_scheduler(model_dir).alphas_cumprod, calib_cfg,
                           method=method, smoothing=smoothing)
-    ensure_writable_dir(Path(out).parent)
     write_stats(stats, out)
     return stats

@@ -1,5 +1,7 @@
 /* The artifact file: one compiled UNet plan, its constants and its sampler, for the C runtime.
- * This header is the single definition of the format; backend_tvm/artifact.py writes it.
+ * This header is the single definition of the format; backend_tvm/artifact.py writes it (and reads
+ * it back for tests and mpqdm build). Version 2; the runtime refuses any other version (a version-1
+ * file, written before the checksum, must be recompiled with mpqdm compile).
  *
  * Layout (all integers and floats little-endian, every struct naturally aligned, no implicit
  * padding; offsets are bytes from the start of the file):
@@ -20,14 +22,22 @@
  *                                   file: the bytes of the CONST tensors, row-major, each starting on
  *                                   a 64-byte boundary (so an mmap of the file gives aligned pointers)
  *
+ * Checksum: header.checksum is the CRC-32 (zlib's crc32, the IEEE 802.3 polynomial; Python's
+ * zlib.crc32) of the whole file, file_size bytes, computed with the 4 bytes of the checksum field
+ * taken as zero. The runtime checks it right after the magic, the version and the sizes, before it
+ * reads anything else, so a corrupted file stops there with "checksum mismatch".
+ * Reserved fields (header.flags, header.reserved, mpq_art_call.pad) are 0; the runtime refuses others.
+ *
  * Tensors: CONST data lives at data_offset + offset. Every other kind is a region of the arena (one
  * buffer of arena_bytes bytes, 64-aligned, owned by the runtime) at arena offset `offset`. A view
  * (alias >= 0, the index of the tensor it views, always a lower index) shares its root's memory and
  * offset with its own shape. The kernel table holds the kernels the calls use, in order of first use;
  * the runtime resolves `__tvm_ffi_<name>`. An argument flagged MPQ_ARG_STEP is a [1] view of element
  * `step` of a per-step CONST tensor [n_steps] (the sampling step being run, 0 .. n_steps-1).
- * board, arch and features are NUL-padded; features is a comma-separated list of the CPU features the
- * kernels need (e.g. "neon,dotprod", "avx2,fma"); the runtime refuses to run without them.
+ * board, arch and features are NUL-terminated and NUL-padded. board is the board profile's name, 1 to
+ * 31 characters of [A-Za-z0-9._-]; a binary built for one board refuses an artifact of another.
+ * features is a comma-separated list of the CPU features the kernels need (e.g. "neon,dotprod",
+ * "avx2,fma"); the runtime refuses to run without them.
  */
 #ifndef MPQ_ARTIFACT_H
 #define MPQ_ARTIFACT_H
@@ -36,7 +46,7 @@
 
 #define MPQ_ARTIFACT_MAGIC "MPQDMART"      /* 8 bytes, no NUL in the file */
 #define MPQ_ARTIFACT_MAGIC_LEN 8
-#define MPQ_ARTIFACT_VERSION 1
+#define MPQ_ARTIFACT_VERSION 2
 #define MPQ_ARTIFACT_ALIGN 64              /* data section, constants and arena regions */
 #define MPQ_ART_MAX_DIMS 4
 
@@ -45,19 +55,22 @@ enum { MPQ_KIND_CONST = 0, MPQ_KIND_ACT = 1, MPQ_KIND_INPUT = 2, MPQ_KIND_TIMEST
 enum { MPQ_PRED_EPSILON = 0 };
 
 #define MPQ_ARG_STEP 1u                    /* mpq_art_arg.flags: a [1] view of element `step` */
+#define MPQ_ART_BOARD_LEN 32               /* mpq_art_header.board, the NUL included */
 
 typedef struct {
     char magic[8];                 /* MPQ_ARTIFACT_MAGIC */
     uint32_t version;              /* MPQ_ARTIFACT_VERSION */
     uint32_t header_size;          /* sizeof(mpq_art_header) */
-    char board[32];                /* board profile name */
+    uint32_t checksum;             /* CRC-32 of the file with this field as 0 (see above) */
+    uint32_t flags;                /* reserved, 0 */
+    char board[32];                /* board profile name, [A-Za-z0-9._-]{1,31}, NUL-padded */
     char arch[16];                 /* "x86_64" or "aarch64" */
     char features[128];            /* required CPU features, comma-separated */
     uint8_t model_sha256[32];      /* of the quantized model the plan was compiled from */
     uint64_t file_size;
     uint64_t arena_bytes;          /* activation arena size */
     uint32_t n_steps;              /* sampling steps; per-step tensors have this many elements */
-    uint32_t flags;                /* reserved, 0 */
+    uint32_t reserved;             /* reserved, 0 */
     uint64_t tensors_offset;
     uint64_t n_tensors;
     uint64_t kernels_offset;
@@ -98,7 +111,7 @@ typedef struct {
     uint32_t n_args;
     uint32_t op_offset;            /* what the call lowers, for errors and reports */
     uint32_t op_len;
-    uint32_t pad;                  /* 0 */
+    uint32_t pad;                  /* reserved, 0 */
 } mpq_art_call;
 
 typedef struct {
@@ -118,7 +131,7 @@ typedef struct {
 
 /* Compile-time size checks (C99: a negative array size fails the build). */
 #define MPQ_ART_SIZE(T, n) typedef char T##_size_check[(sizeof(T) == (n)) ? 1 : -1]
-MPQ_ART_SIZE(mpq_art_header, 360);
+MPQ_ART_SIZE(mpq_art_header, 368);
 MPQ_ART_SIZE(mpq_art_tensor, 64);
 MPQ_ART_SIZE(mpq_art_kernel, 8);
 MPQ_ART_SIZE(mpq_art_call, 24);

@@ -1,11 +1,13 @@
-/* The artifact loader: maps or copies the file, checks the header, every table, offset and size before
- * use, builds the calls' kernel arguments and allocates the arena; mpq_close frees it all. */
+/* The artifact loader: maps or copies the file, checks the header (checksum first), every table, offset
+ * and size before use, builds the calls' kernel arguments and allocates the arena; mpq_close frees it
+ * all. Every failure formats its message before it frees anything, then frees all it allocated. */
 #define _POSIX_C_SOURCE 200809L
 #include "mpq_model_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +21,46 @@ int mpq_error_set(char *err, size_t n, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(err, n, fmt, ap);
         va_end(ap);
+        for (char *c = err; *c; c++)          /* one printable line, whatever names the file holds */
+            if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
     }
     return -1;
+}
+
+/* CRC-32 of zlib (and of Python's zlib.crc32, which the writer uses): the IEEE 802.3 polynomial in
+ * its reflected form 0xEDB88320, initial value and final xor 0xFFFFFFFF, one table lookup per byte.
+ * The 1 KiB table is built on the caller's stack (2,048 shifts, once per checksum), so there is no
+ * shared state. Test vector (test_loader.c checks it): "123456789" -> 0xCBF43926. */
+static void crc32_table(uint32_t table[256]) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        table[i] = c;
+    }
+}
+
+static uint32_t crc32_run(const uint32_t table[256], uint32_t crc, const uint8_t *p, size_t n) {
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) crc = table[(crc ^ p[i]) & 0xFFu] ^ (crc >> 8);
+    return ~crc;
+}
+
+uint32_t mpq_crc32_update(uint32_t crc, const void *data, size_t n) {
+    uint32_t table[256];
+    crc32_table(table);
+    return crc32_run(table, crc, data, n);
+}
+
+uint32_t mpq_checksum_compute(const void *file, size_t size) {
+    static const uint8_t zero[4] = {0, 0, 0, 0};
+    const uint8_t *p = file;
+    const size_t at = offsetof(mpq_art_header, checksum), end = at + sizeof zero;
+    uint32_t table[256];
+    crc32_table(table);
+    if (size < end) return crc32_run(table, 0, p, size);       /* no checksum field: not an artifact */
+    uint32_t crc = crc32_run(table, 0, p, at);
+    crc = crc32_run(table, crc, zero, sizeof zero);
+    return crc32_run(table, crc, p + end, size - end);
 }
 
 /* off + count * elem <= limit, without overflow */
@@ -51,16 +91,19 @@ static const char *string_at(const mpq_model *m, uint32_t off, uint32_t len) {
 
 static int read_file(mpq_model *m, const char *path, char *err, size_t n) {
     int fd = open(path, O_RDONLY);
-    if (fd < 0) return mpq_error_set(err, n, "cannot open it: %s", strerror(errno));
+    if (fd < 0) return mpq_error_set(err, n, "cannot open it: %s; check the path", strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        mpq_error_set(err, n, "not a regular file; give the path of a model.mpq");
         close(fd);
-        return mpq_error_set(err, n, "not a regular file");
+        return -1;
     }
     m->size = (size_t)st.st_size;
     if (m->size < sizeof(mpq_art_header)) {
+        mpq_error_set(err, n, "truncated (%zu bytes, the header alone is %zu); copy the whole file again or "
+                      "recompile it", m->size, sizeof(mpq_art_header));
         close(fd);
-        return mpq_error_set(err, n, "truncated (%zu bytes, the header alone is %zu)", m->size, sizeof(mpq_art_header));
+        return -1;
     }
     void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p != MAP_FAILED) {
@@ -70,8 +113,9 @@ static int read_file(mpq_model *m, const char *path, char *err, size_t n) {
         void *buf = NULL;
         size_t got = 0;
         if (posix_memalign(&buf, 64, m->size) != 0) {
+            mpq_error_set(err, n, "out of memory reading it (%zu bytes)", m->size);
             close(fd);
-            return mpq_error_set(err, n, "out of memory reading it");
+            return -1;
         }
         while (got < m->size) {
             ssize_t r = read(fd, (char *)buf + got, m->size - got);
@@ -79,9 +123,10 @@ static int read_file(mpq_model *m, const char *path, char *err, size_t n) {
             got += (size_t)r;
         }
         if (got != m->size) {
+            mpq_error_set(err, n, "cannot read it (%zu of %zu bytes read)", got, m->size);
             free(buf);
             close(fd);
-            return mpq_error_set(err, n, "cannot read it");
+            return -1;
         }
         m->file = buf;
     }
@@ -89,19 +134,48 @@ static int read_file(mpq_model *m, const char *path, char *err, size_t n) {
     return 0;
 }
 
-static int check_header(mpq_model *m, char *err, size_t n) {
+/* What is wrong with a board name field, or NULL: it must hold 1 to MPQ_ART_BOARD_LEN - 1 characters
+ * of [A-Za-z0-9._-], then NULs to its end. */
+static const char *board_name_problem(const char *b) {
+    size_t len = 0;
+    while (len < MPQ_ART_BOARD_LEN && b[len] != '\0') {
+        char c = b[len++];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-'))
+            return "a character outside [A-Za-z0-9._-]";
+    }
+    if (len == 0) return "empty";
+    if (len == MPQ_ART_BOARD_LEN) return "not NUL-terminated";
+    for (size_t i = len; i < MPQ_ART_BOARD_LEN; i++)
+        if (b[i] != '\0') return "not NUL-padded";
+    return NULL;
+}
+
+static double mib(uint64_t bytes) { return (double)bytes / (1024.0 * 1024.0); }
+
+static int check_header(mpq_model *m, const mpq_open_options *o, char *err, size_t n) {
     const mpq_art_header *h = (const mpq_art_header *)m->file;
     m->h = h;
     if (memcmp(h->magic, MPQ_ARTIFACT_MAGIC, MPQ_ARTIFACT_MAGIC_LEN) != 0)
-        return mpq_error_set(err, n, "not an mpqdm artifact (wrong magic)");
+        return mpq_error_set(err, n, "not an mpqdm artifact (wrong magic); give the model.mpq that mpqdm compile "
+                             "wrote");
     if (h->version != MPQ_ARTIFACT_VERSION)
-        return mpq_error_set(err, n, "artifact version %u; this runtime reads version %d: recompile with mpqdm compile",
-                    h->version, MPQ_ARTIFACT_VERSION);
-    if (h->header_size != sizeof(mpq_art_header)) return mpq_error_set(err, n, "header size %u, expected %zu",
-                                                             h->header_size, sizeof(mpq_art_header));
+        return mpq_error_set(err, n, "artifact version %u; this runtime reads version %d: recompile it with mpqdm "
+                             "compile", h->version, MPQ_ARTIFACT_VERSION);
+    if (h->header_size != sizeof(mpq_art_header))
+        return mpq_error_set(err, n, "header size %u, expected %zu: recompile it with mpqdm compile", h->header_size,
+                             sizeof(mpq_art_header));
     if (h->file_size != m->size)
-        return mpq_error_set(err, n, "file is %zu bytes, its header says %llu (truncated or appended)", m->size,
-                    (unsigned long long)h->file_size);
+        return mpq_error_set(err, n, "file is %zu bytes, its header says %llu (truncated or appended); copy the whole "
+                             "file again or recompile it", m->size, (unsigned long long)h->file_size);
+    uint32_t computed = mpq_checksum_compute(m->file, m->size);
+    if (computed != h->checksum)
+        return mpq_error_set(err, n, "checksum mismatch: the file is corrupted (stored 0x%08x, computed 0x%08x); "
+                             "recompile it with mpqdm compile", h->checksum, computed);
+    if (h->flags != 0 || h->reserved != 0)
+        return mpq_error_set(err, n, "reserved header field %s is 0x%08x, expected 0 (written by another version of "
+                             "mpqdm?): recompile it with mpqdm compile", h->flags ? "flags" : "reserved",
+                             h->flags ? h->flags : h->reserved);
     uint64_t sz = m->size;
     if (!fits(h->tensors_offset, h->n_tensors, sizeof(mpq_art_tensor), sz) ||
         !fits(h->kernels_offset, h->n_kernels, sizeof(mpq_art_kernel), sz) ||
@@ -120,8 +194,22 @@ static int check_header(mpq_model *m, char *err, size_t n) {
     if (memchr(h->board, '\0', sizeof h->board) == NULL || memchr(h->arch, '\0', sizeof h->arch) == NULL ||
         memchr(h->features, '\0', sizeof h->features) == NULL)
         return mpq_error_set(err, n, "unterminated board, arch or features field");
+    const char *problem = board_name_problem(h->board);
+    if (problem)                    /* the field is NUL-terminated (checked above) */
+        return mpq_error_set(err, n, "bad board name '%s' (%s): a board name is 1 to %d characters of "
+                             "[A-Za-z0-9._-], NUL-padded; recompile it with mpqdm compile --board NAME", h->board,
+                             problem, MPQ_ART_BOARD_LEN - 1);
     memcpy(m->board, h->board, sizeof h->board);
-    m->board[32] = '\0';
+    m->board[sizeof h->board] = '\0';
+    if (o->board && o->board[0] && strcmp(m->board, o->board) != 0)
+        return mpq_error_set(err, n, "compiled for board '%s', but this binary was built for board '%s': rebuild the "
+                             "binary for the model's board (mpqdm build DIR --board %s) or compile the model for %s",
+                             m->board, o->board, m->board, o->board);
+    if (o->max_arena_bytes && h->arena_bytes > o->max_arena_bytes)
+        return mpq_error_set(err, n, "the arena needs %llu bytes (%.1f MiB), above the memory limit of %llu bytes "
+                             "(%.1f MiB): raise the limit (mpqdm-run --max-memory-mb) if the board has the memory, "
+                             "or compile a smaller model", (unsigned long long)h->arena_bytes, mib(h->arena_bytes),
+                             (unsigned long long)o->max_arena_bytes, mib(o->max_arena_bytes));
     m->tensors = (const mpq_art_tensor *)(m->file + h->tensors_offset);
     return 0;
 }
@@ -238,6 +326,11 @@ static int build_calls(mpq_model *m, mpq_resolver resolve, void *ctx, char *err,
             rc = mpq_error_set(err, n, "call %u: bad kernel or argument range", c);
             goto done;
         }
+        if (ac->pad != 0) {
+            rc = mpq_error_set(err, n, "call %s: reserved field pad is %u, expected 0: recompile it with mpqdm compile",
+                               call->op, ac->pad);
+            goto done;
+        }
         call->fn = fns[ac->kernel];
         call->kernel = names[ac->kernel];
         call->n_args = ac->n_args;
@@ -279,36 +372,58 @@ done:
     return rc;
 }
 
-static int finish_open(mpq_model *m, mpq_resolver resolve, void *ctx, int threads, mpq_model **out, char *err,
-                       size_t errlen) {
-    if (check_header(m, err, errlen) || check_tensors(m, err, errlen) || check_sampler(m, err, errlen)) {
+/* The arena's memory. A test build may define MPQ_TEST_ARENA_FAIL_ABOVE=N: every request above N bytes
+ * then fails as an exhausted allocator would, so the fuzzer reaches the failure branch on any machine
+ * (make -C runtime fuzz defines it); product builds have no hook and pay nothing for it. */
+static void *arena_alloc(uint64_t bytes) {
+#ifdef MPQ_TEST_ARENA_FAIL_ABOVE
+    if (bytes > (uint64_t)(MPQ_TEST_ARENA_FAIL_ABOVE)) return NULL;
+#endif
+#if SIZE_MAX < UINT64_MAX
+    if (bytes > SIZE_MAX) return NULL;
+#endif
+    void *p = NULL;
+    return posix_memalign(&p, MPQ_ARTIFACT_ALIGN, bytes ? (size_t)bytes : MPQ_ARTIFACT_ALIGN) == 0 ? p : NULL;
+}
+
+static int alloc_arena(mpq_model *m, char *err, size_t n) {
+    uint64_t bytes = m->h->arena_bytes;
+    m->arena = arena_alloc(bytes);
+    if (!m->arena) {
+        /* MPQ-FUZZ-ALLOC-FAILURE: testing/fuzz.py shows from the fuzzer's coverage that it ran this: */
+        return mpq_error_set(err, n, "cannot allocate the %llu-byte arena (%.1f MiB): free memory, or run it on a "
+                             "board with more", (unsigned long long)bytes, mib(bytes));
+    }
+    memset(m->arena, 0, (size_t)bytes);
+    return 0;
+}
+
+static int finish_open(mpq_model *m, mpq_resolver resolve, void *ctx, const mpq_open_options *options,
+                       mpq_model **out, char *err, size_t errlen) {
+    static const mpq_open_options defaults = {0, NULL, 0};
+    const mpq_open_options *o = options ? options : &defaults;
+    int rc = check_header(m, o, err, errlen);
+    if (rc == 0) rc = check_tensors(m, err, errlen);
+    if (rc == 0) rc = check_sampler(m, err, errlen);
+    if (rc == 0) rc = alloc_arena(m, err, errlen);
+    if (rc == 0) rc = io_tensors(m, err, errlen);
+    if (rc == 0) rc = build_calls(m, resolve, ctx, err, errlen);
+    if (rc == 0) {
+        m->scratch = malloc(m->sample_elems * sizeof(float));
+        if (!m->scratch) rc = mpq_error_set(err, errlen, "out of memory (%zu bytes for the sample)",
+                                            m->sample_elems * sizeof(float));
+    }
+    if (rc != 0) {          /* the message is in err; now free everything */
         mpq_close(m);
         return -1;
     }
-    void *arena = NULL;
-    if (posix_memalign(&arena, MPQ_ARTIFACT_ALIGN, m->h->arena_bytes ? m->h->arena_bytes : 64) != 0) {
-        mpq_error_set(err, errlen, "cannot allocate the %llu-byte arena", (unsigned long long)m->h->arena_bytes);
-        mpq_close(m);
-        return -1;
-    }
-    m->arena = arena;
-    memset(m->arena, 0, m->h->arena_bytes);
-    if (io_tensors(m, err, errlen) || build_calls(m, resolve, ctx, err, errlen)) {
-        mpq_close(m);
-        return -1;
-    }
-    m->scratch = malloc(m->sample_elems * sizeof(float));
-    if (!m->scratch) {
-        mpq_close(m);
-        return mpq_error_set(err, errlen, "out of memory");
-    }
-    if (threads > 0) mpq_backend_start(threads);
+    if (o->threads > 0) mpq_backend_start(o->threads);
     *out = m;
     return 0;
 }
 
-int mpq_open(const char *path, mpq_resolver resolve, void *ctx, int threads, mpq_model **out, char *err,
-             size_t errlen) {
+int mpq_open(const char *path, mpq_resolver resolve, void *ctx, const mpq_open_options *options, mpq_model **out,
+             char *err, size_t errlen) {
     *out = NULL;
     mpq_model *m = calloc(1, sizeof *m);
     if (!m) return mpq_error_set(err, errlen, "out of memory");
@@ -316,24 +431,26 @@ int mpq_open(const char *path, mpq_resolver resolve, void *ctx, int threads, mpq
         mpq_close(m);
         return -1;
     }
-    return finish_open(m, resolve, ctx, threads, out, err, errlen);
+    return finish_open(m, resolve, ctx, options, out, err, errlen);
 }
 
-int mpq_open_memory(const void *buf, size_t size, mpq_resolver resolve, void *ctx, int threads, mpq_model **out,
-                    char *err, size_t errlen) {
+int mpq_open_memory(const void *buf, size_t size, mpq_resolver resolve, void *ctx, const mpq_open_options *options,
+                    mpq_model **out, char *err, size_t errlen) {
     *out = NULL;
     if (size < sizeof(mpq_art_header))
-        return mpq_error_set(err, errlen, "truncated (%zu bytes, the header alone is %zu)", size, sizeof(mpq_art_header));
+        return mpq_error_set(err, errlen, "truncated (%zu bytes, the header alone is %zu); copy the whole file again "
+                             "or recompile it", size, sizeof(mpq_art_header));
     mpq_model *m = calloc(1, sizeof *m);
     void *copy = NULL;
     if (!m || posix_memalign(&copy, 64, size) != 0) {
+        mpq_error_set(err, errlen, "out of memory (%zu bytes for a copy of the file)", size);
         free(m);
-        return mpq_error_set(err, errlen, "out of memory");
+        return -1;
     }
     memcpy(copy, buf, size);
     m->file = copy;
     m->size = size;
-    return finish_open(m, resolve, ctx, threads, out, err, errlen);
+    return finish_open(m, resolve, ctx, options, out, err, errlen);
 }
 
 void mpq_close(mpq_model *m) {

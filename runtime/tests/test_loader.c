@@ -1,5 +1,7 @@
 /* Loader tests on committed artifacts: runtime/tests/data/cases.txt names each file and what opening
- * it must give, "<file> ok" or "<file> error <substring of the message>".
+ * it must give, "<file> [OPTION...] ok" or "<file> [OPTION...] error <substring of the message>". The
+ * options are mpq_open_options fields: board=NAME (the board the binary is for) and max_arena=BYTES
+ * (the arena limit); a line without options opens with NULL options (any board, no limit).
  *
  * Every file is opened twice, with mpq_open (mmap) and with mpq_open_memory on the same bytes. A
  * broken file must fail to open, hand back no model and give a message containing the substring. A
@@ -9,6 +11,8 @@
  * argument and rewrites the output's, so ASan catches an argument outside its buffer, and it aborts
  * on a malformed argument list. The address space is capped (without ASan; with ASan malloc returns
  * NULL past its limit) so an arena the header asks for fails to allocate on every machine.
+ *
+ * First it checks the CRC-32 against its test vector ("123456789" -> 0xCBF43926, whole and in pieces).
  *
  * usage: test_loader MANIFEST (the files are beside it); one line per case, then a summary; exit
  * status 1 when a case fails. Build and run: make -C runtime test (test-asan: under ASan + UBSan).
@@ -94,12 +98,12 @@ static const char *run_model(mpq_model *m, char *why, size_t n) {
 
 /* One open of a case; returns NULL or what went wrong (in why). */
 static const char *check_open(const char *path, const unsigned char *buf, size_t size, int from_memory,
-                              const char *expect_error, char *why, size_t n) {
-    mpq_model *m = NULL;
+                              const mpq_open_options *opt, const char *expect_error, char *why, size_t n) {
+    mpq_model *m = (mpq_model *)&m;         /* not NULL: a failed open must set it to NULL */
     char err[512];
     memset(err, 0, sizeof err);
-    int rc = from_memory ? mpq_open_memory(buf, size, resolve_stub, NULL, 1, &m, err, sizeof err)
-                         : mpq_open(path, resolve_stub, NULL, 1, &m, err, sizeof err);
+    int rc = from_memory ? mpq_open_memory(buf, size, resolve_stub, NULL, opt, &m, err, sizeof err)
+                         : mpq_open(path, resolve_stub, NULL, opt, &m, err, sizeof err);
     if (!expect_error) {
         if (rc != 0 || !m) {
             snprintf(why, n, "did not open: %s", err);
@@ -109,9 +113,17 @@ static const char *check_open(const char *path, const unsigned char *buf, size_t
         mpq_close(m);
         return bad;
     }
-    if (rc == 0 || m) {
+    if (rc == 0) {
         snprintf(why, n, "opened; expected the error '%s'", expect_error);
         mpq_close(m);
+        return why;
+    }
+    if (m) {
+        snprintf(why, n, "a failed open handed back a model");
+        return why;
+    }
+    if (strchr(err, '\n')) {
+        snprintf(why, n, "the message is not one line: '%s'", err);
         return why;
     }
     if (!memchr(err, '\0', sizeof err) || !strstr(err, expect_error)) {
@@ -121,12 +133,51 @@ static const char *check_open(const char *path, const unsigned char *buf, size_t
     return NULL;
 }
 
+/* The CRC-32 test vector, whole and in two pieces; 0 when it holds. */
+static int check_crc32(void) {
+    const char *v = "123456789";
+    uint32_t whole = mpq_crc32_update(0, v, 9), pieces = mpq_crc32_update(mpq_crc32_update(0, v, 4), v + 4, 5);
+    if (whole != 0xCBF43926u || pieces != whole || mpq_crc32_update(0, v, 0) != 0) {
+        printf("FAIL  crc32(\"123456789\") is 0x%08x (in pieces 0x%08x), expected 0xcbf43926\n", whole, pieces);
+        return 1;
+    }
+    printf("ok    crc32(\"123456789\") = 0xcbf43926\n");
+    return 0;
+}
+
+/* The options words of a manifest line (board=NAME, max_arena=BYTES) from *rest on; *rest then points at
+ * the verdict. 0, or -1 for a word it does not know. */
+static int parse_options(char **rest, mpq_open_options *opt, char *board, size_t board_len, int *given) {
+    *given = 0;
+    while (*rest) {
+        char *word = *rest, *end = strchr(word, ' ');
+        size_t len = end ? (size_t)(end - word) : strlen(word);
+        if (!memchr(word, '=', len)) return 0;          /* the verdict */
+        if (!end) return -1;                            /* options, no verdict */
+        *end = '\0';
+        *rest = end + 1;
+        *given = 1;
+        if (strncmp(word, "board=", 6) == 0 && strlen(word + 6) < board_len) {
+            snprintf(board, board_len, "%s", word + 6);
+            opt->board = board;
+        } else if (strncmp(word, "max_arena=", 10) == 0 && word[10] >= '0' && word[10] <= '9') {
+            char *e;
+            opt->max_arena_bytes = strtoull(word + 10, &e, 10);
+            if (*e) return -1;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: test_loader MANIFEST\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);     /* each case's line survives a crash in the next */
+    int crc_failed = check_crc32();
 #ifndef TEST_ASAN
     struct rlimit rl;
     if (getrlimit(RLIMIT_AS, &rl) == 0 && (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > ADDRESS_SPACE_CAP)) {
@@ -150,10 +201,14 @@ int main(int argc, char **argv) {
         if (line[0] == '\0' || line[0] == '#') continue;
         char *file = line, *verdict = strchr(line, ' ');
         if (verdict) *verdict++ = '\0';
+        mpq_open_options opt = {1, NULL, 0};
+        char board[64];
+        int with_options = 0, bad_options = parse_options(&verdict, &opt, board, sizeof board, &with_options);
         const char *expect_error = NULL;
-        if (verdict && strncmp(verdict, "error ", 6) == 0 && verdict[6]) expect_error = verdict + 6;
-        else if (!verdict || strcmp(verdict, "ok") != 0) {
-            printf("FAIL  %s:%d: not '<file> ok' or '<file> error <message>'\n", argv[1], lineno);
+        if (!bad_options && verdict && strncmp(verdict, "error ", 6) == 0 && verdict[6]) expect_error = verdict + 6;
+        else if (bad_options || !verdict || strcmp(verdict, "ok") != 0) {
+            printf("FAIL  %s:%d: not '<file> [board=NAME] [max_arena=BYTES] ok' or '... error <message>'\n", argv[1],
+                   lineno);
             cases++;
             failed++;
             continue;
@@ -169,11 +224,11 @@ int main(int argc, char **argv) {
         }
         if (!bad) {
             how = "mpq_open";
-            bad = check_open(path, buf, size, 0, expect_error, why, sizeof why);
+            bad = check_open(path, buf, size, 0, with_options ? &opt : NULL, expect_error, why, sizeof why);
         }
         if (!bad) {
             how = "mpq_open_memory";
-            bad = check_open(path, buf, size, 1, expect_error, why, sizeof why);
+            bad = check_open(path, buf, size, 1, with_options ? &opt : NULL, expect_error, why, sizeof why);
         }
         free(buf);
         cases++;
@@ -186,5 +241,5 @@ int main(int argc, char **argv) {
     }
     fclose(mf);
     printf("test_loader: %d cases (each by mpq_open and mpq_open_memory), %d failed\n", cases, failed);
-    return failed || cases == 0 ? 1 : 0;
+    return failed || crc_failed || cases == 0 ? 1 : 0;
 }
