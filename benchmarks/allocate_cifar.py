@@ -4,7 +4,7 @@ with the host latency table. Budgets: the weight memory of uniform W3 and 97% of
 ILP has to trade; the plan is then recomputed from the written BitPlan against both budgets.
 
 Run: .venv/bin/python benchmarks/allocate_cifar.py     (makes the random model and its statistics
-under out/bench/ first when missing, testing/bench.py; then 3 solves). Writes benchmarks/results/allocate_cifar.*
+under out/bench/ first when missing, mpqdm/testing/bench.py; then 3 solves). Writes benchmarks/results/allocate_cifar.*
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Run: .venv/bin/python benchmarks/allocator_fd.py [--samples 1000] [--only W3A4-i
   weight 100, the QAT ablation's settings); FD of 1,000 samples, 20 DDIM steps.
 Resumable: finished rows are kept in allocator.json; exports and evaluations are cached under out/.
 The QAT uniform and OMQ rows are the QAT ablation's rows of the same setting, built once by
-testing/bench.py. Writes benchmarks/results/allocator.{json,md} and
+mpqdm/testing/bench.py. Writes benchmarks/results/allocator.{json,md} and
 allocator_{pareto,bits}_W2A4.png.
 """
 

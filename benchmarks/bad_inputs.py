@@ -1,4 +1,4 @@
-"""Bad input, tried as a new user would (testing/bad_inputs.py: malformed option values, missing,
+"""Bad input, tried as a new user would (mpqdm/testing/bad_inputs.py: malformed option values, missing,
 malformed and truncated files, destructive output paths, models the backend cannot lower): each
 case's command, exit code, first error line, whether a traceback showed and which of the user's
 files changed or vanished.

@@ -3,10 +3,10 @@ default model (every board) and the DDPM CIFAR-10 configuration (host and Pi 5),
 the numerics of the lowered plan against the integer reference (Python executor, every sampling step).
 
 Run: .venv/bin/python benchmarks/compile.py
-- default model: the W2A4 MPQ-DM export, 40 QAT iterations of batch 8 (testing/bench.py, the QAT
+- default model: the W2A4 MPQ-DM export, 40 QAT iterations of batch 8 (mpqdm/testing/bench.py, the QAT
   ablation's row; made under out/bench/ when missing);
 - DDPM CIFAR-10: random weights, PTQ W2A4 uniform with a small random calibration (the sizes do not
-  depend on the weights' values; testing/bench.py).
+  depend on the weights' values; mpqdm/testing/bench.py).
 Writes benchmarks/results/compile.json and compile.md.
 """
 

@@ -8,7 +8,7 @@ executions (libFuzzer's final stat::number_of_executed_units), executions per se
 timeout/oom reproducers found (kept in out/fuzz/found/), the corpus size after the run, how the
 harness's opens ended (checksum refusals, arena allocation failures, arena-limit and board refusals,
 other refusals, opened), and how often replaying the final corpus through the coverage build runs the
-loader's arena-allocation failure branch (source-based coverage: testing/fuzz.py alloc_failure_coverage).
+loader's arena-allocation failure branch (source-based coverage: mpqdm/testing/fuzz.py alloc_failure_coverage).
 The corpus is kept between runs unless --fresh. Paths in the results are relative to the repository
 root. Needs clang, its runtimes and llvm (llvm-profdata, llvm-cov): scripts/install.sh.
 """

@@ -50,7 +50,7 @@ def pytorch_images(eval_dir: Path, cfg: EvalConfig) -> np.ndarray | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--export", help="a quantized export (default: the W2A4 MPQ-DM export of testing/bench.py)")
+    ap.add_argument("--export", help="a quantized export (default: the W2A4 MPQ-DM export of mpqdm/testing/bench.py)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--psnr-samples", type=int, default=16, help="samples also run by fake-quant and intref "

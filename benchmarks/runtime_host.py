@@ -58,7 +58,7 @@ def fp_model(model: str) -> Path:
 
 
 def export_of(model: str) -> Path:
-    """Our W2A4 export of a model (testing/bench.py builds it when missing)."""
+    """Our W2A4 export of a model (mpqdm/testing/bench.py builds it when missing)."""
     return default_w2a4_export(ROOT) if model == "default" else cifar_w2a4_export(ROOT)
 ENGINES = ["mpqdm-W2A4", "torch-fp32", "ort-fp32", "ort-int8"]
 TIMESTEP = 500.0                     # the timestep of the timed calls

@@ -1,5 +1,5 @@
 """Bad input never gives a traceback, a lost file or a late refusal: every case of
-testing/bad_inputs.py ends with exit code 2 and one error line that names the problem, and every
+mpqdm/testing/bad_inputs.py ends with exit code 2 and one error line that names the problem, and every
 option of every subcommand (read from the argument parser, so later commands are covered) refuses
 a malformed value by name."""
 

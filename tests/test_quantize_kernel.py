@@ -22,7 +22,7 @@ def test_codes_match_the_frontend(shape, abits):
     ex.mod["quantize"](*args)
     got = args[-1].numpy()
     assert np.array_equal(got, quantize_input(x, smooth, step, zero, abits))
-    # the frontend's own formula (testing/intref.py, NHWC here)
+    # the frontend's own formula (mpqdm/testing/intref.py, NHWC here)
     xs = torch.from_numpy(x) / torch.from_numpy(smooth)
     want = torch.clamp(torch.round(xs / torch.tensor(step)) + zero, 0, 2 ** abits - 1).to(torch.uint8).numpy()
     assert np.array_equal(got, want)

@@ -390,7 +390,7 @@ static int alloc_arena(mpq_model *m, char *err, size_t n) {
     uint64_t bytes = m->h->arena_bytes;
     m->arena = arena_alloc(bytes);
     if (!m->arena) {
-        /* MPQ-FUZZ-ALLOC-FAILURE: testing/fuzz.py shows from the fuzzer's coverage that it ran this: */
+        /* MPQ-FUZZ-ALLOC-FAILURE: mpqdm/testing/fuzz.py shows from the fuzzer's coverage that it ran this: */
         return mpq_error_set(err, n, "cannot allocate the %llu-byte arena (%.1f MiB): free memory, or run it on a "
                              "board with more", (unsigned long long)bytes, mib(bytes));
     }

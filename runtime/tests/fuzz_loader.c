@@ -17,7 +17,7 @@
  * The build defines MPQ_TEST_ARENA_FAIL_ABOVE (make -C runtime fuzz; FUZZ_ARENA_FAIL_ABOVE, 16 MiB):
  * the loader's arena allocation fails above it as an exhausted allocator would, so the failure
  * branch is fuzzed and an honest big arena never meets libFuzzer's malloc limit. At exit the harness
- * prints how the opens ended ("fuzz_loader: outcomes: ...", testing/fuzz.py records the counts).
+ * prints how the opens ended ("fuzz_loader: outcomes: ...", mpqdm/testing/fuzz.py records the counts).
  *
  * Build: make -C runtime fuzz (clang with libFuzzer; the binary is runtime/build/fuzz_loader). Run:
  *   runtime/build/fuzz_loader -max_total_time=60 NEW_CORPUS_DIR runtime/tests/data

@@ -1,7 +1,7 @@
 """Fuzzing the C runtime's artifact loader (runtime/tests/fuzz_loader.c) with libFuzzer.
 
 Shared by benchmarks/fuzz_loader.py (long runs, results file), tests/test_runtime_loader.py (a
-short run, and the synthetic artifacts the tests corrupt) and testing/loader_data.py. No TVM: the
+short run, and the synthetic artifacts the tests corrupt) and mpqdm/testing/loader_data.py. No TVM: the
 synthetic plans are written by hand and their kernels exist only as names.
 
 Needs clang with its sanitizer and libFuzzer runtimes (Debian: clang libclang-rt-14-dev, installed by

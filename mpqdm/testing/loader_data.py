@@ -2,7 +2,7 @@
 manifest cases.txt ("<file> [OPTION...] ok" or "<file> [OPTION...] error <substring of the loader's
 message>"; the options, board=NAME and max_arena=BYTES, are the loader's mpq_open_options).
 
-Valid artifacts come from the fuzz corpus's synthetic plan (testing/fuzz.py); each broken one is
+Valid artifacts come from the fuzz corpus's synthetic plan (mpqdm/testing/fuzz.py); each broken one is
 valid_2steps.mpq with one field patched (offsets from backend_tvm.artifact.LAYOUT) and its checksum
 recomputed, so that it reaches the check of that field, or cut; the checksum cases patch without
 recomputing it. Remake
