@@ -30,7 +30,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 ROWS = [("W2A4", 2, 4, v) for v in ("fp", "baseline", "omq", "trd", "mpqdm")]
 ROWS += [(c, w, 4, v) for c, w in (("W3A4", 3), ("W4A4", 4)) for v in ("baseline", "mpqdm")]
 GRIDS = {"fp", "baseline", "mpqdm"}
-NOTES_FILE = ROOT / "benchmarks" / "qat_ablation_notes.json"   # hand-written input: what was tried where a target is missed
+NOTES_FILE = ROOT / "benchmarks" / "qat_ablation_notes.json"   # hand-written: what was tried where a target is missed
 
 
 def run_row(config, wbits, abits, variant, args) -> dict:
