@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mpqdm.core.bits import CANDIDATE_WBITS
 from mpqdm.core.errors import UserError
 from mpqdm.core.latency import LatencyTable
 from mpqdm.core.latency import partial_width as default_partial
 from mpqdm.core.packing import LANES, group_bytes, layer_fixed_bytes
 
-DEFAULT_BITS = (1, 2, 3, 4, 8)
+DEFAULT_BITS = CANDIDATE_WBITS
 
 
 @dataclass

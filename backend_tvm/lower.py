@@ -170,8 +170,9 @@ class Lowering:
         rows = weight_rows(t[f"{name}.wcodes"].numpy())                  # plan order
         wc = weight_constants(spec, rows, lp.order, t[f"{name}.wstep"].numpy(), t[f"{name}.wzero"].numpy())
         dtypes = spec.arg_types()
+        packed_bits = groups[0][1] if len(groups) == 1 else 0        # one width: the artifact records it
         consts = {f: self.const(f"{name}.{CONST_NAMES.get(f, f)}", wc[f], getattr(dtypes, f)[1],
-                                bits=(groups[0][1] if len(groups) == 1 else 0) if f == "wp" else 0) for f in wc}
+                                bits=packed_bits if f == "wp" else 0) for f in wc}
         args = QConvArgs(x=codes, **consts, bias=bias, act=act, az=az, y=y)
         self.call("qconv", spec, lambda sym: schedule_qconv(spec, self.board, name=sym), args.ordered(), name)
 

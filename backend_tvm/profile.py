@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mpqdm.boards.registry import latency_path, load_board
-from mpqdm.core.bits import ABITS, check_bits
+from mpqdm.core.bits import ABITS, CANDIDATE_WBITS, check_bits
 from mpqdm.core.errors import UserError
 from mpqdm.core.io import ensure_writable_dir
 from mpqdm.core.latency import LatencyTable, partial_width
@@ -31,8 +31,7 @@ from mpqdm.frontend.quant.swap import LayerPolicy
 from .kernels.qconv_schedule import schedule_qconv
 from .tvm_compat import TVM_VERSION, target, tensor, tvm
 
-DEFAULT_WBITS = (1, 2, 3, 4, 8)
-DEFAULT_ABITS = (4, 8)
+DEFAULT_WBITS, DEFAULT_ABITS = CANDIDATE_WBITS, ABITS
 
 
 def time_kernel(spec: ConvSpec, board, repeats: int, min_repeat_ms: int, rng) -> tuple[float, float]:

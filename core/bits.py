@@ -8,6 +8,7 @@ from .errors import UserError
 
 WBITS = tuple(range(1, 9))      # weights: any width, per channel group (core/packing.py)
 ABITS = (4, 8)                  # activations: what the kernels take
+CANDIDATE_WBITS = (1, 2, 3, 4, 8)   # the weight widths the allocator chooses from and profiling times
 
 
 def check_bits(bits, what: str, allowed=WBITS) -> None:

@@ -9,7 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from mpqdm.core.bits import ABITS, WBITS
+from mpqdm.core.bits import ABITS, CANDIDATE_WBITS, WBITS
 from mpqdm.core.errors import UserError
 from mpqdm.core.resources import DEFAULT_CLASSIFIER, DEFAULT_MODEL
 
@@ -28,7 +28,6 @@ def count(least: int = 1):
         if v < least:
             raise argparse.ArgumentTypeError(f"{v} is below {least}")
         return v
-    parse.__name__ = "count"
     return parse
 
 
@@ -42,7 +41,6 @@ def real(positive: bool = True):
         if not math.isfinite(v) or (v <= 0 if positive else v < 0):
             raise argparse.ArgumentTypeError(f"{text} is not a finite number {'> 0' if positive else '>= 0'}")
         return v
-    parse.__name__ = "real"
     return parse
 
 
@@ -57,7 +55,6 @@ def int_list(allowed):
         if bad:
             raise argparse.ArgumentTypeError(f"{bad[0]} is not one of {', '.join(map(str, allowed))}")
         return values
-    parse.__name__ = "list"
     return parse
 
 
@@ -291,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "export, or ddpm-cifar10 (that public "
                     "configuration with random weights)")
     pr.add_argument("--board", default="host")
-    pr.add_argument("--wbits", type=int_list(WBITS), default=WBITS[:4] + (8,), help="weight widths to time")
+    pr.add_argument("--wbits", type=int_list(WBITS), default=CANDIDATE_WBITS, help="weight widths to time")
     pr.add_argument("--abits", type=int_list(ABITS), default=ABITS, help="activation widths to time")
     pr.add_argument("--threads", type=threads, help="kernel threads (default: the board profile's)")
     pr.add_argument("--repeats", type=count(), default=10)
@@ -320,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--weight-memory-kb", type=real(), help="budget for the quantized layers' packed weights")
     al.add_argument("--avg-bits", type=real(), help="bound on the weight-weighted average bits")
     al.add_argument("--abits", type=int, choices=(4, 8), help="fix activation bits (default: chosen per layer)")
-    al.add_argument("--bits", type=int_list(WBITS), default=WBITS[:4] + (8,), help="candidate weight bits")
+    al.add_argument("--bits", type=int_list(WBITS), default=CANDIDATE_WBITS, help="candidate weight bits")
     al.add_argument("--group-size", type=count(), help="channels per group (default: the board profile's)")
     al.add_argument("--table", help="latency table (default boards/<board>/latency.json)")
     al.add_argument("--threads", type=count(), help="the table's thread count to use (default: the board's)")

@@ -23,7 +23,7 @@ from .fixtures import tiny_export, tiny_unet
 @dataclass(frozen=True)
 class Case:
     name: str
-    argv: tuple[str, ...]        # {model}, {export}, {stats}, {table}, {compiled}, {precious}, {file}, {bad.X}
+    argv: tuple[str, ...]        # {model}, {export}, {stats}, {table}, {compiled}, {precious}, {file}, {bad_X}
     expect: str = ""             # a substring of the error line
 
 
@@ -51,10 +51,10 @@ CASES = [
     _case("eval zero steps", "eval {model} --steps 0 --out ev", "--steps"),
     _case("eval negative batch", "eval {model} --batch -3 --out ev", "--batch"),
     _case("eval a file as the model", "eval {file} --out ev", ""),
-    _case("eval malformed config.json", "eval {bad.config} --out ev", "config.json.* not valid JSON"),
-    _case("eval truncated weights", "eval {bad.weights} --out ev", "could not load"),
+    _case("eval malformed config.json", "eval {bad_config} --out ev", "config.json.* not valid JSON"),
+    _case("eval truncated weights", "eval {bad_weights} --out ev", "could not load"),
     _case("eval missing classifier", "eval {model} --classifier {tmp}/nothing --samples 4 --out ev", "classifier"),
-    _case("eval truncated export parameters", "eval {bad.export_params} --samples 4 --out ev",
+    _case("eval truncated export parameters", "eval {bad_export_params} --samples 4 --out ev",
           "quant_params.safetensors"),
     # quantize (refused before calibration)
     _case("quantize 9-bit weights", "quantize {model} --wbits 9 --out q", "--wbits"),
@@ -62,9 +62,9 @@ CASES = [
     _case("quantize 3-bit activations", "quantize {model} --abits 3 --out q", "--abits"),
     _case("quantize unknown plan", "quantize {model} --plan nonsense --out q", "unknown plan"),
     _case("quantize missing plan file", "quantize {model} --plan {tmp}/none.json --out q", "cannot read"),
-    _case("quantize malformed plan file", "quantize {model} --plan {bad.json} --out q", "not valid JSON"),
-    _case("quantize binary plan file", "quantize {model} --plan {bad.binary_json} --out q", "not a text file"),
-    _case("quantize plan of another model", "quantize {model} --plan {bad.plan_other} --out q", "plan is for model"),
+    _case("quantize malformed plan file", "quantize {model} --plan {bad_json} --out q", "not valid JSON"),
+    _case("quantize binary plan file", "quantize {model} --plan {bad_binary_json} --out q", "not a text file"),
+    _case("quantize plan of another model", "quantize {model} --plan {bad_plan_other} --out q", "plan is for model"),
     _case("quantize unknown method", "quantize {model} --method foo --out q", "unknown method"),
     _case("quantize OMQ fraction list with a bad entry", "quantize {model} --omq-fractions 0.1,x --out q",
           "--omq-fractions"),
@@ -76,10 +76,10 @@ CASES = [
     _case("quantize into its own model", "quantize {model} --out {model}", "reads"),
     _case("quantize into a file", "quantize {model} --out {file}", "is a file"),
     _case("quantize into the current folder", "quantize {model} --out .", "current folder"),
-    _case("quantize a model with GELU", "quantize {bad.gelu} --out q", "act_fn"),
-    _case("quantize a model with scale-shift time embedding", "quantize {bad.scale_shift} --out q",
+    _case("quantize a model with GELU", "quantize {bad_gelu} --out q", "act_fn"),
+    _case("quantize a model with scale-shift time embedding", "quantize {bad_scale_shift} --out q",
           "resnet_time_scale_shift"),
-    _case("quantize a model with resnet-sampling blocks", "quantize {bad.resnet_blocks} --out q", "block type"),
+    _case("quantize a model with resnet-sampling blocks", "quantize {bad_resnet_blocks} --out q", "block type"),
     _case("quantize unknown device", "quantize {model} --device cuda:7 --out q", "cuda"),
     # qat
     _case("qat zero iterations", "qat {model} --iterations 0 --out q", "--iterations"),
@@ -99,7 +99,7 @@ CASES = [
     _case("profile weight list with a bad entry", "profile {model} --wbits 1,x", "--wbits"),
     _case("profile 6-bit activations", "profile {model} --abits 6", "--abits"),
     _case("profile zero repeats", "profile {model} --repeats 0", "--repeats"),
-    _case("profile into a malformed table", "profile {model} --table {bad.json}", "not valid JSON"),
+    _case("profile into a malformed table", "profile {model} --table {bad_json}", "not valid JSON"),
     # compile
     _case("compile missing export", "compile {tmp}/none --board host -o c", "not a quantized export"),
     _case("compile an FP model", "compile {model} --board host -o c", "not a quantized export"),
@@ -110,22 +110,22 @@ CASES = [
     _case("compile into a file", "compile {export} --board host -o {file}", "is a file"),
     _case("compile into the current folder", "compile {export} --board host -o .", "current folder"),
     _case("compile unknown board", "compile {export} --board nosuch -o c", "unknown board"),
-    _case("compile malformed board profile", "compile {export} --board {bad.board} -o c", "invalid TOML"),
+    _case("compile malformed board profile", "compile {export} --board {bad_board} -o c", "invalid TOML"),
     _case("compile zero steps", "compile {export} --board host -o c --steps 0", "--steps"),
-    _case("compile truncated export parameters", "compile {bad.export_params} --board host -o c",
+    _case("compile truncated export parameters", "compile {bad_export_params} --board host -o c",
           "quant_params.safetensors"),
-    _case("compile export of another format version", "compile {bad.export_version} --board host -o c", "v99"),
+    _case("compile export of another format version", "compile {bad_export_version} --board host -o c", "v99"),
     # build
     _case("build missing folder", "build {tmp}/none --board host", "no model.mpq"),
     _case("build an export", "build {export} --board host", "no model.mpq"),
     _case("build for another board", "build {compiled} --board rpi5", "compiled for board"),
-    _case("build a corrupted artifact", "build {bad.compiled_corrupt} --board host", "model.mpq"),
+    _case("build a corrupted artifact", "build {bad_compiled_corrupt} --board host", "model.mpq"),
     # allocate
     _case("allocate missing statistics", "allocate --stats {tmp}/none.json --out p.json", "cannot read"),
-    _case("allocate malformed statistics", "allocate --stats {bad.json} --out p.json", "cannot read"),
-    _case("allocate statistics with short per-channel lists", "allocate --stats {bad.stats_short} --out p.json",
+    _case("allocate malformed statistics", "allocate --stats {bad_json} --out p.json", "cannot read"),
+    _case("allocate statistics with short per-channel lists", "allocate --stats {bad_stats_short} --out p.json",
           "kurtosis"),
-    _case("allocate statistics with a NaN cost", "allocate --stats {bad.stats_nan} --out p.json", "cost"),
+    _case("allocate statistics with a NaN cost", "allocate --stats {bad_stats_nan} --out p.json", "cost"),
     _case("allocate NaN latency budget", "allocate --stats {stats} --latency-ms nan --out p.json", "--latency-ms"),
     _case("allocate negative latency budget", "allocate --stats {stats} --latency-ms -5 --out p.json",
           "--latency-ms"),
@@ -137,7 +137,7 @@ CASES = [
           "--out p.json", "multiple of 8"),
     _case("allocate missing latency table", "allocate --stats {stats} --table {tmp}/none.json --out p.json",
           "cannot read latency table"),
-    _case("allocate malformed latency table", "allocate --stats {stats} --table {bad.table} --out p.json",
+    _case("allocate malformed latency table", "allocate --stats {stats} --table {bad_table} --out p.json",
           "median_ms"),
     _case("allocate a board never profiled", "allocate --stats {stats} --board rpi5 --out p.json",
           "cannot read latency table"),
@@ -149,7 +149,7 @@ CASES = [
     # stats
     _case("stats missing model", "stats {tmp}/none --out s.json", "does not exist"),
     _case("stats into a folder", "stats {model} --out {precious}", "is a folder"),
-    _case("stats a model with GELU", "stats {bad.gelu} --out s.json", "act_fn"),
+    _case("stats a model with GELU", "stats {bad_gelu} --out s.json", "act_fn"),
     _case("stats zero calibration samples", "stats {model} --calib-samples 0 --out s.json", "--calib-samples"),
 ]
 
@@ -235,8 +235,8 @@ def make_fixtures(root: Path) -> dict[str, str]:
     art.write_bytes(art.read_bytes()[:1000])
     return {"model": str(model), "export": str(export), "export_parent": str(export.parent), "stats": str(stats),
             "table": str(table), "compiled": str(compiled), "precious": str(precious), "file": str(root / "notes.txt"),
-            "bad.json": str(bad / "bad.json"), "bad.binary_json": str(bad / "binary.json"),
-            **{f"bad.{p.stem}": str(p) for p in bad.iterdir() if p.name not in ("bad.json", "binary.json")}}
+            "bad_json": str(bad / "bad.json"), "bad_binary_json": str(bad / "binary.json"),
+            **{f"bad_{p.stem}": str(p) for p in bad.iterdir() if p.name not in ("bad.json", "binary.json")}}
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -270,8 +270,7 @@ def run_case(case: Case, paths: dict[str, str], sandbox: Path) -> Outcome:
     from mpqdm import cli
 
     sandbox.mkdir(parents=True, exist_ok=True)
-    argv = [a.format(tmp=sandbox, **{k.replace(".", "_"): v for k, v in paths.items()})
-            for a in (x.replace("{bad.", "{bad_") for x in case.argv)]
+    argv = [a.format(tmp=sandbox, **paths) for a in case.argv]
     watched = [Path(paths[k]) for k in ("model", "export", "stats", "table", "compiled", "precious", "file")]
     before = {k: v for p in watched for k, v in _tree(p).items()}
     err, cwd = io.StringIO(), os.getcwd()
