@@ -10,7 +10,7 @@ from mpqdm.boards.registry import latency_path, load_board
 from mpqdm.core.bitplan import BitPlan, FloatLayer, Group, LayerPlan
 from mpqdm.core.errors import UserError
 from mpqdm.core.io import check_output_file
-from mpqdm.core.latency import LatencyTable, partial_width
+from mpqdm.core.latency import LatencyTable, UnmeasuredTable, partial_width
 from mpqdm.core.packing import layer_weight_bytes
 from mpqdm.core.report import markdown_table
 from mpqdm.core.stats import read_stats
@@ -54,17 +54,36 @@ def plan_totals(plan: BitPlan, stats: dict, table: LatencyTable, threads: int) -
     return nbytes, ms, wbits / max(weights, 1)
 
 
+def latency_table(board, table_path, budgets: Budgets) -> LatencyTable:
+    """The board's measured table; a board never profiled takes memory and bits budgets only."""
+    path = Path(table_path) if table_path else latency_path(board)
+    if table_path or path.is_file():
+        return LatencyTable.load(path, board.name)
+    if budgets.latency_ms is not None:
+        raise UserError(f"board {board.name!r} has no measured latency table ({path}): a latency budget needs "
+                        f"the board profiled first (mpqdm profile MODEL --board {board.name}, on the board). "
+                        "Possible solutions: a --weight-memory-kb budget or fixed bits instead")
+    return UnmeasuredTable(board.name)
+
+
 def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = None, bits=DEFAULT_BITS,
              group_size: int | None = None, table_path=None, threads: int | None = None, solver_threads: int = 2):
     board = load_board(board_name)
-    table = LatencyTable.load(table_path or latency_path(board), board.name)
+    table = latency_table(board, table_path, budgets)
     stats = read_stats(stats_path)
     for what, v in (("latency", budgets.latency_ms), ("weight memory", budgets.weight_kb),
                     ("average bits", budgets.avg_bits)):
         if v is not None and v <= 0:
             raise UserError(f"the {what} budget must be positive, got {v:g}")
     g = board.group_size if group_size is None else group_size
-    problems = build(stats, table, threads or board.threads, g, bits, (abits,) if abits else (4, 8))
+    args = (threads or board.threads, g, bits, (abits,) if abits else (4, 8))
+    try:
+        problems = build(stats, table, *args)
+    except UserError:
+        if budgets.latency_ms is not None or not table.measured:
+            raise
+        table = UnmeasuredTable(board.name)          # a table without this model's shapes binds nothing
+        problems = build(stats, table, *args)
     sol = solve(problems, budgets, solver_threads)
     return to_plan(stats, problems, sol, g), sol, problems, stats
 
@@ -124,7 +143,11 @@ def plot(path_pareto: Path, path_bits: Path, problems: list[LayerProblem], sol: 
     for ax, key, obj, scale, unit in ((axes[0], "latency_ms", "latency", 1.0, "ms per UNet call"),
                                       (axes[1], "weight_kb", "memory", 1 / 1024, "weight KB")):
         others = {k: v for k, v in vars(budgets).items() if k != key}
-        lo = smallest(problems, obj, Budgets(**others), threads) * scale
+        lo = smallest(problems, obj, Budgets(**others), threads)
+        if lo is None:                  # nothing to trade (a board without a latency table)
+            ax.set_title(f"no {obj} model")
+            continue
+        lo *= scale
         hi = sol.latency_ms if obj == "latency" else sol.weight_bytes * scale
         xs, ys = [], []
         for v in np.linspace(lo, max(hi, lo), points):

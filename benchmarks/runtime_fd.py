@@ -20,7 +20,7 @@ from mpqdm.backend_tvm.build import build
 from mpqdm.backend_tvm.compile import compile_export
 from mpqdm.core.resources import DEFAULT_CLASSIFIER
 from mpqdm.frontend.classifier import load_classifier
-from mpqdm.frontend.evaluate import EvalConfig, batch_noise, evaluate, features, from_uint8, real_stats, to_uint8
+from mpqdm.frontend.evaluate import EvalConfig, eval_noise, evaluate, features, from_uint8, real_stats, to_uint8
 from mpqdm.frontend.fd import fd_of_features
 from mpqdm.testing.bench import default_w2a4_export, markdown_table, save_rows
 from mpqdm.testing.runtime_check import fake_quant_samples, intref_samples, psnr
@@ -29,13 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 WORK = ROOT / "out" / "runtime_fd"
-
-
-def eval_noise(cfg: EvalConfig) -> np.ndarray:
-    """The noise `mpqdm eval` starts from, NHWC, in sample order."""
-    parts = [batch_noise(cfg, b, min(cfg.batch, cfg.samples - b * cfg.batch)).numpy()
-             for b in range(-(-cfg.samples // cfg.batch))]
-    return np.concatenate(parts).transpose(0, 2, 3, 1).copy()
 
 
 def pytorch_images(eval_dir: Path, cfg: EvalConfig) -> np.ndarray | None:

@@ -18,7 +18,7 @@ Engines (batch 1, one UNet call per sampling step):
   schedule (MinMax).
 torch and ORT run each (engine, model, threads) in a fresh subprocess (`--worker ENGINE MODEL THREADS`, one
 JSON line out) so that peak_mb is that engine's own process peak RSS (ru_maxrss after the timed loop).
-The ONNX files live in out/runtime/onnx/ and are reused when present.
+The ONNX files are made again in out/runtime/onnx/ on every run (frontend/onnx_int8.py).
 
 Run (on a quiet machine): .venv/bin/python benchmarks/runtime_host.py
   --quick                          default model, 1 thread, fewer repeats (for debugging)
@@ -32,16 +32,15 @@ import argparse
 import json
 import re
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from mpqdm.core.resources import DEFAULT_MODEL
+from mpqdm.frontend.onnx_int8 import TIMESTEP, export_fp32, feed, median_ms, quantize_int8
 from mpqdm.testing.bench import cifar_random, cifar_w2a4_export, default_w2a4_export, markdown_table, save_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,9 +60,7 @@ def export_of(model: str) -> Path:
     """Our W2A4 export of a model (mpqdm/testing/bench.py builds it when missing)."""
     return default_w2a4_export(ROOT) if model == "default" else cifar_w2a4_export(ROOT)
 ENGINES = ["mpqdm-W2A4", "torch-fp32", "ort-fp32", "ort-int8"]
-TIMESTEP = 500.0                     # the timestep of the timed calls
 CALIB_SAMPLES = 8
-OPS_INT8 = ["Conv", "Gemm", "MatMul"]
 
 
 def mb(nbytes: int) -> float:
@@ -74,16 +71,8 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)     # Linux: KB
 
 
-def input_shape(model: str) -> tuple[int, int, int, int]:
-    cfg = json.loads((fp_model(model) / "config.json").read_text())
-    size = cfg["sample_size"]
-    h, w = (size, size) if isinstance(size, int) else size
-    return 1, cfg["in_channels"], h, w
-
-
 def inputs(model: str, seed: int = 0, t: float = TIMESTEP) -> dict[str, np.ndarray]:
-    x = np.random.default_rng(seed).standard_normal(input_shape(model)).astype(np.float32)
-    return {"sample": x, "timestep": np.array([t], dtype=np.float32)}
+    return feed(fp_model(model), seed, t)
 
 
 def spawn(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -96,14 +85,7 @@ def spawn(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 def median_seconds(call, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_ms(call, repeats, warmup) / 1e3
 
 
 # ---------------------------------------------------------------- preparation (parent process)
@@ -131,114 +113,19 @@ def mpqdm_binary(model: str) -> Path:
     return binary
 
 
-def eps_module(unet):
-    """UNet2DModel as a module of (sample, timestep) -> eps, for the ONNX export."""
-    import torch
-
-    class Eps(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.unet = unet
-
-        def forward(self, sample, timestep):
-            return self.unet(sample, timestep).sample
-
-    return Eps().eval()
-
-
-def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.linalg.norm(a - ref) / np.linalg.norm(ref))
-
-
 def onnx_fp32(model: str) -> tuple[Path, float]:
-    """The exported fp32 model and its relative error against torch (asserted <= 1e-4)."""
-    import onnxruntime as ort
-    import torch
-
-    from mpqdm.frontend.model_io import load_unet
-
+    """The exported fp32 model (frontend/onnx_int8.py) and its relative error against torch."""
     path = ONNX_DIR / f"{model}-fp32.onnx"
-    unet = load_unet(fp_model(model))
-    feed = inputs(model, seed=1)
-    if not path.is_file():
-        print(f"== exporting {model} to {path}", flush=True)
-        ONNX_DIR.mkdir(parents=True, exist_ok=True)
-        args = (torch.from_numpy(feed["sample"]), torch.from_numpy(feed["timestep"]))
-        tmp = path.with_suffix(".tmp.onnx")
-        torch.onnx.export(eps_module(unet), args, str(tmp), input_names=["sample", "timestep"], output_names=["eps"],
-                          opset_version=17, dynamo=False)
-        tmp.replace(path)
-    with torch.inference_mode():
-        ref = unet(torch.from_numpy(feed["sample"]), torch.from_numpy(feed["timestep"])).sample.numpy()
-    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
-    err = rel_err(got, ref)
-    assert err <= 1e-4, f"{path}: ONNX Runtime output differs from torch by {err:.2e} (relative)"
-    return path, err
-
-
-def int8_exclusions(path: Path) -> tuple[list[str], dict[str, int]]:
-    """MatMuls of two activations (attention QK^T and AV) to keep in fp32; counts of the nodes to quantize."""
-    import onnx
-
-    g = onnx.load(str(path), load_external_data=False).graph
-    weights = {i.name for i in g.initializer}
-    exclude, count = [], {}
-    for n in g.node:
-        if n.op_type not in OPS_INT8:
-            continue
-        if n.op_type == "MatMul" and n.input[1] not in weights:
-            exclude.append(n.name)
-        else:
-            count[n.op_type] = count.get(n.op_type, 0) + 1
-    return exclude, count
+    ONNX_DIR.mkdir(parents=True, exist_ok=True)
+    print(f"== exporting {model} to {path}", flush=True)
+    return path, export_fp32(fp_model(model), path)
 
 
 def onnx_int8(model: str, fp32: Path) -> tuple[Path, str]:
-    """Static QDQ int8 model of `fp32` (made when missing or older), and a note of what it quantizes."""
-    import onnx
-    import onnxruntime as ort
-    from onnxruntime.quantization import quant_pre_process
-
-    path, pre = ONNX_DIR / f"{model}-int8.onnx", ONNX_DIR / f"{model}-fp32-pre.onnx"
-    if not pre.is_file() or pre.stat().st_mtime < fp32.stat().st_mtime:
-        quant_pre_process(str(fp32), str(pre))         # shape inference and ORT's basic graph optimizations
-    exclude, count = int8_exclusions(pre)
-    if not path.is_file() or path.stat().st_mtime < pre.stat().st_mtime:
-        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-        from mpqdm.frontend.model_io import load_scheduler
-
-        print(f"== quantizing {pre} to {path}", flush=True)
-        n_train = int(load_scheduler(fp_model(model)).config.num_train_timesteps)
-        steps = np.linspace(0, n_train - 1, CALIB_SAMPLES).round()
-
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self.feeds = iter([inputs(model, seed=100 + i, t=float(t)) for i, t in enumerate(steps)])
-
-            def get_next(self):
-                return next(self.feeds, None)
-
-        tmp = path.with_suffix(".tmp.onnx")
-        quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=OPS_INT8,
-                        nodes_to_exclude=exclude, per_channel=True, reduce_range=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        tmp.replace(path)
-    # what was quantized: the nodes whose weight input comes from a DequantizeLinear
-    g = onnx.load(str(path), load_external_data=False).graph
-    dq = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
-    done = {}
-    for n in g.node:
-        if n.op_type in OPS_INT8 and len(n.input) > 1 and n.input[0] in dq and n.input[1] in dq:
-            done[n.op_type] = done.get(n.op_type, 0) + 1
-    quantized = ", ".join(f"{k} {done.get(k, 0)}/{v}" for k, v in sorted(count.items()))
-    feed = inputs(model, seed=2)
-    ref, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)[0]
-                for p in (fp32, path))
-    note = (f"int8 QDQ, U8 activations, S8 per-channel weights, reduce_range: {quantized} (Gemm: the Linear "
-            f"layers, attention projections included); fp32: {len(exclude)} attention MatMuls (QK^T, AV); "
-            f"rel. err vs fp32 {rel_err(got, ref):.1e}")
-    return path, note
+    """ONNX Runtime's static QDQ int8 model of `fp32` (frontend/onnx_int8.py), and a note of what it quantizes."""
+    path = ONNX_DIR / f"{model}-int8.onnx"
+    print(f"== quantizing {fp32} to {path}", flush=True)
+    return path, quantize_int8(fp_model(model), fp32, path, CALIB_SAMPLES)
 
 
 # ---------------------------------------------------------------- engines

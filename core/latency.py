@@ -63,6 +63,7 @@ def _key(e: dict) -> tuple:
 @dataclass
 class LatencyTable:
     board: str
+    measured = True                 # class attribute: False for UnmeasuredTable
     entries: dict[tuple, dict] = field(default_factory=dict)
 
     @classmethod
@@ -128,6 +129,16 @@ class LatencyTable:
         used pays its fixed cost once (its channels run as one block), each channel its slope."""
         fits = {b: self.fit(shape, c_out, partial, b, abits, threads, op) for b in {b for _, b in groups}}
         return mix_ms(fits, groups)
+
+
+class UnmeasuredTable(LatencyTable):
+    """A board with no latency table: every kernel costs 0 ms, so only memory budgets bind (a
+    latency budget is refused before it is used: see allocator.allocate)."""
+
+    measured = False
+
+    def time(self, op: str, shape: str, wbits: int, abits: int, threads: int, channels: int) -> float:
+        return 0.0
 
 
 def mix_ms(fits: dict[int, tuple[float, float]], groups) -> float:

@@ -67,6 +67,13 @@ def batch_noise(cfg: EvalConfig, b: int, n: int) -> torch.Tensor:
     return torch.randn((n, 1, 32, 32), generator=gen)
 
 
+def eval_noise(cfg: EvalConfig) -> np.ndarray:
+    """The noise `evaluate` starts from, NHWC, in sample order (for mpqdm-run --noise)."""
+    parts = [batch_noise(cfg, b, min(cfg.batch, cfg.samples - b * cfg.batch)).numpy()
+             for b in range(-(-cfg.samples // cfg.batch))]
+    return np.concatenate(parts).transpose(0, 2, 3, 1).copy()
+
+
 def sample_images(eps_fn_factory, cfg: EvalConfig, alphas_cumprod, work: Path, device,
                   num_train_timesteps: int = 1000, progress: bool = True) -> np.ndarray:
     """Generate cfg.samples images as uint8, one cached .npy per batch under `work`."""

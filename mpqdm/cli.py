@@ -224,6 +224,30 @@ def _stats(args) -> None:
     print(f"wrote {out}: {len(stats['layers'])} layers, bits {stats['candidate_bits']}, abits {stats['abits']}")
 
 
+def _deploy(args) -> None:
+    from mpqdm.deploy.pipeline import DeployConfig, deploy
+
+    cfg = DeployConfig(board=args.board, latency_ms=args.latency_ms, weight_memory_kb=args.weight_memory_kb,
+                       wbits=args.wbits, abits=args.abits, plan=args.plan, qat_iterations=args.qat_iterations,
+                       fd_samples=args.fd_samples, steps=args.steps, calib_samples=args.calib_samples,
+                       threads=args.threads, device=args.device)
+    out = args.out or str(Path("out") / "deploy" / f"{Path(args.model).resolve().name}-{cfg.board}")
+    info = deploy(args.model, out, cfg)
+    met = {None: "no budget given", True: "budgets met", False: "BUDGETS NOT MET"}[info["budgets_met"]]
+    print(f"wrote {out}: model.mpq {info['artifact_kb']} KB, mpqdm-run for {info['board']}, FD {info['fd']} "
+          f"(FP {info['fd_fp']}), {met}; report {out}/report.html ({info['seconds']:.0f} s)")
+
+
+def _export_onnx(args) -> None:
+    from mpqdm.frontend.onnx_export import check_onnx, export_onnx
+
+    info = export_onnx(args.export, args.out)
+    chk = check_onnx(args.export, args.out)
+    print(f"wrote {args.out}: {info['layers']} quantized layers ({info['int4_layers']} int4, {info['int8_layers']} "
+          f"int8); ONNX Runtime vs PyTorch fake-quant, one UNet call at each of {len(chk['per_step'])} steps: "
+          f"median relative error {chk['median_rel_error']:.2e}, max {chk['max_rel_error']:.2e}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="mpqdm", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -330,6 +354,31 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", help="JSON file (default out/stats/<model>.json)")
     _add_calib(st)
     st.set_defaults(func=_stats)
+
+    dp = sub.add_parser("deploy", help="one command: statistics, allocation or fixed bits, PTQ, QAT, compile, build, "
+                        "the binary checked against PyTorch, samples, FD and report.md/report.html in one folder")
+    dp.add_argument("model", **_MODEL, help="diffusers UNet2DModel folder (default: the embedded default model)")
+    dp.add_argument("--board", required=True, help="board profile name or board.toml path")
+    dp.add_argument("--latency-ms", type=real(), help="budget per UNet call, quantized layers (needs the board's "
+                    "measured latency table)")
+    dp.add_argument("--weight-memory-kb", type=real(), help="budget for the quantized layers' packed weights")
+    dp.add_argument("--wbits", type=int, default=2, help="fixed weight bits when no budget is given")
+    dp.add_argument("--abits", type=int, default=4, help="activation bits")
+    dp.add_argument("--plan", default="uniform", help="without a budget: uniform, omq, or a BitPlan JSON file")
+    dp.add_argument("--qat-iterations", type=count(0), default=20, help="QAT iterations of batch 8 (0: PTQ only)")
+    dp.add_argument("--fd-samples", type=count(2), default=500, help="samples for the FD, deployed and FP")
+    dp.add_argument("--steps", type=count(), default=20, help="DDIM sampling steps")
+    dp.add_argument("--calib-samples", type=count(), default=64, help="FP trajectories for calibration")
+    dp.add_argument("--threads", type=threads, help="runtime threads for samples and timing (default: the board's)")
+    dp.add_argument("--device", default="auto", help="PyTorch device for calibration, QAT and FP samples")
+    dp.add_argument("-o", "--out", help="deploy folder (default out/deploy/<model>-<board>); rerun to resume")
+    dp.set_defaults(func=_deploy)
+
+    ox = sub.add_parser("export-onnx", help="a quantized export as ONNX QDQ (int4/int8 weights, per-step activation "
+                        "parameters chosen by a step input), checked in ONNX Runtime against PyTorch")
+    ox.add_argument("export", help="quantized export folder (mpqdm quantize / qat)")
+    ox.add_argument("-o", "--out", required=True, help="the .onnx file to write")
+    ox.set_defaults(func=_export_onnx)
     return p
 
 

@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # clang with its sanitizer and libFuzzer runtimes (libclang-rt-14-dev holds libclang_rt.fuzzer/asan/ubsan):
-# the loader fuzzer (make -C runtime fuzz; mpqdm/testing/fuzz.py)
-APT_PKGS="make gcc libc6-dev gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang libclang-rt-14-dev libfuzzer-14-dev"
+# the loader fuzzer (make -C runtime fuzz; mpqdm/testing/fuzz.py); chromium: the deploy report's rendering test
+APT_PKGS="make gcc libc6-dev gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang libclang-rt-14-dev libfuzzer-14-dev chromium"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

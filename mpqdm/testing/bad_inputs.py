@@ -139,8 +139,8 @@ CASES = [
           "cannot read latency table"),
     _case("allocate malformed latency table", "allocate --stats {stats} --table {bad_table} --out p.json",
           "median_ms"),
-    _case("allocate a board never profiled", "allocate --stats {stats} --board rpi5 --out p.json",
-          "cannot read latency table"),
+    _case("allocate a latency budget on a board never profiled", "allocate --stats {stats} --board rpi5 "
+          "--latency-ms 5 --out p.json", "profiled first"),
     _case("allocate into a folder", "allocate --stats {stats} --table {table} --out {precious}", "is a folder"),
     _case("allocate an impossible memory budget", "allocate --stats {stats} --table {table} --weight-memory-kb "
           "0.001 --out p.json --pareto-points 0", "cannot be met"),
@@ -151,6 +151,28 @@ CASES = [
     _case("stats into a folder", "stats {model} --out {precious}", "is a folder"),
     _case("stats a model with GELU", "stats {bad_gelu} --out s.json", "act_fn"),
     _case("stats zero calibration samples", "stats {model} --calib-samples 0 --out s.json", "--calib-samples"),
+    # deploy (refused before any stage runs, or by the stage that meets the problem, named)
+    _case("deploy without a board", "deploy {model} -o d", "--board"),
+    _case("deploy unknown board", "deploy {model} --board nosuch -o d", "unknown board"),
+    _case("deploy a latency budget on a board never profiled", "deploy {model} --board rpi5 --latency-ms 5 -o d",
+          "profiled first"),
+    _case("deploy zero memory budget", "deploy {model} --board host --weight-memory-kb 0 -o d",
+          "--weight-memory-kb"),
+    _case("deploy 9-bit weights", "deploy {model} --board host --wbits 9 -o d", "--wbits"),
+    _case("deploy negative QAT iterations", "deploy {model} --board host --qat-iterations -1 -o d",
+          "--qat-iterations"),
+    _case("deploy one FD sample", "deploy {model} --board host --fd-samples 1 -o d", "--fd-samples"),
+    _case("deploy missing model", "deploy {tmp}/none --board host -o d", "not a diffusers"),
+    _case("deploy into a folder of user files", "deploy {model} --board host -o {precious}",
+          "files mpqdm did not write"),
+    _case("deploy into its own model", "deploy {model} --board host -o {model}", "reads"),
+    _case("deploy into a file", "deploy {model} --board host -o {file}", "is a file"),
+    _case("deploy a model with GELU", "deploy {bad_gelu} --board host -o d", "stage ptq.*act_fn"),
+    _case("deploy a plan of another model", "deploy {model} --board host --plan {bad_plan_other} -o d",
+          "stage ptq.*plan is for model"),
+    # export-onnx
+    _case("export-onnx an FP model", "export-onnx {model} -o m.onnx", "export"),
+    _case("export-onnx into a folder", "export-onnx {export} -o {precious}", "folder"),
 ]
 
 
