@@ -106,3 +106,12 @@ def test_report_renders_in_chromium(deployed, tmp_path):
     assert r["errors"] == [], r["errors"]
     assert len(r["images"]) == 2 and all(i["ok"] and i["width"] > 100 for i in r["images"]), r["images"]
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_default_model_statistics_ship_with_the_package():
+    from mpqdm.core.resources import DEFAULT_MODEL
+    from mpqdm.deploy.shipped import stats_for
+    from mpqdm.frontend.model_io import model_fingerprint
+
+    path = stats_for(model_fingerprint(DEFAULT_MODEL))
+    assert path is not None and path.stat().st_size < 2_000_000

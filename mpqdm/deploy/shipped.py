@@ -26,3 +26,28 @@ def stats_for(sha256: str) -> Path | None:
     except UserError:                  # an older version: recompute rather than fail
         return None
     return p if doc.get("model", {}).get("sha256") == sha256 else None
+
+
+def ship(stats_file: Path) -> Path:
+    """Copy `mpqdm stats` output into the package, compact (floats to 6 significant digits: the
+    allocator's costs do not need more), named by its model's hash."""
+    import json
+
+    def compact(x):
+        if isinstance(x, float):
+            return float(f"{x:.6g}")
+        if isinstance(x, list):
+            return [compact(v) for v in x]
+        return {k: compact(v) for k, v in x.items()} if isinstance(x, dict) else x
+
+    doc = compact(read_stats(stats_file))
+    out = stats_path(doc["model"]["sha256"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
+    return out
+
+
+if __name__ == "__main__":      # python -m mpqdm.deploy.shipped out/stats/mnist-default.json
+    import sys
+
+    print(ship(Path(sys.argv[1])))
