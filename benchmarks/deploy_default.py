@@ -4,7 +4,8 @@ board's CPU and must agree with the host build).
 
 Run: .venv/bin/python benchmarks/deploy_default.py [--board host] [-- extra deploy options]
 Each run starts from an empty folder (out/deploy_bench/<board>), so nothing is reused. Writes
-benchmarks/results/deploy_default.json (host) or deploy_<board>.json, and a Markdown table beside it.
+benchmarks/results/deploy_default.json (host) or deploy_<board>.json, and a Markdown table beside it;
+for the host also docs/deploy_report.png, the report rendered in headless Chromium.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 from mpqdm.testing.bench import markdown_table, save_rows
+from mpqdm.testing.browser import render
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -54,6 +56,9 @@ def main() -> None:
     (RESULTS / f"{name}.md").write_text(
         f"# mpqdm deploy, default model, board {args.board}\n\nCommand: `{bench_cmd}`\n\n"
         + markdown_table([row], cols) + "\n\nStage seconds: " + json.dumps(info["stage_seconds"]) + "\n")
+    if args.board == "host":                  # the README's picture of the report
+        r = render(out / "report.html", ROOT / "docs" / "deploy_report.png", 1100, 2300)
+        assert not r["errors"] and all(i["ok"] for i in r["images"]), r
     print(row)
 
 

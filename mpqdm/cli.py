@@ -234,8 +234,9 @@ def _deploy(args) -> None:
     out = args.out or str(Path("out") / "deploy" / f"{Path(args.model).resolve().name}-{cfg.board}")
     info = deploy(args.model, out, cfg)
     met = {None: "no budget given", True: "budgets met", False: "BUDGETS NOT MET"}[info["budgets_met"]]
-    print(f"wrote {out}: model.mpq {info['artifact_kb']} KB, mpqdm-run for {info['board']}, FD {info['fd']} "
-          f"(FP {info['fd_fp']}), {met}; report {out}/report.html ({info['seconds']:.0f} s)")
+    fd = f"FD {info['fd']} (FP {info['fd_fp']})" if info["fd"] is not None else "no FD (not a 1x32x32 model)"
+    print(f"wrote {out}: model.mpq {info['artifact_kb']} KB, mpqdm-run for {info['board']}, {fd}, {met}; "
+          f"report {out}/report.html ({info['seconds']:.0f} s)")
 
 
 def _export_onnx(args) -> None:

@@ -5,6 +5,7 @@ stopped with the stage named and no folder left looking complete; the HTML repor
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from mpqdm.deploy import check
 from mpqdm.deploy.pipeline import DeployConfig, deploy
 from mpqdm.testing.browser import render
 
+REPO = Path(__file__).resolve().parent.parent
 TINY = dict(steps=3, calib_samples=4, qat_iterations=1, qat_batch=2, fd_samples=8, threads=1, device="cpu")
 
 
@@ -98,14 +100,16 @@ def test_output_folder_of_other_files_is_refused(tiny_unet_dir, tmp_path):
     assert (tmp_path / "d" / "mine.txt").read_text() == "keep"
 
 
-def test_report_renders_in_chromium(deployed, tmp_path):
+def test_report_renders_in_chromium(deployed):
     out, _ = deployed
     html = (out / "report.html").read_text()
     assert "http://" not in html and "https://" not in html and "<script" not in html    # self-contained
-    r = render(out / "report.html", tmp_path / "report.png")
+    shot = REPO / "out" / "tests" / "deploy_report.png"          # kept for a look after the run
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    r = render(out / "report.html", shot)
     assert r["errors"] == [], r["errors"]
     assert len(r["images"]) == 2 and all(i["ok"] and i["width"] > 100 for i in r["images"]), r["images"]
-    assert (tmp_path / "report.png").stat().st_size > 10_000
+    assert shot.stat().st_size > 10_000
 
 
 def test_default_model_statistics_ship_with_the_package():
@@ -115,3 +119,22 @@ def test_default_model_statistics_ship_with_the_package():
 
     path = stats_for(model_fingerprint(DEFAULT_MODEL))
     assert path is not None and path.stat().st_size < 2_000_000
+
+
+def test_the_browser_probe_sees_errors_and_broken_images(tmp_path):
+    page = tmp_path / "bad.html"
+    page.write_text('<html><head></head><body><img alt="x" src="data:image/png;base64,AAAA">'
+                    "<script>console.error('boom'); undefinedFunction();</script></body></html>")
+    r = render(page, tmp_path / "bad.png")
+    assert any("boom" in e for e in r["errors"]) and any("undefinedFunction" in e for e in r["errors"]), r
+    assert r["images"] and not r["images"][0]["ok"]
+
+
+def test_a_model_the_fd_cannot_score_is_deployed_and_checked(tmp_path):
+    from mpqdm.testing.fixtures import tiny_unet
+
+    model = tiny_unet(tmp_path / "rgb", in_channels=3, out_channels=3)
+    info = deploy(model, tmp_path / "d", DeployConfig(**{**TINY, "qat_iterations": 0}), progress=False)
+    assert info["fd"] is None and "samples" not in info["stage_seconds"]
+    assert info["check"]["median_rel_error"] <= check.MEDIAN_BOUND
+    assert "No FD" in (tmp_path / "d" / "report.md").read_text()

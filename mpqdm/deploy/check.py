@@ -18,7 +18,7 @@ from mpqdm.core.resources import DEFAULT_CLASSIFIER
 from mpqdm.frontend.classifier import features, load_classifier
 from mpqdm.frontend.evaluate import EvalConfig, eval_noise, evaluate, from_uint8, real_stats, save_grid, to_uint8
 from mpqdm.frontend.fd import fd_of_features
-from mpqdm.frontend.onnx_int8 import export_fp32, quantize_int8, time_in_process
+from mpqdm.frontend.onnx_int8 import export_fp32, input_shape, quantize_int8, time_in_process
 from mpqdm.frontend.torch_run import psnr, rel_error, torch_eps, torch_samples
 
 CHECK_SAMPLES = 4          # inputs per checked step
@@ -37,7 +37,8 @@ def binary_of(board, d: Path) -> list[str]:
 
 def binary_check(export: Path, builds: dict[str, Path], board, cfg, d: Path) -> dict:
     steps = sorted({0, cfg.steps // 2, cfg.steps - 1})
-    x = np.random.default_rng(0).standard_normal((CHECK_SAMPLES, 32, 32, 1)).astype(np.float32)
+    _, c, h, w = input_shape(export)
+    x = np.random.default_rng(0).standard_normal((CHECK_SAMPLES, h, w, c)).astype(np.float32)
     cmd, art = binary_of(board, builds[board.name]), builds[board.name] / "model.mpq"
     t = str(threads_for(board, cfg))
     rows, agree = [], []
@@ -71,6 +72,11 @@ def binary_check(export: Path, builds: dict[str, Path], board, cfg, d: Path) -> 
                         f"of {out['median_rel_error']:.3g} (bound {MEDIAN_BOUND:g}). Possible solutions: report it "
                         "with this folder's stages/check")
     return out
+
+
+def scores_fd(model: Path) -> bool:
+    """The FD's classifier takes 1-channel 32x32 images: other models are deployed and checked, not scored."""
+    return input_shape(model)[1:] == (1, 32, 32)
 
 
 def fd_config(cfg) -> EvalConfig:

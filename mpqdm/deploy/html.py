@@ -39,7 +39,7 @@ def page(info: dict, sections: list, img: Path) -> str:
         parts.append(table(body) if isinstance(body, list) else f"<p>{inline(body)}</p>")
         if head == "Model and board":
             parts.append(image(img / "bits.png", "weight bits per layer"))
-        if head == "Quality":
+        if head == "Quality" and info["fd"] is not None:
             parts.append('<p class="cap">FP model\'s samples (left) and the deployed model\'s (right), '
                          "from the same noise:</p>" + image(img / "samples.png", "sample grids"))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mpqdm deploy: "

@@ -61,11 +61,11 @@ class DeployConfig:
         return Budgets(self.latency_ms, self.weight_memory_kb, None)
 
 
-def stage_names(cfg: DeployConfig, cross: bool) -> list[str]:
+def stage_names(cfg: DeployConfig, cross: bool, fd: bool) -> list[str]:
     names = ["stats", "allocate"] if cfg.budgets else []
     names += ["ptq"] + (["qat"] if cfg.qat_iterations else []) + ["compile", "build"]
     names += ["compile-host", "build-host"] if cross else []
-    return names + ["check", "samples", "fp-samples", "bench", "int8-peer", "report"]
+    return names + ["check"] + (["samples", "fp-samples"] if fd else []) + ["bench", "int8-peer", "report"]
 
 
 def prepare_out(out, model: Path) -> Path:
@@ -98,7 +98,7 @@ def deploy(model_dir: str | Path | None, out: str | Path, cfg: DeployConfig = De
                         "Possible solutions: --weight-memory-kb or fixed bits (--wbits/--abits) instead")
     sha = model_fingerprint(model)
     out = prepare_out(out, model)
-    st = Stages(out, stage_names(cfg, board.is_cross), progress)
+    st = Stages(out, stage_names(cfg, board.is_cross, check.scores_fd(model)), progress)
     ctx = {"model": str(model.resolve()), "sha256": sha}
 
     plan_file, plan_kind = (cfg.plan, "file") if cfg.plan.endswith(".json") else (None, cfg.plan)
@@ -137,11 +137,13 @@ def deploy(model_dir: str | Path | None, out: str | Path, cfg: DeployConfig = De
     chk = st.run("check", {"board": board.name}, lambda d: check.binary_check(export, builds, board, cfg, d),
                  needs=bnames, what="the built binary against PyTorch" + (" and the host build (qemu)"
                                                                             if board.is_cross else ""))
-    samples = st.run("samples", {"n": cfg.fd_samples, "steps": cfg.steps},
-                     lambda d: check.runtime_samples(host, board, cfg, d), needs=bnames,
-                     what=f"{cfg.fd_samples} samples by the {'host build' if board.is_cross else 'board binary'}")
-    fp = st.run("fp-samples", {**ctx, "n": cfg.fd_samples, "steps": cfg.steps},
-                lambda d: check.fp_samples(model, cfg, d), what=f"{cfg.fd_samples} FP samples, same noise")
+    samples = fp = None
+    if check.scores_fd(model):
+        samples = st.run("samples", {"n": cfg.fd_samples, "steps": cfg.steps},
+                         lambda d: check.runtime_samples(host, board, cfg, d), needs=bnames,
+                         what=f"{cfg.fd_samples} samples by the {'host build' if board.is_cross else 'board binary'}")
+        fp = st.run("fp-samples", {**ctx, "n": cfg.fd_samples, "steps": cfg.steps},
+                    lambda d: check.fp_samples(model, cfg, d), what=f"{cfg.fd_samples} FP samples, same noise")
     timing = {"board": board.name, "threads": cfg.threads}
     bench = st.run("bench", timing, lambda d: check.bench_stage(host, board, cfg, d), needs=bnames,
                    what="step time and memory")

@@ -134,8 +134,9 @@ def summary(out: Path, model: Path, sha: str, board, cfg, st, data: dict) -> dic
         "peak_rss_mb": bench.get("peak_rss_mb"), "arena_kb": data["compile"]["peak_activation_kb"],
         "ms_per_step": bench.get("ms_per_step"), "threads": bench.get("threads"),
         "ms_per_step_1_thread": bench.get("ms_per_step_1_thread"), "bench": bench,
-        "fd": smp["fd"], "fd_fp": fp["fd"], "fd_floor": fp["fd_floor"], "fd_samples": smp["samples"],
-        "samples_made_by": smp["made_by"], "check": chk, "emulated": board.is_cross, "int8_peer": data["peer"],
+        "fd": smp and smp["fd"], "fd_fp": fp and fp["fd"], "fd_floor": fp and fp["fd_floor"],
+        "fd_samples": smp and smp["samples"], "samples_made_by": smp and smp["made_by"], "check": chk,
+        "emulated": board.is_cross, "int8_peer": data["peer"],
         "stage_seconds": st.seconds, "reused_stages": st.reused,
     }
 
@@ -146,13 +147,14 @@ def write(out: Path, model: Path, sha: str, board, cfg, st, data: dict) -> dict:
     img.mkdir(exist_ok=True)
     plan, _ = plan_of(data["export"])
     bits_chart(plan, img / "bits.png")
-    side_by_side(Path(data["fp"]["grid"]), Path(data["samples"]["grid"]), img / "samples.png")
+    if data["samples"]:
+        side_by_side(Path(data["fp"]["grid"]), Path(data["samples"]["grid"]), img / "samples.png")
     d = data["builds"][board.name]
     copy_file(d / "model.mpq", out / "model.mpq")
     copy_file(d / "mpqdm-run", out / "mpqdm-run")
     copy_file(data["export"] / "quant_plan.json", out / "plan.json")
-    info["files"] = ["model.mpq", "mpqdm-run", "plan.json", "report.md", "report.html", "images/bits.png",
-                     "images/samples.png"]
+    info["files"] = ["model.mpq", "mpqdm-run", "plan.json", "report.md", "report.html", "images/bits.png"] + (
+        ["images/samples.png"] if data["samples"] else [])
     md = markdown(info)
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(html.page(info, md_sections(info), img))
@@ -201,8 +203,10 @@ def md_sections(info: dict) -> list[tuple[str, list[dict] | str]]:
              for r in chk["calls"]]
     for r, a in zip(calls, chk.get("host_agreement", []), strict=False):
         r["rel. error vs host build"] = f"{a['rel_error_vs_host']:.1e}" + (" (identical)" if a["identical"] else "")
-    quality = [{"model": "FP (PyTorch)", "FD": info["fd_fp"], "samples": info["fd_samples"]},
-               {"model": f"deployed ({info['samples_made_by']})", "FD": info["fd"], "samples": info["fd_samples"]}]
+    quality = ([{"model": "FP (PyTorch)", "FD": info["fd_fp"], "samples": info["fd_samples"]},
+                {"model": f"deployed ({info['samples_made_by']})", "FD": info["fd"], "samples": info["fd_samples"]}]
+               if info["fd"] is not None else "No FD: the bundled MNIST classifier scores 1-channel 32x32 samples "
+               "only; the check above compares this model's UNet calls with PyTorch's.")
     stages = [{"stage": k, "seconds": v, "reused": k in info["reused_stages"]}
               for k, v in info["stage_seconds"].items()]
     return [
@@ -229,7 +233,7 @@ def markdown(info: dict) -> str:
         lines += [f"## {head}", "", markdown_table(body, list(body[0])) if isinstance(body, list) else body, ""]
         if head == "Model and board":
             lines += ["![bits per layer](images/bits.png)", ""]
-        if head == "Quality":
+        if head == "Quality" and info["fd"] is not None:
             lines += ["FP model's samples (left) and the deployed model's (right), from the same noise:", "",
                       "![samples](images/samples.png)", ""]
     return "\n".join(lines)
