@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,8 @@ def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = 
         table = UnmeasuredTable(board.name)          # a table without this model's shapes binds nothing
         problems = build(stats, table, *args)
     sol = solve(problems, budgets, solver_threads)
+    if not table.measured:
+        sol = dataclasses.replace(sol, latency_ms=None)     # not modelled: say so, never "0 ms"
     return to_plan(stats, problems, sol, g), sol, problems, stats
 
 
@@ -119,11 +122,15 @@ def report_rows(problems: list[LayerProblem], sol: Solution) -> list[dict]:
     return rows
 
 
+def latency_text(sol: Solution) -> str:
+    return "not modelled (no latency table for these layers)" if sol.latency_ms is None else f"{sol.latency_ms:.4f} ms"
+
+
 def write_report(path: Path, rows: list[dict], sol: Solution, budgets: Budgets, board: str) -> None:
     lines = [f"# Bit allocation for board {board}", "",
              f"Predicted cost {sol.cost:.5g}; weight memory {sol.weight_bytes / 1024:.2f} KB"
              f" (budget {budgets.weight_kb if budgets.weight_kb is not None else 'none'});"
-             f" latency {sol.latency_ms:.4f} ms per UNet call, quantized layers"
+             f" latency {latency_text(sol)} per UNet call, quantized layers"
              f" (budget {budgets.latency_ms if budgets.latency_ms is not None else 'none'});"
              f" average weight bits {sol.avg_bits:.3f}; solved in {sol.solve_s:.2f} s.", "",
              markdown_table(rows, list(rows[0]))]

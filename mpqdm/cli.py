@@ -205,14 +205,14 @@ def _build(args) -> None:
 
 
 def _allocate(args) -> None:
-    from mpqdm.allocator.allocate import allocate_to
+    from mpqdm.allocator.allocate import allocate_to, latency_text
     from mpqdm.allocator.ilp import Budgets
 
     budgets = Budgets(args.latency_ms, args.weight_memory_kb, args.avg_bits)
     _, sol, report = allocate_to(args.out, args.stats, args.board, budgets, args.abits, args.bits, args.group_size,
                                  args.table, args.threads, args.pareto_points)
     print(f"wrote {args.out} and {report}: cost {sol.cost:.5g}, weight memory "
-          f"{sol.weight_bytes / 1024:.2f} KB, latency {sol.latency_ms:.4f} ms, average weight bits "
+          f"{sol.weight_bytes / 1024:.2f} KB, latency {latency_text(sol)}, average weight bits "
           f"{sol.avg_bits:.3f}, solved in {sol.solve_s:.2f} s")
 
 

@@ -201,3 +201,17 @@ def test_allocate_command_writes_plan_report_and_plots(tmp_path):
     r = run("--weight-memory-kb", "0.5")
     assert r.returncode != 0 and "weight memory 0.5 KB cannot be met" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()                        # nothing written for an infeasible budget
+
+
+def test_a_board_without_a_table_takes_a_memory_budget_and_refuses_a_latency_one(tmp_path):
+    from mpqdm.allocator.allocate import allocate_to
+    from mpqdm.core.stats import write_stats
+
+    cost = np.sort(np.random.default_rng(4).uniform(0, 1, (8, 32)), axis=0)[::-1]
+    write_stats(stats({"a": layer(32, 72, cost)}), tmp_path / "stats.json")
+    plan, sol, report = allocate_to(tmp_path / "p.json", tmp_path / "stats.json", "rpi5", Budgets(None, 1.0, None),
+                                    abits=4, pareto_points=2)
+    assert sol.latency_ms is None and sol.weight_bytes <= 1024
+    assert "not modelled" in report.read_text() and set(plan.layers) == {"a"}
+    with pytest.raises(UserError, match="profiled first"):
+        allocate_to(tmp_path / "q.json", tmp_path / "stats.json", "rpi5", Budgets(1.0, None, None), abits=4)

@@ -49,11 +49,11 @@ def stats_stage(model: Path, d: Path, shipped: Path | None, cfg) -> dict:
 
 def allocate_stage(stats: Path, board, cfg, d: Path) -> dict:
     d.mkdir(parents=True, exist_ok=True)
-    measured = latency_path(board).is_file()
     _, sol, _ = allocate_to(d / "plan.json", stats, board.name, cfg.budgets, cfg.abits, CANDIDATE_WBITS,
                             pareto_points=0)
     return {"plan": str(d / "plan.json"), "cost": sol.cost, "weight_kb": round(sol.weight_bytes / 1024, 2),
-            "latency_ms": round(sol.latency_ms, 4) if measured else None, "avg_wbits": round(sol.avg_bits, 4),
+            "latency_ms": None if sol.latency_ms is None else round(sol.latency_ms, 4),
+            "avg_wbits": round(sol.avg_bits, 4),
             "solve_seconds": round(sol.solve_s, 2), "bits": list(CANDIDATE_WBITS)}
 
 
