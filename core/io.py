@@ -38,6 +38,14 @@ def write_json(path: str | Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def atomic_copy(src: str | Path, dst: str | Path) -> None:
+    """Copy a file (with its mode) through a temporary file beside `dst`, then rename."""
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
 def atomic_torch_save(obj, path: str | Path) -> None:
     import torch
 

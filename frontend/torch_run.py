@@ -24,14 +24,19 @@ def torch_samples(model_dir: Path, noise_nhwc: np.ndarray, steps: int) -> np.nda
     return ddim_sample(eps, _nchw(noise_nhwc), s).permute(0, 2, 3, 1).numpy()
 
 
-@torch.no_grad()
-def torch_eps(model_dir: Path, x_nhwc: np.ndarray, steps: int, step: int) -> np.ndarray:
-    """One UNet call on x at sampling step `step` (0: the noisiest), as `mpqdm-run --unet-step`."""
+def torch_eps_fn(model_dir: Path, steps: int):
+    """The model loaded once -> eps_at(x_nhwc, step): one UNet call on x at sampling step `step` (0: the
+    noisiest), as `mpqdm-run --unet-step`."""
     _, sched, eps = load_for_sampling(model_dir, steps)
     s = ddim_schedule(sched.alphas_cumprod, steps, sched.config.num_train_timesteps)
-    x = _nchw(x_nhwc)
-    t = torch.full((x.shape[0],), int(s.timesteps[step]), dtype=torch.long)
-    return eps(x, t, step).permute(0, 2, 3, 1).numpy()
+
+    @torch.no_grad()
+    def eps_at(x_nhwc: np.ndarray, step: int) -> np.ndarray:
+        x = _nchw(x_nhwc)
+        t = torch.full((x.shape[0],), int(s.timesteps[step]), dtype=torch.long)
+        return eps(x, t, step).permute(0, 2, 3, 1).numpy()
+
+    return eps_at
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 2.0) -> float:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mpqdm.backend_tvm import verify
 from mpqdm.cli import main
 from mpqdm.core.errors import UserError
-from mpqdm.deploy import check
 from mpqdm.deploy.pipeline import DeployConfig, deploy
 from mpqdm.testing.browser import render
 
@@ -39,7 +39,7 @@ def test_one_folder_with_artifact_binary_plan_and_report(deployed):
     md = (out / "report.md").read_text()
     for part in ("## Budgets", "## Sizes", "## Speed", "## Quality", "images/samples.png", "images/bits.png"):
         assert part in md
-    assert info["check"]["median_rel_error"] <= check.MEDIAN_BOUND
+    assert info["check"]["median_rel_error"] <= verify.MEDIAN_BOUND
     assert info["ms_per_step"] > 0 and info["peak_rss_mb"] > 0
     assert np.isfinite(info["fd"]) and np.isfinite(info["fd_fp"])
 
@@ -58,7 +58,7 @@ def test_interrupted_deploy_is_not_complete_and_resumes(tiny_unet_dir, tmp_path,
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(check, "runtime_samples", boom)
+    monkeypatch.setattr(verify, "runtime_samples", boom)
     with pytest.raises(KeyboardInterrupt):
         deploy(tiny_unet_dir, out, cfg, progress=False)
     assert not (out / "deploy.json").exists() and not (out / "report.html").exists()
@@ -136,5 +136,5 @@ def test_a_model_the_fd_cannot_score_is_deployed_and_checked(tmp_path):
     model = tiny_unet(tmp_path / "rgb", in_channels=3, out_channels=3)
     info = deploy(model, tmp_path / "d", DeployConfig(**{**TINY, "qat_iterations": 0}), progress=False)
     assert info["fd"] is None and "samples" not in info["stage_seconds"]
-    assert info["check"]["median_rel_error"] <= check.MEDIAN_BOUND
+    assert info["check"]["median_rel_error"] <= verify.MEDIAN_BOUND
     assert "No FD" in (tmp_path / "d" / "report.md").read_text()

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mpqdm.allocator.ilp import Budgets
+from mpqdm.backend_tvm import verify
 from mpqdm.boards.registry import latency_path, load_board
 from mpqdm.core.bits import ABITS, CANDIDATE_WBITS, check_bits
 from mpqdm.core.errors import UserError
@@ -17,7 +18,7 @@ from mpqdm.core.io import MARKER, check_output_dir, write_json
 from mpqdm.core.resources import DEFAULT_MODEL
 from mpqdm.frontend.model_io import model_fingerprint
 
-from . import check, report, shipped, work
+from . import report, shipped, work
 from .stages import Stages
 
 COMMAND = "deploy"
@@ -91,14 +92,14 @@ def deploy(model_dir: str | Path | None, out: str | Path, cfg: DeployConfig = De
     if not (model / "config.json").is_file():
         raise UserError(f"stage model: {str(model)!r} is not a diffusers UNet2DModel folder (no config.json). "
                         "Possible solutions: give the folder that holds config.json and the weights")
-    measured = latency_path(board).is_file()
-    if cfg.latency_ms is not None and not measured:
+    table = latency_path(board)
+    if cfg.latency_ms is not None and not table.is_file():
         raise UserError(f"stage allocate: board {board.name!r} has no measured latency table: a latency budget "
                         f"needs the board profiled first (mpqdm profile MODEL --board {board.name}, on the board). "
                         "Possible solutions: --weight-memory-kb or fixed bits (--wbits/--abits) instead")
     sha = model_fingerprint(model)
     out = prepare_out(out, model)
-    st = Stages(out, stage_names(cfg, board.is_cross, check.scores_fd(model)), progress)
+    st = Stages(out, stage_names(cfg, board.is_cross, verify.scores_fd(model)), progress)
     ctx = {"model": str(model.resolve()), "sha256": sha}
 
     plan_file, plan_kind = (cfg.plan, "file") if cfg.plan.endswith(".json") else (None, cfg.plan)
@@ -134,26 +135,26 @@ def deploy(model_dir: str | Path | None, out: str | Path, cfg: DeployConfig = De
         builds[b.name] = st.path(c)
     host = builds.get("host", builds[board.name])
     bnames = tuple(n for n in st.names if n.startswith("build"))
-    chk = st.run("check", {"board": board.name}, lambda d: check.binary_check(export, builds, board, cfg, d),
+    chk = st.run("check", {"board": board.name}, lambda d: verify.binary_check(export, builds, board, cfg, d),
                  needs=bnames, what="the built binary against PyTorch" + (" and the host build (qemu)"
                                                                             if board.is_cross else ""))
     samples = fp = None
-    if check.scores_fd(model):
+    if verify.scores_fd(model):
         samples = st.run("samples", {"n": cfg.fd_samples, "steps": cfg.steps},
-                         lambda d: check.runtime_samples(host, board, cfg, d), needs=bnames,
+                         lambda d: verify.runtime_samples(host, board, cfg, d), needs=bnames,
                          what=f"{cfg.fd_samples} samples by the {'host build' if board.is_cross else 'board binary'}")
         fp = st.run("fp-samples", {**ctx, "n": cfg.fd_samples, "steps": cfg.steps},
-                    lambda d: check.fp_samples(model, cfg, d), what=f"{cfg.fd_samples} FP samples, same noise")
+                    lambda d: verify.fp_samples(model, cfg, d), what=f"{cfg.fd_samples} FP samples, same noise")
     timing = {"board": board.name, "threads": cfg.threads}
-    bench = st.run("bench", timing, lambda d: check.bench_stage(host, board, cfg, d), needs=bnames,
+    bench = st.run("bench", timing, lambda d: verify.bench_stage(host, board, cfg, d), needs=bnames,
                    what="step time and memory")
-    peer = st.run("int8-peer", {**ctx, **timing}, lambda d: check.peer_stage(model, board, cfg, d),
+    peer = st.run("int8-peer", {**ctx, **timing}, lambda d: verify.peer_stage(model, board, cfg, d),
                   what="ONNX Runtime int8 of the FP model, for comparison")
     st.say("report", "report.md and report.html")
     info = report.write(out, model, sha, board, cfg, st, {"check": chk, "samples": samples, "fp": fp,
                                                          "bench": bench, "peer": peer, "ptq": ptq, "export": export,
                                                          "compile": compiled[board.name],
-                                                         "builds": builds})
+                                                         "builds": builds, "table": table})
     info["seconds"] = round(time.perf_counter() - t0, 1)
     info["complete"] = True
     write_json(out / "deploy.json", info)

@@ -9,9 +9,10 @@ import platform
 from dataclasses import asdict
 from pathlib import Path
 
-from mpqdm.boards.registry import latency_path
+from mpqdm.backend_tvm.verify import threads_for
 from mpqdm.core.bitplan import BitPlan, LayerPlan
 from mpqdm.core.errors import UserError
+from mpqdm.core.io import atomic_copy
 from mpqdm.core.latency import LatencyTable, partial_width
 from mpqdm.core.machine import cpu_name
 from mpqdm.core.packing import layer_weight_bytes
@@ -21,8 +22,6 @@ from mpqdm.frontend.quant.export import read_meta
 from mpqdm.frontend.quant.shapes import layer_specs
 
 from . import html
-from .check import threads_for
-from .work import copy_file
 
 
 def plan_of(export: Path) -> tuple[BitPlan, dict]:
@@ -38,18 +37,17 @@ def weights_per_channel(meta: dict) -> dict[str, int]:
     return out
 
 
-def predicted(export: Path, plan: BitPlan, meta: dict, board, threads: int) -> dict:
+def predicted(export: Path, plan: BitPlan, meta: dict, board, table_path: Path, threads: int) -> dict:
     """Packed weight bytes of the quantized layers (exact) and their latency per UNet call by the board's
     table (None when the board has no table or the table lacks a shape)."""
     k = weights_per_channel(meta)
     layers = {n: p for n, p in plan.layers.items() if isinstance(p, LayerPlan)}
     nbytes = sum(layer_weight_bytes(k[n], [(g.stop - g.start, g.wbits) for g in p.groups]) for n, p in layers.items())
     out = {"weight_kb": round(nbytes / 1024, 2), "latency_ms": None, "latency_note": ""}
-    path = latency_path(board)
-    if not path.is_file():
+    if not table_path.is_file():
         out["latency_note"] = f"board {board.name} has no latency table: profile it first"
         return out
-    table = LatencyTable.load(path, board.name)
+    table = LatencyTable.load(table_path, board.name)
     specs = layer_specs(load_unet(export).eval())
     try:
         out["latency_ms"] = round(sum(
@@ -108,10 +106,9 @@ def fp_weights_kb(model: Path) -> float:
     return round(sum(p.stat().st_size for p in model.glob("*.safetensors")) / 1024, 1)
 
 
-def summary(out: Path, model: Path, sha: str, board, cfg, st, data: dict) -> dict:
+def summary(plan: BitPlan, meta: dict, model: Path, sha: str, board, cfg, st, data: dict) -> dict:
     export, builds = data["export"], data["builds"]
-    plan, meta = plan_of(export)
-    pred = predicted(export, plan, meta, board, threads_for(board, cfg))
+    pred = predicted(export, plan, meta, board, data["table"], threads_for(board, cfg))
     bench, smp, fp, chk = data["bench"], data["samples"], data["fp"], data["check"]
     qconv_ms = bench["ms_by_kind"].get("qconv") if bench.get("measured") else None
     met = {}
@@ -142,17 +139,17 @@ def summary(out: Path, model: Path, sha: str, board, cfg, st, data: dict) -> dic
 
 
 def write(out: Path, model: Path, sha: str, board, cfg, st, data: dict) -> dict:
-    info = summary(out, model, sha, board, cfg, st, data)
+    plan, meta = plan_of(data["export"])
+    info = summary(plan, meta, model, sha, board, cfg, st, data)
     img = out / "images"
     img.mkdir(exist_ok=True)
-    plan, _ = plan_of(data["export"])
     bits_chart(plan, img / "bits.png")
     if data["samples"]:
         side_by_side(Path(data["fp"]["grid"]), Path(data["samples"]["grid"]), img / "samples.png")
     d = data["builds"][board.name]
-    copy_file(d / "model.mpq", out / "model.mpq")
-    copy_file(d / "mpqdm-run", out / "mpqdm-run")
-    copy_file(data["export"] / "quant_plan.json", out / "plan.json")
+    atomic_copy(d / "model.mpq", out / "model.mpq")
+    atomic_copy(d / "mpqdm-run", out / "mpqdm-run")
+    atomic_copy(data["export"] / "quant_plan.json", out / "plan.json")
     info["files"] = ["model.mpq", "mpqdm-run", "plan.json", "report.md", "report.html", "images/bits.png"] + (
         ["images/samples.png"] if data["samples"] else [])
     md = markdown(info)

@@ -4,7 +4,6 @@ takes its stage folder and returns a small JSON-able summary (stages.py records 
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 from mpqdm.allocator.allocate import allocate_to
@@ -76,8 +75,3 @@ def build_stage(d: Path, board) -> dict:
     paths = build(d, board.name)
     return {"binaries": {p.name: p.stat().st_size for p in paths}}
 
-
-def copy_file(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copy2(src, tmp)
-    tmp.replace(dst)

@@ -1,6 +1,8 @@
-"""The deploy stages that judge the built binary: its UNet calls against the PyTorch fake-quant model
-(and, for an emulated board, against the host build under qemu with the board's CPU), its samples and
-their FD against the FP model's from the same noise, and its step time and memory."""
+"""Judging a built mpqdm-run (the deploy pipeline's checks, usable alone): its UNet calls against the
+PyTorch fake-quant model (and, for an emulated board, against the host build under qemu with the
+board's CPU), its samples and their FD against the FP model's from the same noise, its step time and
+memory, and ONNX Runtime int8 of the FP model measured the same way. Each takes an output folder `d`
+and returns a JSON-able summary."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from mpqdm.frontend.classifier import features, load_classifier
 from mpqdm.frontend.evaluate import EvalConfig, eval_noise, evaluate, from_uint8, real_stats, save_grid, to_uint8
 from mpqdm.frontend.fd import fd_of_features
 from mpqdm.frontend.onnx_int8 import export_fp32, input_shape, quantize_int8, time_in_process
-from mpqdm.frontend.torch_run import psnr, rel_error, torch_eps, torch_samples
+from mpqdm.frontend.torch_run import psnr, rel_error, torch_eps_fn, torch_samples
 
 CHECK_SAMPLES = 4          # inputs per checked step
 MEDIAN_BOUND = 5e-2        # binary vs fake-quant: median relative error of one UNet call
@@ -41,10 +43,11 @@ def binary_check(export: Path, builds: dict[str, Path], board, cfg, d: Path) -> 
     x = np.random.default_rng(0).standard_normal((CHECK_SAMPLES, h, w, c)).astype(np.float32)
     cmd, art = binary_of(board, builds[board.name]), builds[board.name] / "model.mpq"
     t = str(threads_for(board, cfg))
+    eps_at = torch_eps_fn(export, cfg.steps)
     rows, agree = [], []
     for s in tqdm(steps, desc="check", unit="step"):
         ours = run_binary(cmd, art, x, d / f"step{s}", "--unet-step", str(s), "--threads", t)
-        rows.append({"step": s, "rel_error_vs_pytorch": rel_error(ours, torch_eps(export, x, cfg.steps, s))})
+        rows.append({"step": s, "rel_error_vs_pytorch": rel_error(ours, eps_at(x, s))})
         if board.is_cross:
             host = run_binary([str(builds["host"] / "mpqdm-run")], builds["host"] / "model.mpq", x,
                               d / f"host{s}", "--unet-step", str(s))
@@ -90,7 +93,7 @@ def runtime_samples(host_dir: Path, board, cfg, d: Path, chunk: int = 50) -> dic
     noise = eval_noise(ecfg)
     d.mkdir(parents=True, exist_ok=True)
     parts, t0 = [], time.perf_counter()
-    threads = str(threads_for(load_host(board), cfg))
+    threads = str(threads_for(load_board("host") if board.is_cross else board, cfg))
     bar = tqdm(total=len(noise), desc="runtime samples", unit="img")
     for i in range(0, len(noise), chunk):
         f = d / f"chunk{i:06d}.f32"
@@ -110,10 +113,6 @@ def runtime_samples(host_dir: Path, board, cfg, d: Path, chunk: int = 50) -> dic
     return {"fd": round(fd, 3), "fd_floor": round(floor, 3), "samples": len(imgs), "steps": cfg.steps,
             "grid": str(d / "samples_grid.png"), "seconds": round(time.perf_counter() - t0, 1),
             "made_by": "host build" if board.is_cross else "board binary"}
-
-
-def load_host(board):
-    return load_board("host") if board.is_cross else board
 
 
 def fp_samples(model: Path, cfg, d: Path) -> dict:
