@@ -28,10 +28,23 @@ def ensure_writable_dir(path: str | Path) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_file(path: Path) -> tuple[int, str]:
+    """A temporary file beside `path` with an ordinary file's mode (mkstemp's is 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
 def write_json(path: str | Path, obj) -> None:
     """Write JSON atomically: a temporary file in the same folder, then rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = _new_file(path)
     with os.fdopen(fd, "w") as fh:
         json.dump(obj, fh, indent=2)
         fh.write("\n")
@@ -50,7 +63,7 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     import torch
 
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = _new_file(path)
     os.close(fd)
     torch.save(obj, tmp)
     os.replace(tmp, path)
