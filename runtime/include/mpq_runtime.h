@@ -88,5 +88,9 @@ typedef void *(*mpq_slot_lookup)(void *ctx, const char *name);
 int mpq_backend_start(int threads);
 void mpq_backend_bind(mpq_slot_lookup lookup, void *ctx);
 void mpq_backend_stop(void);
+/* Where kernel errors (TVMFFIErrorSetRaisedFromCStrParts) go: stderr, or `sink` once set (NULL: stderr
+ * again). The modules for TVM's RPC server (mpq_remote.c) hand them to TVM. */
+typedef void (*mpq_error_sink)(const char *kind, const char **parts, int32_t num_parts);
+void mpq_backend_error_sink(mpq_error_sink sink);
 
 #endif

@@ -1,5 +1,6 @@
 /* The symbols TVM-generated CPU kernels need: parallel launch on a small persistent pthread pool,
- * the barrier, workspace, errors. The pool is the library's only global mutable state. */
+ * the barrier, workspace, errors. The pool and the error sink are the library's only global mutable
+ * state. */
 #define _POSIX_C_SOURCE 200112L
 #include "mpq_runtime.h"
 
@@ -118,7 +119,15 @@ static int workspace_free(int device_type, int device_id, void *ptr) {
     return 0;
 }
 
+static mpq_error_sink error_sink;
+
+void mpq_backend_error_sink(mpq_error_sink sink) { error_sink = sink; }
+
 void TVMFFIErrorSetRaisedFromCStrParts(const char *kind, const char **parts, int32_t num_parts) {
+    if (error_sink) {
+        error_sink(kind, parts, num_parts);
+        return;
+    }
     fprintf(stderr, "kernel error (%s): ", kind ? kind : "?");
     for (int32_t i = 0; i < num_parts; i++) fputs(parts[i] ? parts[i] : "", stderr);
     fputc('\n', stderr);
@@ -130,6 +139,7 @@ int mpq_backend_start(int threads) {
     mpq_backend_stop();
     pool.threads = threads;
     pool.stop = 0;
+    pool.gen = 0;           /* new workers have seen generation 0: none runs an earlier launch */
     for (int i = 1; i < threads; i++) {
         if (pthread_create(&pool.tid[i], NULL, worker, (void *)(intptr_t)i) != 0) {
             pool.threads = i;       /* run with the workers we got */
@@ -172,7 +182,8 @@ static void *static_slot(void *ctx, const char *name) {
 }
 
 /* Statically linked kernels: the slots are this program's own (weak, NULL when no kernel uses one). */
-void mpq_backend_init(int threads) {
-    mpq_backend_start(threads);
+int mpq_backend_init(int threads) {
+    int n = mpq_backend_start(threads);
     mpq_backend_bind(static_slot, NULL);
+    return n;
 }

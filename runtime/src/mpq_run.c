@@ -10,6 +10,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "mpq_runtime.h"
+#include "mpq_util.h"
 
 #include <errno.h>
 #include <math.h>
@@ -17,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,15 +37,7 @@ typedef char mpq_board_memory_check[(MPQ_BOARD_MEMORY_MB) >= 1 && (MPQ_BOARD_MEM
 enum { EXIT_OK = 0, EXIT_RUN = 1, EXIT_INPUT = 2 };
 
 #ifdef MPQ_STATIC_KERNELS
-typedef struct { const char *name; mpq_kernel_fn fn; } mpq_kernel_entry;
-extern const mpq_kernel_entry mpq_kernel_table[];
-
-static mpq_kernel_fn resolve(void *ctx, const char *sym) {
-    (void)ctx;
-    for (const mpq_kernel_entry *e = mpq_kernel_table; e->name; e++)
-        if (strcmp(e->name, sym) == 0) return e->fn;
-    return NULL;
-}
+static const mpq_resolver resolve = mpq_static_kernel;     /* mpq_util.c: the kernel table */
 #else
 #include <dlfcn.h>
 static mpq_kernel_fn resolve(void *ctx, const char *sym) {
@@ -194,35 +186,6 @@ static int parse(int argc, char **argv, options *o) {
     return o->model ? 0 : usage_error("MODEL is required (the model.mpq of mpqdm compile)");
 }
 
-/* xoshiro256** seeded by splitmix64; normals by Box-Muller */
-typedef struct { unsigned long long s[4]; } rng;
-
-static unsigned long long rotl(unsigned long long x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static unsigned long long next(rng *r) {
-    unsigned long long *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3]; s[2] ^= t; s[3] = rotl(s[3], 45);
-    return out;
-}
-
-static void seed_rng(rng *r, unsigned long long seed) {
-    for (int i = 0; i < 4; i++) {
-        unsigned long long z = (seed += 0x9e3779b97f4a7c15ULL);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-        r->s[i] = z ^ (z >> 31);
-    }
-}
-
-static void normals(rng *r, float *x, size_t n) {
-    for (size_t i = 0; i < n; i += 2) {
-        double u1 = ((double)(next(r) >> 11) + 1.0) / 9007199254740993.0, u2 = (double)(next(r) >> 11) / 9007199254740992.0;
-        double rad = sqrt(-2.0 * log(u1));
-        x[i] = (float)(rad * cos(6.283185307179586 * u2));
-        if (i + 1 < n) x[i + 1] = (float)(rad * sin(6.283185307179586 * u2));
-    }
-}
-
 /* The --noise file: a whole number of samples, every value finite. 0, or EXIT_INPUT / EXIT_RUN with the
  * message printed. */
 static int read_noise(const char *path, size_t elems, int *count, float **out) {
@@ -295,23 +258,6 @@ static int write_image(const char *dir, int i, const float *x, const int64_t *sh
     return fclose(f);
 }
 
-/* Peak resident memory in KB: VmHWM of this process image (getrusage's ru_maxrss survives execve, so
-   a binary started by a big parent would report the parent's peak). */
-static double peak_rss_kb(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    double kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "VmHWM:", 6) == 0) kb = atof(line + 6);
-    if (f) fclose(f);
-    if (kb < 0) {
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
-        kb = (double)ru.ru_maxrss;
-    }
-    return kb;
-}
-
 static void bench_report(const mpq_model *m, const double *call_s, const double *step_s, int runs) {
     uint32_t n = mpq_calls(m), steps = mpq_steps(m);
     double total = 0;
@@ -322,7 +268,7 @@ static void bench_report(const mpq_model *m, const double *call_s, const double 
         printf("%-6u %-28s %-40s %10.4f\n", i, mpq_call_kernel(m, i), mpq_call_op(m, i),
                1e3 * call_s[i] / (steps * (double)runs));
     printf("arena %.1f KB, artifact %.1f KB, peak RSS %.1f MB\n", mpq_arena_bytes(m) / 1024.0,
-           mpq_file_bytes(m) / 1024.0, peak_rss_kb() / 1024.0);
+           mpq_file_bytes(m) / 1024.0, mpq_peak_rss_kb() / 1024.0);
 }
 
 static int run(const options *o, mpq_model *m) {
@@ -342,9 +288,7 @@ static int run(const options *o, mpq_model *m) {
             fprintf(stderr, "mpqdm-run: out of memory for the noise of %d samples; give a smaller --count\n", count);
             return EXIT_RUN;
         }
-        rng r;
-        seed_rng(&r, o->seed);
-        normals(&r, all, elems * (size_t)count);
+        mpq_noise(o->seed, all, elems * (size_t)count);
     }
     if (mkdir(o->out, 0777) != 0 && errno != EEXIST) {
         fprintf(stderr, "mpqdm-run: --out %s: cannot create it: %s\n", o->out, strerror(errno));
