@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from mpqdm.core.report import markdown_table
 from mpqdm.core.stats import read_stats
 
 from .ilp import Budgets, Solution, layer_terms, smallest, solve
-from .problem import DEFAULT_BITS, LayerProblem, build
+from .problem import DEFAULT_BITS, LayerProblem, build, fixed_ms
 
 
 def to_plan(stats: dict, problems: list[LayerProblem], sol: Solution, group_size: int) -> BitPlan:
@@ -39,19 +40,31 @@ def to_plan(stats: dict, problems: list[LayerProblem], sol: Solution, group_size
     return BitPlan(stats["model"]["sha256"], stats["model"]["class"], group_size, bool(stats["smoothing"]), layers)
 
 
+def plan_layers(plan: BitPlan, stats: dict) -> list[tuple]:
+    """The quantized layers of a plan as LatencyTable.step_ms takes them."""
+    return [(stats["layers"][n]["shape"], p.c_out, partial_width(p.c_out),
+             [(g.stop - g.start, g.wbits) for g in p.groups], p.abits)
+            for n, p in plan.layers.items() if isinstance(p, LayerPlan)]
+
+
+def plan_step_ms(plan: BitPlan, stats: dict, table: LatencyTable, threads: int) -> dict[str, float]:
+    """Predicted ms of one UNet call of a written plan, by call kind (the table's whole-step model)."""
+    return table.step_ms(stats["model"]["sha256"][:16], plan_layers(plan, stats), threads)
+
+
 def plan_totals(plan: BitPlan, stats: dict, table: LatencyTable, threads: int) -> tuple[int, float, float]:
-    """Weight bytes (as packed), latency ms per UNet call and average weight bits of a written plan's
-    quantized layers, from the plan alone (not from the ILP): what a budget is checked against."""
-    nbytes, ms, wbits, weights = 0, 0.0, 0, 0
+    """Weight bytes (as packed), latency ms of one whole UNet call and average weight bits of a written
+    plan, from the plan alone (not from the ILP): what a budget is checked against."""
+    nbytes, wbits, weights = 0, 0, 0
     for name, p in plan.layers.items():
         if not isinstance(p, LayerPlan):
             continue
         L = stats["layers"][name]
         groups = [(g.stop - g.start, g.wbits) for g in p.groups]
         nbytes += layer_weight_bytes(L["weights_per_channel"], groups)
-        ms += table.layer_ms(L["shape"], p.c_out, partial_width(p.c_out), groups, p.abits, threads)
         wbits += L["weights_per_channel"] * sum(n * b for n, b in groups)
         weights += L["weights_per_channel"] * p.c_out
+    ms = sum(plan_step_ms(plan, stats, table, threads).values())
     return nbytes, ms, wbits / max(weights, 1)
 
 
@@ -59,7 +72,14 @@ def latency_table(board, table_path, budgets: Budgets) -> LatencyTable:
     """The board's measured table; a board never profiled takes memory and bits budgets only."""
     path = Path(table_path) if table_path else latency_path(board)
     if table_path or path.is_file():
-        return LatencyTable.load(path, board.name)
+        table = LatencyTable.load(path, board.name)
+        for w in table.check_measured_on(board, path):
+            print(f"warning: {w}", file=sys.stderr)
+        if table.emulated and budgets.latency_ms is not None:
+            raise UserError(f"latency table {str(path)!r} was measured on an emulated board (qemu): its times are no "
+                            f"milliseconds. Possible solutions: profile a real {board.name} (mpqdm profile --board "
+                            f"{board.name} --tracker HOST:PORT), or a --weight-memory-kb budget")
+        return table
     if budgets.latency_ms is not None:
         raise UserError(f"board {board.name!r} has no measured latency table ({path}): a latency budget needs "
                         f"the board profiled first (mpqdm profile MODEL --board {board.name}, on the board). "
@@ -80,12 +100,13 @@ def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = 
     args = (threads or board.threads, g, bits, (abits,) if abits else (4, 8))
     try:
         problems = build(stats, table, *args)
+        fixed = fixed_ms(stats, table, args[0])
     except UserError:
         if budgets.latency_ms is not None or not table.measured:
             raise
         table = UnmeasuredTable(board.name)          # a table without this model's shapes binds nothing
-        problems = build(stats, table, *args)
-    sol = solve(problems, budgets, solver_threads)
+        problems, fixed = build(stats, table, *args), 0.0
+    sol = solve(problems, budgets, solver_threads, fixed=fixed)
     if not table.measured:
         sol = dataclasses.replace(sol, latency_ms=None)     # not modelled: say so, never "0 ms"
     return to_plan(stats, problems, sol, g), sol, problems, stats
@@ -126,11 +147,19 @@ def latency_text(sol: Solution) -> str:
     return "not modelled (no latency table for these layers)" if sol.latency_ms is None else f"{sol.latency_ms:.4f} ms"
 
 
+def split_text(sol: Solution) -> str:
+    if sol.latency_ms is None or sol.latency_ms <= 0:
+        return ""
+    q = sol.latency_ms - sol.fixed_ms
+    return (f" ({q:.4f} ms, {100 * q / sol.latency_ms:.0f}%, in the quantized layers and their quantizers; "
+            f"{sol.fixed_ms:.4f} ms in the float calls)")
+
+
 def write_report(path: Path, rows: list[dict], sol: Solution, budgets: Budgets, board: str) -> None:
     lines = [f"# Bit allocation for board {board}", "",
              f"Predicted cost {sol.cost:.5g}; weight memory {sol.weight_bytes / 1024:.2f} KB"
              f" (budget {budgets.weight_kb if budgets.weight_kb is not None else 'none'});"
-             f" latency {latency_text(sol)} per UNet call, quantized layers"
+             f" latency {latency_text(sol)} per UNet call{split_text(sol)}"
              f" (budget {budgets.latency_ms if budgets.latency_ms is not None else 'none'});"
              f" average weight bits {sol.avg_bits:.3f}; solved in {sol.solve_s:.2f} s.", "",
              markdown_table(rows, list(rows[0]))]
@@ -150,7 +179,7 @@ def plot(path_pareto: Path, path_bits: Path, problems: list[LayerProblem], sol: 
     for ax, key, obj, scale, unit in ((axes[0], "latency_ms", "latency", 1.0, "ms per UNet call"),
                                       (axes[1], "weight_kb", "memory", 1 / 1024, "weight KB")):
         others = {k: v for k, v in vars(budgets).items() if k != key}
-        lo = smallest(problems, obj, Budgets(**others), threads)
+        lo = smallest(problems, obj, Budgets(**others), threads, sol.fixed_ms)
         if lo is None:                  # nothing to trade (a board without a latency table)
             ax.set_title(f"no {obj} model")
             continue
@@ -159,7 +188,7 @@ def plot(path_pareto: Path, path_bits: Path, problems: list[LayerProblem], sol: 
         xs, ys = [], []
         for v in np.linspace(lo, max(hi, lo), points):
             try:
-                s = solve(problems, Budgets(**others, **{key: float(v) * (1 + 1e-9)}), threads)
+                s = solve(problems, Budgets(**others, **{key: float(v) * (1 + 1e-9)}), threads, fixed=sol.fixed_ms)
             except UserError:
                 continue
             xs.append(s.latency_ms if obj == "latency" else s.weight_bytes * scale)

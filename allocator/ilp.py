@@ -4,7 +4,8 @@ channel group, minimising the summed cost under the weight-memory, latency and a
     x[l,g,a,b] binary, sum_ab x = 1 per group; one activation width per layer (z[l,a]);
     bits never increase along the kurtosis order; u[l,a,b] >= x[l,g,a,b] marks the widths used
     memory  = sum fixed_bytes + sum gbytes[b][g] x                      <= M
-    latency = sum t0[a,b] u + sum n_g slope[a,b] x  (+ pinned layers)    <= L
+    latency = sum t0[a,b] u + sum n_g slope[a,b] x + sum qt[a] z + F    <= L
+              (pinned layers included; F: the float calls of the UNet call)
     avg     = sum n_g k b x / sum c_out k                                <= B
 An infeasible budget is named with the smallest value that can be met (a second solve).
 """
@@ -38,6 +39,7 @@ class Solution:
     latency_ms: float
     avg_bits: float
     solve_s: float
+    fixed_ms: float = 0.0           # of latency_ms: the UNet call's float calls, which no plan changes
 
 
 def _choices(p: LayerProblem):
@@ -49,11 +51,11 @@ def layer_terms(p: LayerProblem, abits: int, bits: list[int]) -> tuple[float, in
     cost = sum(float(p.cost[abits][b][g]) for g, b in enumerate(bits))
     nbytes = p.fixed_bytes + sum(int(p.gbytes[b][g]) for g, b in enumerate(bits))
     lat = mix_ms({b: (p.t0[abits, b], p.slope[abits, b]) for b in set(bits)}, list(zip(p.sizes, bits, strict=True)))
-    return cost, nbytes, lat
+    return cost, nbytes, lat + p.qt.get(abits, 0.0)
 
 
-def totals(problems: list[LayerProblem], choice: dict) -> tuple[float, int, float, float]:
-    cost = nbytes = lat = wb = w = 0.0
+def totals(problems: list[LayerProblem], choice: dict, fixed: float = 0.0) -> tuple[float, int, float, float]:
+    cost, nbytes, lat, wb, w = 0.0, 0.0, fixed, 0.0, 0.0
     for p in problems:
         a, bits = choice[p.name]
         c, m, t = layer_terms(p, a, bits)
@@ -64,16 +66,17 @@ def totals(problems: list[LayerProblem], choice: dict) -> tuple[float, int, floa
 
 
 class _Model:
-    def __init__(self, problems: list[LayerProblem], objective: str, budgets: Budgets):
+    def __init__(self, problems: list[LayerProblem], objective: str, budgets: Budgets, fixed: float = 0.0):
         self.problems = problems
         self.m = pulp.LpProblem("mpqdm_bits", pulp.LpMinimize)
-        self.x, cost, mem, lat, wbits = {}, [], [], [], []
+        self.x, cost, mem, lat, wbits = {}, [], [], [fixed], []
         weights = sum(p.k * p.c_out for p in problems)
         for li, p in enumerate(problems):
             ch = _choices(p)
             acts = sorted(p.cost)
             z = {a: self.m.add_variable(f"z_{li}_{a}", cat="Binary") for a in acts}
             self.m += pulp.lpSum(z.values()) == 1
+            lat += [p.qt.get(a, 0.0) * z[a] for a in acts]
             u = {(a, b): self.m.add_variable(f"u_{li}_{a}_{b}", cat="Binary") for a, b in ch}
             mem.append(p.fixed_bytes)
             prev = None
@@ -119,25 +122,26 @@ class _Model:
         return out
 
 
-def smallest(problems, objective: str, budgets: Budgets, threads: int) -> float | None:
-    m = _Model(problems, objective, budgets)
+def smallest(problems, objective: str, budgets: Budgets, threads: int, fixed: float = 0.0) -> float | None:
+    m = _Model(problems, objective, budgets, fixed)
     if not m.solve(threads, None):
         return None
     return pulp.value(m.m.objective)
 
 
 def solve(problems: list[LayerProblem], budgets: Budgets, threads: int = 2,
-          time_limit: float | None = None) -> Solution:
+          time_limit: float | None = None, fixed: float = 0.0) -> Solution:
+    """`fixed`: the plan-independent ms of the UNet call, counted in the latency."""
     t = time.perf_counter()
-    m = _Model(problems, "cost", budgets)
+    m = _Model(problems, "cost", budgets, fixed)
     if not m.solve(threads, time_limit):
-        raise UserError(_infeasible(problems, budgets, threads))
+        raise UserError(_infeasible(problems, budgets, threads, fixed))
     choice = m.choice()
-    cost, nbytes, lat, avg = totals(problems, choice)
-    return Solution(choice, cost, nbytes, lat, avg, time.perf_counter() - t)
+    cost, nbytes, lat, avg = totals(problems, choice, fixed)
+    return Solution(choice, cost, nbytes, lat, avg, time.perf_counter() - t, fixed)
 
 
-def _infeasible(problems, budgets: Budgets, threads: int) -> str:
+def _infeasible(problems, budgets: Budgets, threads: int, fixed: float = 0.0) -> str:
     """Which budget cannot be met and the smallest value that can (with the other budgets, and alone)."""
     msgs = []
     for name, obj, value, unit, scale in (("latency", "latency", budgets.latency_ms, "ms per UNet call", 1.0),
@@ -147,10 +151,10 @@ def _infeasible(problems, budgets: Budgets, threads: int) -> str:
             continue
         others = Budgets(**{k: v for k, v in vars(budgets).items()
                             if k != {"latency": "latency_ms", "memory": "weight_kb", "avg": "avg_bits"}[obj]})
-        with_others = smallest(problems, obj, others, threads)
+        with_others = smallest(problems, obj, others, threads, fixed)
         if with_others is not None and with_others * scale <= value * (1 + 1e-9):
             continue
-        alone = smallest(problems, obj, Budgets(), threads)
+        alone = smallest(problems, obj, Budgets(), threads, fixed)
         msg = f"{name} {value:g} {unit} cannot be met"
         if with_others is not None:
             msg += f"; the smallest with the other budgets is {with_others * scale:.6g} {unit}"

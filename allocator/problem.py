@@ -10,6 +10,8 @@
 - Latency: the model of core/latency.py (LatencyTable.layer_ms): each width a layer uses pays
   its fixed cost t0_b once, each channel its slope_b; a plan's widths run in one contiguous block
   each (bits never increase along the kurtosis order), so this is the kernel the plan compiles to.
+  Each layer's input quantizer at its activation width (qt[a]), and the calls no plan changes
+  (fixed_ms: GroupNorm, attention, ...), make the latency a whole UNet call.
 Layers the policy keeps at 8 bits are pinned (W8A8, their cost counted as constants); float layers
 are outside the problem.
 """
@@ -43,6 +45,7 @@ class LayerProblem:
     gbytes: dict[int, np.ndarray] = field(default_factory=dict)       # per bits: per group
     t0: dict[tuple[int, int], float] = field(default_factory=dict)    # (a, b) -> fixed ms
     slope: dict[tuple[int, int], float] = field(default_factory=dict)  # (a, b) -> ms per channel
+    qt: dict[int, float] = field(default_factory=dict)                # a -> the input quantizer's ms
 
     @property
     def fixed_bytes(self) -> int:
@@ -84,8 +87,14 @@ def build(stats: dict, table: LatencyTable, threads: int, group_size: int, bits=
                          for b in widths}
             for b in widths:
                 p.t0[a, b], p.slope[a, b] = table.fit(L["shape"], p.c_out, partial_width(p.c_out), b, a, threads)
+            p.qt[a] = table.time("quantize", L["shape"], 0, a, threads, 0)
         p.gbytes = {b: np.array([group_bytes(k, n, b) for n in sizes]) for b in widths}
         out.append(p)
     if not out:
         raise UserError("the statistics hold no quantized layer")
     return out
+
+
+def fixed_ms(stats: dict, table: LatencyTable, threads: int) -> float:
+    """The plan-independent ms of one UNet call of the statistics' model (its float calls)."""
+    return table.fixed_ms(stats["model"]["sha256"][:16], threads)

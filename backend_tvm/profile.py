@@ -1,17 +1,26 @@
-"""`mpqdm profile`: time every kernel configuration the allocator can choose for a model's layer
-shapes on a board, and merge the timings into boards/<board>/latency.json (core/latency.py).
+"""`mpqdm profile`: time every call kind of a model's UNet call on a board, the way the C runtime
+runs it, and merge the timings into boards/<board>/latency.json (core/latency.py).
 
-Per quantized layer shape: every weight width in `wbits` x activation width in `abits`, each at
-full width (c_out channels) and at one partial width (half, rounded to the packing's lanes) for
-the fixed cost. Layers the policy keeps at 8 bits get W8A8 only. The host is timed in-process;
-a board needs TVM's RPC tracker (not built yet): nothing is made up for boards not measured.
+- Quantized layers: per layer shape, every weight width in `wbits` x activation width in `abits`,
+  each at full width (c_out channels) and at one partial width (half, rounded to the packing's
+  lanes) for the fixed cost; layers the policy keeps at 8 bits get W8A8 only. Their input quantizer
+  per activation width.
+- Every other kernel of the model's plan (GroupNorm + SiLU, attention, add, concat, upsample, FP
+  convs, the time embedding): lowered from a uniform PTQ export of the model (calibration of one
+  sample, which does not change a kernel's shape), with its call count per UNet call.
+Kernels are compiled for the board's target in batches, each batch linked with the runtime's own
+thread pool into a shared object (backend_tvm/modules.py), and timed with TVM's time_evaluator:
+here (no tracker) or on the boards a tracker lists under a key (farm.py), several in parallel. The
+table is saved after every batch, so a run that stops leaves what it measured, and a rerun measures
+only what is missing (same build id).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,30 +30,36 @@ from mpqdm.boards.registry import latency_path, load_board
 from mpqdm.core.bits import ABITS, CANDIDATE_WBITS, check_bits
 from mpqdm.core.errors import UserError
 from mpqdm.core.io import ensure_writable_dir
-from mpqdm.core.latency import LatencyTable, partial_width
+from mpqdm.core.latency import PLAN_OPS, LatencyTable, partial_width
 from mpqdm.core.machine import commit
 from mpqdm.core.scheme import ConvSpec, random_args
-from mpqdm.frontend.model_io import load_unet
+from mpqdm.frontend.model_io import load_unet, model_fingerprint
 from mpqdm.frontend.quant.shapes import layer_specs
 from mpqdm.frontend.quant.swap import LayerPolicy
 
+from .farm import Farm
 from .kernels.qconv_schedule import schedule_qconv
-from .tvm_compat import TVM_VERSION, target, tensor, tvm
+from .kernels.quantize import schedule_quantize
+from .tvm_compat import TVM_VERSION, tvm
 
 DEFAULT_WBITS, DEFAULT_ABITS = CANDIDATE_WBITS, ABITS
-
-
-def time_kernel(spec: ConvSpec, board, repeats: int, min_repeat_ms: int, rng) -> tuple[float, float]:
-    """(median ms, spread = (p90 - p10) / median) of the board's kernel for `spec` on this machine."""
-    ex = tvm.compile(schedule_qconv(spec, board), target=target(board.tvm_target_dict()))
-    args = [tensor(a) for a in random_args(spec, rng).ordered()]
-    f = ex.mod.time_evaluator("qconv", tvm.cpu(), number=1, repeat=repeats, min_repeat_ms=min_repeat_ms)
-    t = np.asarray(f(*args).results) * 1e3
-    med = float(np.median(t))
-    return med, float((np.percentile(t, 90) - np.percentile(t, 10)) / med)
-
-
 NAMED_MODELS = ("ddpm-cifar10",)
+BATCH = 12                  # kernels per compiled module
+
+
+@dataclass
+class Job:
+    """One timing: the table key's fields, and how to build and feed its kernel."""
+    op: str
+    shape: str
+    wbits: int
+    abits: int
+    channels: int
+    build: object           # symbol -> IRModule holding one PrimFunc of that name
+    args: object            # rng -> list of numpy arrays, in the kernel's order
+
+    def key(self, threads: int) -> tuple:
+        return (self.op, self.shape, self.wbits, self.abits, threads, self.channels)
 
 
 def load_model(model) -> object:
@@ -56,10 +71,40 @@ def load_model(model) -> object:
     return load_unet(model)
 
 
-def work_list(model_dir, wbits, abits, policy: LayerPolicy) -> list[tuple[str, ConvSpec, int, int, int]]:
-    """Distinct (shape, wbits, abits, channels) jobs, each named by its first layer."""
-    specs = layer_specs(load_model(model_dir))
+def model_folder(model, work: Path) -> Path:
+    """A folder holding the model (a named model is saved into `work`)."""
+    if str(model) not in NAMED_MODELS:
+        return Path(model)
+    from mpqdm.frontend.fp_model import default_scheduler
+
+    d = work / str(model)
+    load_model(model).save_pretrained(d)
+    default_scheduler().save_pretrained(d)
+    return d
+
+
+def random_inputs(func, rng) -> list[np.ndarray]:
+    """Random arrays for a kernel's buffer parameters (floats in [0.5, 1.5): no NaN in norms or exps)."""
+    out = []
+    for p in func.params:                       # TVM 0.27: a parameter is its buffer
+        shape, dt = tuple(int(d) for d in p.shape), str(p.dtype)
+        if dt.startswith("float"):
+            out.append(rng.uniform(0.5, 1.5, shape).astype(dt))
+        else:
+            out.append(np.zeros(shape, dt))
+    return out
+
+
+def conv_jobs(specs: dict[str, ConvSpec], wbits, abits, policy: LayerPolicy, board) -> list[Job]:
+    """The quantized layers' kernels and their input quantizers."""
     jobs, seen = [], set()
+
+    def add(job: Job) -> None:
+        k = job.key(0)
+        if k not in seen:
+            seen.add(k)
+            jobs.append(job)
+
     for name, s in specs.items():
         kind = policy.kind(name)
         if kind == "float":
@@ -67,47 +112,105 @@ def work_list(model_dir, wbits, abits, policy: LayerPolicy) -> list[tuple[str, C
         pairs = [(8, 8)] if kind == "w8a8" else [(w, a) for w in wbits for a in abits]
         for w, a in pairs:
             for ch in (s.c_out, partial_width(s.c_out)):
-                key = (s.shape_key(), w, a, ch)
-                if key not in seen:
-                    seen.add(key)
-                    jobs.append((name, s, w, a, ch))
+                sw = s.with_width(ch, w, a)
+                add(Job("qconv", s.shape_key(), w, a, ch, lambda sym, sw=sw: schedule_qconv(sw, board, name=sym),
+                        lambda rng, sw=sw: random_args(sw, rng).ordered()))
+        for a in sorted({a for _, a in pairs}):
+            q = ((s.n, s.h, s.w, s.c_in), a)
+            add(Job("quantize", s.shape_key(), 0, a, 0, lambda sym, q=q: schedule_quantize(*q, sym),
+                    lambda rng, q=q: random_inputs(schedule_quantize(*q)["quantize"], rng)))
     return jobs
+
+
+def float_calls(folder: Path, board) -> tuple[list[Job], list[dict]]:
+    """The plan-independent kernels of the model's UNet call, lowered for the board, and their counts."""
+    from mpqdm.frontend.quant.calibrate import CalibConfig
+    from mpqdm.frontend.quant.ptq import PTQConfig, quantize
+
+    from .lower import lower_export
+
+    with tempfile.TemporaryDirectory(prefix="mpqdm-profile-") as tmp:
+        export = Path(tmp) / "export"
+        if (folder / "quant_plan.json").is_file():
+            export = folder
+        else:
+            quantize(folder, export, PTQConfig(plan="uniform", wbits=2, abits=4,
+                                               calib=CalibConfig(samples=1, steps=1, batch=1, keep_every=1)),
+                     device="cpu", progress=False)
+        plan, _ = lower_export(export, board)
+    counts: dict[str, int] = {}
+    for c in plan.calls:
+        counts[c.kernel] = counts.get(c.kernel, 0) + 1
+    jobs, calls = [], []
+    for sym, n in counts.items():
+        op = sym[len("mpq_"):].rsplit("_", 1)[0]
+        if op in PLAN_OPS:
+            continue
+        shape = plan.kernel_specs[sym]
+        func = plan.kernels[sym][sym]
+        jobs.append(Job(op, shape, 0, 0, 0, lambda s, f=func: tvm.IRModule({s: f.with_attr("global_symbol", s)}),
+                        lambda rng, f=func: random_inputs(f, rng)))
+        calls.append({"op": op, "shape": shape, "count": n})
+    return jobs, calls
+
+
+def model_id(folder: Path) -> str:
+    """The model's sha256[:16], as statistics and plans name it (an export names its FP model)."""
+    plan = folder / "quant_plan.json"
+    if plan.is_file():
+        from mpqdm.core.bitplan import BitPlan
+
+        return BitPlan.load(plan).model_sha256[:16]
+    return model_fingerprint(folder)[:16]
 
 
 def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFAULT_ABITS, repeats: int = 10,
             min_repeat_ms: int = 20, table_path: Path | None = None, progress: bool = True,
-            threads: int | None = None) -> dict:
-    """`mpqdm profile`; `threads` (default: the board profile's) must be set before TVM's pool starts."""
+            threads: int | None = None, tracker: str | None = None, key: str | None = None,
+            wait_s: float = 60.0, fresh: bool = False, batch: int = BATCH) -> dict:
+    """`mpqdm profile`: measure what the table lacks for this model (everything with `fresh`)."""
     board = load_board(board_name)
-    set_threads(threads or board.threads)
-    if board.name != "host":
-        raise UserError(f"board {board.name!r} can only be profiled on the board itself (TVM RPC tracker), which "
-                        "is not built yet; no timings are made up for it. Possible solutions: --board host")
     check_bits(wbits, "--wbits")
     check_bits(abits, "--abits", ABITS)
+    threads = threads or board.threads
+    if threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    if tracker is None and board.is_cross:
+        raise UserError(f"board {board.name!r} is timed on the board itself, through TVM's RPC tracker. Possible "
+                        f"solutions: start python -m tvm.exec.rpc_tracker here and python -m tvm.exec.rpc_server "
+                        f"--tracker HOST:9190 --key {board.name} on the board, then add --tracker HOST:9190")
     path = Path(table_path or latency_path(board))
-    table = LatencyTable.load_or_empty(path, board.name)       # a bad table is refused before the timing
     ensure_writable_dir(path.parent)
-    threads = int(tvm.runtime.num_threads())
-    tgt = board.tvm_target_dict()
-    build_id = hashlib.sha256(f"{commit()}|{TVM_VERSION}|{tgt}".encode()).hexdigest()[:12]
-    jobs = work_list(model_dir, wbits, abits, LayerPolicy())
-    rng = np.random.default_rng(0)
-    entries = []
-    for _name, s, w, a, ch in tqdm(jobs, desc=f"profile {board.name}", disable=not progress):
-        med, spread = time_kernel(s.with_width(ch, w, a), board, repeats, min_repeat_ms, rng)
-        entries.append({"op": "qconv", "shape": s.shape_key(), "wbits": w, "abits": a, "threads": threads,
-                        "channels": ch, "median_ms": round(med, 5), "spread": round(spread, 4), "repeats": repeats,
-                        "build_id": build_id, "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    table.merge(entries)
+    table, note = LatencyTable.load_for_update(path, board.name)     # a bad table is refused before any work
+    farm = Farm(board, tracker, key or board.name, wait_s) if tracker else Farm.local(board)
+    farm.warnings += [note] if note else []
+    farm.check_reachable()
+    build_id = hashlib.sha256(f"{commit()}|{TVM_VERSION}|{board.tvm_target_dict()}".encode()).hexdigest()[:12]
+    with tempfile.TemporaryDirectory(prefix="mpqdm-profile-") as tmp:
+        folder = model_folder(model_dir, Path(tmp))
+        specs = layer_specs(load_model(folder).eval())
+        fp_jobs, calls = float_calls(folder, board)
+        jobs = conv_jobs(specs, wbits, abits, LayerPolicy(), board) + fp_jobs
+        mid = model_id(folder)
+    table.models[mid] = {"name": Path(str(model_dir)).name, "calls": calls}
+    todo = [j for j in jobs if fresh or table.entries.get(j.key(threads), {}).get("build_id") != build_id]
     table.save(path)
-    return {"table": str(path), "entries": len(entries), "total_entries": len(table.entries), "threads": threads,
-            "shapes": len({e["shape"] for e in entries}), "build_id": build_id}
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"profile {board.name}", disable=not progress)
+    batches = [todo[i:i + batch] for i in range(0, len(todo), batch)]
+    measured = 0
 
+    def done(entries: list[dict]) -> None:
+        nonlocal measured
+        table.merge(entries)
+        table.save(path)                        # after every batch: a stop keeps what was measured
+        measured += len(entries)
+        bar.update(len(entries))
 
-def set_threads(n: int | None) -> None:
-    """TVM's thread pool reads TVM_NUM_THREADS once, at its first use: call this before that."""
-    if n is not None:
-        if n < 1:
-            raise UserError(f"--threads must be >= 1, got {n}")
-        os.environ["TVM_NUM_THREADS"] = str(n)
+    try:
+        sources = farm.run(batches, build_id, threads, repeats, min_repeat_ms, done)
+    finally:
+        bar.close()
+    return {"table": str(path), "entries": measured, "skipped": len(jobs) - len(todo), "jobs": len(jobs),
+            "total_entries": len(table.entries), "threads": threads, "build_id": build_id, "boards": sources,
+            "shapes": len({j.shape for j in jobs if j.op == "qconv"}), "model": mid,
+            "warnings": farm.warnings, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -45,7 +45,7 @@ from typing import Any
 from .errors import UserError
 
 FORMAT = "mpqdm.board"
-VERSION = 1
+VERSION = 2
 ARCHES = ("x86_64", "aarch64")
 TARGET_KINDS = ("llvm", "cuda", "c")
 HOST_COMPILERS = ("cc", "gcc", "clang")
@@ -61,10 +61,12 @@ _X86_FLAGS = {
 }
 _X86_MATTR = {"avx2": "+avx2", "fma": "+fma", "avx512f": "+avx512f", "avx512bw": "+avx512bw",
               "avx512vnni": "+avx512vnni", "avx_vnni": "+avxvnni"}
+# Linux /proc/cpuinfo "Features" (aarch64) -> feature name
+_ARM_FLAGS = {"asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "asimdhp": "fp16", "sve": "sve"}
 # features the runtime knows how to check, per arch
 KNOWN_FEATURES = {"x86_64": tuple(_X86_FLAGS.values()), "aarch64": ("neon", "dotprod", "i8mm", "fp16", "sve")}
 
-_TOP_KEYS = ("format", "version", "name", "description", "arch", "memory_mb", "threads", "group_size",
+_TOP_KEYS = ("format", "version", "name", "description", "cpu", "arch", "memory_mb", "threads", "group_size",
              "cpu_features", "target", "toolchain", "cuda")
 _TOOLCHAIN_KEYS = ("cc", "cflags", "qemu", "qemu_cpu", "sysroot")
 
@@ -73,6 +75,7 @@ _TOOLCHAIN_KEYS = ("cc", "cflags", "qemu", "qemu_cpu", "sysroot")
 class Board:
     name: str
     description: str
+    cpu: str
     arch: str
     memory_mb: int
     threads: int
@@ -110,6 +113,20 @@ class Board:
                         "Possible solutions: set [toolchain] qemu in the profile, or run the binary on the board.")
 
 
+def cpu_model(cpuinfo_text: str | None = None) -> str:
+    """The first "model name" of /proc/cpuinfo (or of the given text); "" when there is none."""
+    if cpuinfo_text is None:
+        try:
+            cpuinfo_text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return ""
+    for line in cpuinfo_text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return ""
+
+
 def detect_host_features(cpuinfo_text: str | None = None) -> tuple[str, ...]:
     """Known x86 features in the first "flags" line of /proc/cpuinfo (or of the given text), in a fixed order."""
     if cpuinfo_text is None:
@@ -124,6 +141,20 @@ def detect_host_features(cpuinfo_text: str | None = None) -> tuple[str, ...]:
             flags = set(value.split())
             break
     return tuple(feat for flag, feat in _X86_FLAGS.items() if flag in flags)
+
+
+def known_features(arch: str, flags) -> tuple[str, ...]:
+    """The known features (KNOWN_FEATURES order) among a CPU's reported flags (x86 "flags", aarch64 "Features")."""
+    names = {**_X86_FLAGS, **_ARM_FLAGS}
+    got = {names.get(f, f) for f in flags}
+    return tuple(f for f in KNOWN_FEATURES.get(arch, ()) if f in got)
+
+
+def same_kernel_features(arch: str, measured, profile) -> bool:
+    """Whether a CPU's known features and a profile's agree on those the kernels are chosen by (on
+    aarch64 fp16 and sve are not: a Cortex-A76 reports fp16, which rpi5's profile need not list)."""
+    used = set(KNOWN_FEATURES.get(arch, ())) - {"fp16", "sve"}
+    return set(measured) & used == set(profile) & used
 
 
 def _fail(path: Path, problem: str, solutions: str) -> UserError:
@@ -188,7 +219,8 @@ def read_board(path: str | Path) -> Board:
     if fmt != FORMAT or version != VERSION:
         raise _fail(path, f"unsupported profile format {fmt!r} version {version!r}; this mpqdm reads "
                     f"format {FORMAT!r} version {VERSION} only",
-                    f"write the profile as format = {FORMAT!r}, version = {VERSION}, or use a matching mpqdm")
+                    f"write the profile as format = {FORMAT!r}, version = {VERSION} (version 2 adds the field cpu, "
+                    "the CPU model the board reports), or use a matching mpqdm")
     _check_keys(data, _TOP_KEYS, "", path)
 
     name = _get(data, "name", str, path)
@@ -199,6 +231,14 @@ def read_board(path: str | Path) -> Board:
     arch = _get(data, "arch", str, path)
     if arch not in ARCHES:
         raise _fail(path, f"field 'arch' has value {arch!r}", f"use one of {', '.join(ARCHES)}")
+    cpu = _get(data, "cpu", str, path)
+    if cpu == "detect":
+        if arch != "x86_64" or arch != platform.machine():
+            raise _fail(path, f"field 'cpu' has value 'detect' (arch {arch})",
+                        "name the CPU model; detect is for the build machine's own x86_64 CPU")
+        cpu = cpu_model()
+    elif not cpu.strip():
+        raise _fail(path, "field 'cpu' is empty", 'name the CPU model the board reports, e.g. "Cortex-A76"')
     memory_mb = _positive(data, "memory_mb", path)
     threads = _positive(data, "threads", path)
     group_size = _positive(data, "group_size", path)
@@ -247,7 +287,7 @@ def read_board(path: str | Path) -> Board:
         if not cuda_arch.startswith("sm_"):
             raise _fail(path, f"field 'cuda.arch' has value {cuda_arch!r}", 'use an sm_XX name, e.g. "sm_87"')
 
-    return Board(name=name, description=description, arch=arch, memory_mb=memory_mb, threads=threads,
+    return Board(name=name, description=description, cpu=cpu, arch=arch, memory_mb=memory_mb, threads=threads,
                  group_size=group_size, cpu_features=features, target=target, cc=cc, cflags=cflags,
                  qemu=opt["qemu"], qemu_cpu=opt["qemu_cpu"], sysroot=opt["sysroot"], cuda_arch=cuda_arch,
                  path=path.parent.resolve())

@@ -119,6 +119,13 @@ def _calib(args):
     return CalibConfig(samples=args.calib_samples, steps=args.calib_steps, seed=args.calib_seed)
 
 
+def _add_farm(p) -> None:
+    p.add_argument("--tracker", help="HOST:PORT of a TVM RPC tracker (python -m tvm.exec.rpc_tracker): time on "
+                   "the boards it lists under --key (default: here)")
+    p.add_argument("--key", help="the boards' RPC key (default: the board name)")
+    p.add_argument("--wait", type=real(), default=60.0, help="seconds to wait for a board holding the key")
+
+
 def _add_calib(p) -> None:
     p.add_argument("--calib-samples", type=count(), default=64, help="FP trajectories from noise")
     p.add_argument("--calib-steps", type=int, default=20, help="DDIM steps of those trajectories")
@@ -183,9 +190,28 @@ def _profile(args) -> None:
     from mpqdm.backend_tvm.profile import profile
 
     info = profile(args.model, args.board, wbits=args.wbits, abits=args.abits, repeats=args.repeats,
-                   table_path=args.table, threads=args.threads)
-    print(f"merged {info['entries']} timings ({info['shapes']} layer shapes, {info['threads']} threads, build "
-          f"{info['build_id']}) into {info['table']}: {info['total_entries']} entries")
+                   table_path=args.table, threads=args.threads, tracker=args.tracker, key=args.key,
+                   wait_s=args.wait, fresh=args.fresh)
+    for w in info["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    where = ", ".join(f"{k}: {v['cpu']}{' (emulated)' if v['emulated'] else ''}" for k, v in info["boards"].items())
+    print(f"measured {info['entries']} of {info['jobs']} call kinds ({info['skipped']} already in the table; "
+          f"{info['shapes']} layer shapes, {info['threads']} threads, build {info['build_id']}"
+          f"{'; on ' + where if where else ''}) into {info['table']}: {info['total_entries']} entries")
+
+
+def _bench(args) -> None:
+    from mpqdm.backend_tvm.board_bench import bench
+
+    r = bench(args.dir, args.board, tracker=args.tracker, key=args.key, threads=args.threads, count=args.count,
+              wait_s=args.wait)
+    print(f"{r['board']} ({r['key']}: {r['cpu']}{', emulated: times are not milliseconds' if r['emulated'] else ''}"
+          f"): {r['ms_per_step']:.3f} ms per step at {r['threads']} thread{'s' if r['threads'] != 1 else ''}; arena {r['arena_kb']:.1f} KB, "
+          f"artifact {r['artifact_kb']:.1f} KB, server peak RSS {r['peak_rss_mb']:.1f} MB")
+    total = sum(r["ms_by_kind"].values()) or 1.0
+    for k, ms in r["ms_by_kind"].items():
+        print(f"  {k:12s} {ms:9.4f} ms  {100 * ms / total:5.1f}%")
+    print(f"wrote {Path(args.dir) / ('bench-' + r['key'] + '.json')}")
 
 
 def _compile(args) -> None:
@@ -318,7 +344,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=threads, help="kernel threads (default: the board profile's)")
     pr.add_argument("--repeats", type=count(), default=10)
     pr.add_argument("--table", help="latency table to merge into (default boards/<board>/latency.json)")
+    _add_farm(pr)
+    pr.add_argument("--fresh", action="store_true", help="measure again what the table already holds")
     pr.set_defaults(func=_profile)
+
+    bn = sub.add_parser("bench", help="run a compiled model whole on a board (here, or through the tracker): "
+                        "per-step and per-kernel times, memory")
+    bn.add_argument("dir", help="folder of mpqdm compile (model.mpq, kernels.o)")
+    bn.add_argument("--board", required=True, help="board profile name or board.toml path")
+    bn.add_argument("--threads", type=threads, help="runtime threads (default: the board profile's)")
+    bn.add_argument("--count", type=count(), default=2, help="samples to run (each a whole sampling loop)")
+    _add_farm(bn)
+    bn.set_defaults(func=_bench)
 
     co = sub.add_parser("compile", help="lower a quantized export to a static plan, compile its kernels for a "
                         "board, write the artifact")

@@ -13,6 +13,7 @@ from mpqdm.core.errors import UserError
 from mpqdm.core.latency import LatencyTable, partial_width
 from mpqdm.core.packing import layer_weight_bytes
 from mpqdm.frontend.quant.omq import omq_split
+from mpqdm.testing.fixtures import host_source
 
 BITS = list(range(1, 9))
 
@@ -31,7 +32,7 @@ def stats(layers: dict) -> dict:
             "method": "mse", "smoothing": True, "candidate_bits": BITS, "abits": [4, 8], "layers": layers}
 
 
-def table(st: dict, t0=0.01, slope=lambda a, b: 0.001 * b * a / 4, threads=2) -> LatencyTable:
+def table(st: dict, t0=0.01, slope=lambda a, b: 0.001 * b * a / 4, threads=2, quant_ms=0.0) -> LatencyTable:
     t = LatencyTable("host")
     entries = []
     for L in st["layers"].values():
@@ -41,8 +42,12 @@ def table(st: dict, t0=0.01, slope=lambda a, b: 0.001 * b * a / 4, threads=2) ->
                 for n in {c, partial_width(c)}:
                     entries.append({"op": "qconv", "shape": L["shape"], "wbits": b, "abits": a, "threads": threads,
                                     "channels": n, "median_ms": t0 + n * slope(a, b), "spread": 0.0, "repeats": 1,
-                                    "build_id": "test", "measured": "now"})
+                                    "build_id": "test", "measured": "now", **host_source()})
+            entries.append({"op": "quantize", "shape": L["shape"], "wbits": 0, "abits": a, "threads": threads,
+                            "channels": 0, "median_ms": quant_ms, "spread": 0.0, "repeats": 1, "build_id": "test",
+                            "measured": "now", **host_source()})
     t.merge(entries)
+    t.models[st["model"]["sha256"][:16]] = {"name": "test", "calls": []}
     return t
 
 
@@ -89,6 +94,21 @@ def test_latency_counts_a_fixed_cost_per_width_and_is_met_as_recomputed():
     budget = (uniform + mixed) / 2 if uniform < mixed else uniform   # mixed costs an extra fixed term
     sol = solve(probs, Budgets(latency_ms=budget))
     assert totals(probs, sol.choice)[2] <= budget + 1e-12
+
+
+def test_latency_is_a_whole_unet_call():
+    """Each layer's input quantizer at its activation width and the float calls count in the budget."""
+    st = stats({"l": layer(16, 64, costs_two_groups({2: 10, 4: 1}, {2: 5, 4: 4}))})
+    t = table(st, quant_ms=0.5)
+    probs = build(st, t, 2, 8, bits=(2, 4), abits=(4,))
+    assert probs[0].qt == {4: 0.5}
+    sol = solve(probs, Budgets(), fixed=2.0)
+    _, _, layer_ms = layer_terms(probs[0], *sol.choice["l"])
+    assert sol.latency_ms == pytest.approx(layer_ms + 2.0) and sol.fixed_ms == 2.0
+    fastest = 2.0 + 0.5 + 0.01 + 16 * 0.001 * 2
+    with pytest.raises(UserError, match=rf"latency 2.1 ms per UNet call cannot be met.*on its own is {fastest:g}"):
+        solve(probs, Budgets(latency_ms=2.1), fixed=2.0)
+    assert solve(probs, Budgets(latency_ms=fastest + 1e-9), fixed=2.0).choice["l"][1] == [2, 2]
 
 
 def test_infeasible_budgets_name_the_budget_and_the_smallest_value():

@@ -12,9 +12,10 @@ AARCH64 = ["rpi4", "rpi5", "jetson-orin-nano"]
 CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw {extra} hypervisor\n\nprocessor\t: 1\n"
 
 GOOD = """format = "mpqdm.board"
-version = 1
+version = 2
 name = "{name}"
 description = "test board"
+cpu = "Cortex-A53"
 arch = "aarch64"
 memory_mb = 1024
 threads = 2
@@ -127,8 +128,10 @@ def test_good_tmp_profile_and_no_qemu(tmp_path):
     ('cpu_features = ["neon"]', 'cpu_features = ["dotpord"]', ["'cpu_features'", "dotpord"]),
     ('cpu_features = ["neon"]', 'cpu_features = "detect"', ["'cpu_features'", "'detect'"]),
     ("threads = 2", "threads = 2\nthread = 2", ["'thread'"]),
-    ("version = 1", "version = 2", ["version 2", "reads format 'mpqdm.board' version 1"]),
-    ('format = "mpqdm.board"', 'format = "other"', ["'other'", "version 1"]),
+    ("version = 2", "version = 1", ["version 1", "reads format 'mpqdm.board' version 2", "adds the field cpu"]),
+    ('cpu = "Cortex-A53"\n', "", ["missing required field 'cpu'"]),
+    ('cpu = "Cortex-A53"', 'cpu = "detect"', ["'cpu' has value 'detect'"]),
+    ('format = "mpqdm.board"', 'format = "other"', ["'other'", "version 2"]),
     ("threads = 2", "threads = ", ["board.toml", "invalid TOML"]),
 ])
 def test_bad_profiles(tmp_path, old, new, words):

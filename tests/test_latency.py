@@ -4,17 +4,19 @@ import json
 
 import pytest
 
-from mpqdm.backend_tvm.profile import profile, work_list
+from mpqdm.backend_tvm.profile import conv_jobs, profile
+from mpqdm.boards.registry import load_board
 from mpqdm.core.errors import UserError
 from mpqdm.core.latency import LatencyTable, partial_width
-from mpqdm.frontend.model_io import load_unet
+from mpqdm.frontend.model_io import load_unet, model_fingerprint
 from mpqdm.frontend.quant.shapes import layer_specs
 from mpqdm.frontend.quant.swap import LayerPolicy
+from mpqdm.testing.fixtures import host_source
 
 
-def entry(shape, w, a, ch, ms, threads=2):
-    return {"op": "qconv", "shape": shape, "wbits": w, "abits": a, "threads": threads, "channels": ch,
-            "median_ms": ms, "spread": 0.01, "repeats": 5, "build_id": "x", "measured": "t"}
+def entry(shape, w, a, ch, ms, threads=2, op="qconv"):
+    return {"op": op, "shape": shape, "wbits": w, "abits": a, "threads": threads, "channels": ch,
+            "median_ms": ms, "spread": 0.01, "repeats": 5, "build_id": "x", "measured": "t", **host_source()}
 
 
 def test_latency_model_and_round_trip(tmp_path):
@@ -36,7 +38,7 @@ def test_latency_model_and_round_trip(tmp_path):
     d = json.loads(path.read_text())
     d["version"] = 9
     path.write_text(json.dumps(d))
-    with pytest.raises(UserError, match="v1 latency table"):
+    with pytest.raises(UserError, match="v2 latency table"):
         LatencyTable.load(path)
     # merging replaces the same key and keeps the others
     t.merge([entry("s", 2, 4, 64, 9.0), entry("u", 2, 4, 8, 1.0)])
@@ -47,7 +49,45 @@ def test_partial_width():
     assert partial_width(64) == 32 and partial_width(24) == 8 and partial_width(12) == 6 and partial_width(1) == 1
 
 
+def test_whole_step_counts_quantizers_and_float_calls():
+    t = LatencyTable("host")
+    t.merge([entry("s", 2, 4, 64, 1.0), entry("s", 2, 8, 64, 1.0), entry("s", 0, 4, 0, 0.25, op="quantize"),
+             entry("GroupNormSpec(x)", 0, 0, 0, 0.5, op="group_norm"), entry("AddSpec(y)", 0, 0, 0, 0.1, op="add")])
+    t.models["m" * 16] = {"name": "m", "calls": [{"op": "group_norm", "shape": "GroupNormSpec(x)", "count": 3},
+                                                 {"op": "add", "shape": "AddSpec(y)", "count": 2}]}
+    got = t.step_ms("m" * 16, [("s", 64, 64, [(64, 2)], 4)] * 2, threads=2)
+    assert got == pytest.approx({"qconv": 2.0, "quantize": 0.5, "group_norm": 1.5, "add": 0.2})
+    assert t.fixed_ms("m" * 16, 2) == pytest.approx(1.7)
+    with pytest.raises(UserError, match="no whole-step calls of model"):
+        t.step_ms("z" * 16, [], 2)
+    with pytest.raises(UserError, match=r"no entry op=quantize shape=s wbits=0 abits=8.*host --threads 2 MODEL"):
+        t.step_ms("m" * 16, [("s", 64, 64, [(64, 2)], 8)], 2)
+
+
+def test_a_table_of_another_cpu_is_refused():
+    host, rpi5 = load_board("host"), load_board("rpi5")
+    t = LatencyTable("rpi5")
+    arm = {"key": "rpi5", "cpu": "Cortex-A76", "features": ["neon", "dotprod"], "emulated": False}
+    t.merge([{**entry("s", 2, 4, 8, 1.0), **arm}])
+    assert t.check_measured_on(rpi5) == []
+    t.merge([{**entry("s", 2, 4, 8, 1.0), **arm, "features": ["neon"]}])           # a Pi 4's features
+    with pytest.raises(UserError, match=r"features \['neon'\].*describes \['dotprod', 'neon'\]"):
+        t.check_measured_on(rpi5)
+    t = LatencyTable("rpi5")
+    t.merge([{**entry("s", 2, 4, 8, 1.0), **arm, "cpu": "Cortex-A78"}])
+    with pytest.raises(UserError, match="'Cortex-A78'.*describes 'Cortex-A76'"):
+        t.check_measured_on(rpi5)
+    h = LatencyTable("host")
+    h.merge([{**entry("s", 2, 4, 8, 1.0), "cpu": "Another x86"}])                   # same features: a warning
+    assert any("Another x86" in w for w in h.check_measured_on(host))
+    h.merge([{**entry("s", 2, 4, 8, 1.0), "features": []}])
+    if host.cpu_features:
+        with pytest.raises(UserError, match="measured on a CPU with features"):
+            h.check_measured_on(host)
+
+
 def test_profile_tiny_unet(tiny_unet_dir, tmp_path):
+    """Every call kind of the model's UNet call gets an entry; a rerun measures only what is missing."""
     table = tmp_path / "lat.json"
     info = profile(tiny_unet_dir, "host", wbits=(2,), abits=(4,), repeats=1, min_repeat_ms=0, table_path=table,
                    progress=False)
@@ -61,8 +101,19 @@ def test_profile_tiny_unet(tiny_unet_dir, tmp_path):
         w, a = (8, 8) if kind == "w8a8" else (2, 4)
         for ch in (s.c_out, partial_width(s.c_out)):
             assert t.time("qconv", s.shape_key(), w, a, info["threads"], ch) > 0
+        assert t.time("quantize", s.shape_key(), 0, a, info["threads"], 0) > 0
+    mid = model_fingerprint(tiny_unet_dir)[:16]
+    calls = t.models[mid]["calls"]
+    assert {"group_norm", "add", "timestep"} <= {c["op"] for c in calls}
+    assert t.fixed_ms(mid, info["threads"]) > 0
+    e = next(iter(t.entries.values()))
+    assert e["key"] == "local" and e["features"] == list(load_board("host").cpu_features) and not e["emulated"]
     n = len(t.entries)
-    assert n == info["entries"] == len(work_list(tiny_unet_dir, (2,), (4,), policy))
+    jobs = conv_jobs(specs, (2,), (4,), policy, load_board("host"))
+    assert n == info["entries"] == len(jobs) + len(calls)
+    again = profile(tiny_unet_dir, "host", wbits=(2,), abits=(4,), repeats=1, min_repeat_ms=0, table_path=table,
+                    progress=False)
+    assert again["entries"] == 0 and again["skipped"] == n          # nothing measured twice
     profile(tiny_unet_dir, "host", wbits=(3,), abits=(4,), repeats=1, min_repeat_ms=0, table_path=table,
             progress=False)
     assert len(LatencyTable.load(table).entries) > n          # merged, nothing lost

@@ -17,7 +17,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fixtures import tiny_export, tiny_unet
+from .fixtures import hand_table, tiny_export, tiny_unet
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,16 @@ CASES = [
     _case("profile 6-bit activations", "profile {model} --abits 6", "--abits"),
     _case("profile zero repeats", "profile {model} --repeats 0", "--repeats"),
     _case("profile into a malformed table", "profile {model} --table {bad_json}", "not valid JSON"),
+    _case("profile through a tracker that is not HOST:PORT", "profile {model} --tracker nowhere", "HOST:PORT"),
+    _case("profile through a tracker nobody runs", "profile {model} --tracker 127.0.0.1:1", "cannot reach the RPC "
+          "tracker"),
+    _case("profile with a negative wait", "profile {model} --tracker 127.0.0.1:1 --wait -1", "--wait"),
+    # bench
+    _case("bench a folder that is not compiled", "bench {precious} --board host", "no model.mpq"),
+    _case("bench a host build as a Pi's", "bench {compiled} --board rpi5", "compiled for board 'host'"),
+    _case("bench with zero samples", "bench {compiled} --board host --count 0", "--count"),
+    _case("bench through a tracker nobody runs", "bench {compiled} --board host --tracker 127.0.0.1:1",
+          "cannot reach the RPC tracker"),
     # compile
     _case("compile missing export", "compile {tmp}/none --board host -o c", "not a quantized export"),
     _case("compile an FP model", "compile {model} --board host -o c", "not a quantized export"),
@@ -186,10 +196,11 @@ def make_fixtures(root: Path) -> dict[str, str]:
     """The files the cases name, under root (a few seconds, and about 20 for the compiled folder)."""
     from mpqdm.backend_tvm.build import build
     from mpqdm.backend_tvm.compile import compile_export
-    from mpqdm.backend_tvm.profile import work_list
-    from mpqdm.core.latency import FORMAT as LAT_FORMAT
-    from mpqdm.core.latency import VERSION as LAT_VERSION
+    from mpqdm.backend_tvm.profile import conv_jobs
+    from mpqdm.boards.registry import load_board
+    from mpqdm.frontend.model_io import load_unet, model_fingerprint
     from mpqdm.frontend.quant.calibrate import CalibConfig
+    from mpqdm.frontend.quant.shapes import layer_specs
     from mpqdm.frontend.quant.stats import stats_of_model
     from mpqdm.frontend.quant.swap import LayerPolicy
 
@@ -198,12 +209,12 @@ def make_fixtures(root: Path) -> dict[str, str]:
     export = tiny_export(model, root / "exports" / "export")
     stats = root / "stats.json"
     stats_of_model(model, stats, CalibConfig(samples=2, steps=2, batch=2, keep_every=1), device="cpu")
-    entries = [{"op": "qconv", "shape": s.shape_key(), "wbits": w, "abits": a, "threads": 2, "channels": ch,
-                "median_ms": 0.01 * ch / s.c_out + 0.001 * w, "spread": 0.0, "repeats": 1, "build_id": "fixture",
-                "measured": "2026-12-01T00:00:00Z"} for _, s, w, a, ch in work_list(model, (1, 2, 3, 4, 8), (4, 8),
-                                                                                      LayerPolicy())]
+    jobs = conv_jobs(layer_specs(load_unet(model)), (1, 2, 3, 4, 8), (4, 8), LayerPolicy(), load_board("host"))
+    entries = [{"op": j.op, "shape": j.shape, "wbits": j.wbits, "abits": j.abits, "threads": 2, "channels": j.channels,
+                "median_ms": 0.001 * (j.channels + j.wbits + 1), "spread": 0.0, "repeats": 1, "build_id": "fixture",
+                "measured": "2026-12-01T00:00:00Z"} for j in jobs]
     table = root / "latency.json"
-    table.write_text(json.dumps({"format": LAT_FORMAT, "version": LAT_VERSION, "board": "host", "entries": entries}))
+    table.write_text(json.dumps(hand_table(entries, {model_fingerprint(model)[:16]: {"name": "model", "calls": []}})))
     compiled = root / "compiled"
     compile_export(export, "host", compiled, progress=False)
     build(compiled, "host")
@@ -239,7 +250,7 @@ def make_fixtures(root: Path) -> dict[str, str]:
     (bad / "plan_other.json").write_text(json.dumps(plan))
     board = bad / "board"
     board.mkdir()
-    (board / "board.toml").write_text('format = "mpqdm.board"\nversion = 1\nname = [\n')
+    (board / "board.toml").write_text('format = "mpqdm.board"\nversion = 2\nname = [\n')
     s = json.loads(stats.read_text())
     short = json.loads(json.dumps(s))
     first = next(iter(short["layers"]))

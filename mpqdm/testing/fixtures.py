@@ -35,3 +35,20 @@ def tiny_export(model: Path, out: Path, plan: str = "omq", wbits: int = 2, abits
                                    calib=CalibConfig(samples=4, steps=3, batch=4, keep_every=1)),
              device="cpu", progress=False)
     return Path(out)
+
+
+def host_source() -> dict:
+    """The source fields of a latency entry timed on this machine (core/latency.py)."""
+    from mpqdm.boards.registry import load_board
+
+    host = load_board("host")
+    return {"key": "local", "cpu": host.cpu, "features": list(host.cpu_features), "emulated": False}
+
+
+def hand_table(entries: list[dict], models: dict | None = None) -> dict:
+    """A latency table document of hand-written entries (their source: this machine)."""
+    from mpqdm.core.latency import FORMAT, VERSION
+
+    src = host_source()
+    return {"format": FORMAT, "version": VERSION, "board": "host", "entries": [{**src, **e} for e in entries],
+            "models": models or {}}
