@@ -17,11 +17,7 @@ from mpqdm.core.machine import commit
 from . import modules
 from .artifact import read_artifact
 from .farm import Farm
-
-
-def call_kind(kernel: str) -> str:
-    """mpq_<kind>_<n> -> kind."""
-    return kernel[len("mpq_"):].rsplit("_", 1)[0] if kernel.startswith("mpq_") else kernel
+from .plan import call_kind
 
 
 def bench(compiled_dir, board_name: str, tracker: str | None = None, key: str | None = None,

@@ -107,10 +107,13 @@ class Farm:
         return {"key": self.key, "cpu": info["model"], "features": list(feats), "emulated": emulated}
 
     # -- timing kernels ----------------------------------------------------------------------------------
-    def run(self, batches: list, build_id: str, threads: int, repeats: int, min_repeat_ms: int, done) -> dict:
-        """Time every job of `batches` on every board holding the key; `done(entries)` after each batch.
-        Returns the boards used. A board that drops gives its batch back; when none is left, the
-        error names it (what was measured is kept)."""
+    def run(self, batches: list, build_id: str, threads: int, repeats: int, min_repeat_ms: int, done,
+            passes: int = 1, flush_bytes: int = 0) -> dict:
+        """Time every job of `batches` on every board holding the key; `done(entries, first_pass)` after
+        each batch. With passes > 1 each board times its batches again, once all are taken, and an
+        entry is the median of every pass's samples (a burst of noise on the board then moves one
+        pass, not the entry). Returns the boards used. A board that drops gives its batch back;
+        when none is left, the error names it (what was measured is kept)."""
         if not batches:
             return {}
         work: queue.Queue = queue.Queue()
@@ -125,12 +128,25 @@ class Farm:
                 sess = self.session()
                 tmp = Path(tempfile_dir()) / f"w{i}"
                 tmp.mkdir(parents=True, exist_ok=True)
-                source = None
+                source, loaded = None, []
+
+                def timed(batch, mod, samples, first: bool) -> None:
+                    try:
+                        entries = time_batch(mod, sess.cpu(), batch, threads, repeats, min_repeat_ms, samples,
+                                             flush_bytes)
+                    except RPC_ERRORS as exc:
+                        if first:
+                            work.put(batch)
+                        raise _Dropped(f"{where} dropped ({str(exc).strip().splitlines()[-1][:300]})") from None
+                    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                    with lock:
+                        done([{**e, "build_id": build_id, "measured": stamp, **source} for e in entries], first)
+
                 while True:
                     try:
                         batch = work.get_nowait()
                     except queue.Empty:
-                        return
+                        break
                     so = modules.kernel_module(batch_module(batch), self.board, tmp / f"k{next(_SERIAL)}.so")
                     try:
                         mod = _load(sess, so)
@@ -138,13 +154,14 @@ class Farm:
                             with lock:
                                 source = self.check_cpu(modules.cpu_info(mod), where)
                                 self.sources[where] = source
-                        entries = time_batch(mod, sess.cpu(), batch, threads, repeats, min_repeat_ms)
                     except RPC_ERRORS as exc:
                         work.put(batch)
                         raise _Dropped(f"{where} dropped ({str(exc).strip().splitlines()[-1][:300]})") from None
-                    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                    with lock:
-                        done([{**e, "build_id": build_id, "measured": stamp, **source} for e in entries])
+                    loaded.append((batch, mod, {}))
+                    timed(*loaded[-1], first=True)
+                for _ in range(passes - 1):
+                    for batch, mod, samples in loaded:
+                        timed(batch, mod, samples, first=False)
             except (UserError, _Dropped) as exc:
                 with lock:
                     errors.append(str(exc))
@@ -217,18 +234,24 @@ def batch_module(batch) -> tvm.IRModule:
     return tvm.IRModule(funcs)
 
 
-def time_batch(mod, dev, batch, threads: int, repeats: int, min_repeat_ms: int) -> list[dict]:
-    """Each job's kernel timed on the runtime's own pool of `threads` threads."""
+def time_batch(mod, dev, batch, threads: int, repeats: int, min_repeat_ms: int, samples: dict,
+               flush_bytes: int = 0) -> list[dict]:
+    """Each job's kernel timed on the runtime's own pool of `threads` threads; `samples` (job index ->
+    ms, kept across passes) gets this pass's, and an entry's median and spread are over all of them.
+    With flush_bytes, every timed call runs alone after the board wrote that many bytes (TVM's
+    cache_flush_bytes): its data out of the near caches."""
     modules.start_threads(mod, threads)
     rng = np.random.default_rng(0)
     out = []
     for i, job in enumerate(batch):
         args = [tvm.runtime.tensor(a, dev) for a in job.args(rng)]
-        f = mod.time_evaluator(f"k{i}", dev, number=1, repeat=repeats, min_repeat_ms=min_repeat_ms)
-        t = np.asarray(f(*args).results) * 1e3
+        f = mod.time_evaluator(f"k{i}", dev, number=1, repeat=repeats, cache_flush_bytes=flush_bytes,
+                               min_repeat_ms=0 if flush_bytes else min_repeat_ms)
+        samples.setdefault(i, []).extend(np.asarray(f(*args).results) * 1e3)
+        t = np.asarray(samples[i])
         med = float(np.median(t))
         out.append({"op": job.op, "shape": job.shape, "wbits": job.wbits, "abits": job.abits, "threads": threads,
-                    "channels": job.channels, "median_ms": round(med, 5), "repeats": repeats,
+                    "channels": job.channels, "median_ms": round(med, 5), "repeats": len(t),
                     "spread": round(float((np.percentile(t, 90) - np.percentile(t, 10)) / med), 4) if med else 0.0})
     modules.start_threads(mod, 1)           # stop the module's workers
     return out

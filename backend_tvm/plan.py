@@ -109,6 +109,11 @@ class Plan:
         return sum(t.nbytes for t in self.by_kind(CONST))
 
 
+def call_kind(kernel: str) -> str:
+    """The kind of a plan's kernel symbol (the lowering names them mpq_<kind>_<n>)."""
+    return kernel[len("mpq_"):].rsplit("_", 1)[0] if kernel.startswith("mpq_") else kernel
+
+
 def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 

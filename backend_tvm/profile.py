@@ -10,9 +10,15 @@ runs it, and merge the timings into boards/<board>/latency.json (core/latency.py
   sample, which does not change a kernel's shape), with its call count per UNet call.
 Kernels are compiled for the board's target in batches, each batch linked with the runtime's own
 thread pool into a shared object (backend_tvm/modules.py), and timed with TVM's time_evaluator:
-here (no tracker) or on the boards a tracker lists under a key (farm.py), several in parallel. The
-table is saved after every batch, so a run that stops leaves what it measured, and a rerun measures
-only what is missing (same build id).
+here (no tracker) or on the boards a tracker lists under a key (farm.py), several in parallel; in
+`passes` passes over everything (an entry: the median of all its samples, so that a burst of noise
+on a shared machine moves one pass, not the entry). Calls are timed back to back, warm: on the
+host that predicts a UNet call best (benchmarks/results/profile_predict.md); `flush_kb` makes each
+timed call run alone after that many KB were written (TVM's cache_flush_bytes), which here
+over-predicts the compute-bound kernels (1 MB: qconv +27%, attention 2x) while it fits the
+memory-bound elementwise ones.
+The table is saved after every batch, so a run that stops leaves what it measured, and a rerun
+measures only what is missing (same build id).
 """
 
 from __future__ import annotations
@@ -40,11 +46,13 @@ from mpqdm.frontend.quant.swap import LayerPolicy
 from .farm import Farm
 from .kernels.qconv_schedule import schedule_qconv
 from .kernels.quantize import schedule_quantize
+from .plan import call_kind
 from .tvm_compat import TVM_VERSION, tvm
 
 DEFAULT_WBITS, DEFAULT_ABITS = CANDIDATE_WBITS, ABITS
 NAMED_MODELS = ("ddpm-cifar10",)
 BATCH = 12                  # kernels per compiled module
+FLUSH_KB = 0                # KB written before each timed call (0: back-to-back calls, warm caches)
 
 
 @dataclass
@@ -143,7 +151,7 @@ def float_calls(folder: Path, board) -> tuple[list[Job], list[dict]]:
         counts[c.kernel] = counts.get(c.kernel, 0) + 1
     jobs, calls = [], []
     for sym, n in counts.items():
-        op = sym[len("mpq_"):].rsplit("_", 1)[0]
+        op = call_kind(sym)
         if op in PLAN_OPS:
             continue
         shape = plan.kernel_specs[sym]
@@ -167,7 +175,8 @@ def model_id(folder: Path) -> str:
 def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFAULT_ABITS, repeats: int = 10,
             min_repeat_ms: int = 20, table_path: Path | None = None, progress: bool = True,
             threads: int | None = None, tracker: str | None = None, key: str | None = None,
-            wait_s: float = 60.0, fresh: bool = False, batch: int = BATCH) -> dict:
+            wait_s: float = 60.0, fresh: bool = False, batch: int = BATCH, passes: int = 3,
+            flush_kb: int = FLUSH_KB) -> dict:
     """`mpqdm profile`: measure what the table lacks for this model (everything with `fresh`)."""
     board = load_board(board_name)
     check_bits(wbits, "--wbits")
@@ -185,7 +194,10 @@ def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFA
     farm = Farm(board, tracker, key or board.name, wait_s) if tracker else Farm.local(board)
     farm.warnings += [note] if note else []
     farm.check_reachable()
-    build_id = hashlib.sha256(f"{commit()}|{TVM_VERSION}|{board.tvm_target_dict()}".encode()).hexdigest()[:12]
+    if flush_kb < 0:
+        raise UserError(f"--flush-kb must be >= 0, got {flush_kb}")
+    how = f"{commit()}|{TVM_VERSION}|{board.tvm_target_dict()}|flush {flush_kb}"     # the timing method too
+    build_id = hashlib.sha256(how.encode()).hexdigest()[:12]
     with tempfile.TemporaryDirectory(prefix="mpqdm-profile-") as tmp:
         folder = model_folder(model_dir, Path(tmp))
         specs = layer_specs(load_model(folder).eval())
@@ -195,19 +207,21 @@ def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFA
     table.models[mid] = {"name": Path(str(model_dir)).name, "calls": calls}
     todo = [j for j in jobs if fresh or table.entries.get(j.key(threads), {}).get("build_id") != build_id]
     table.save(path)
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"profile {board.name}", disable=not progress)
+    if passes < 1:
+        raise UserError(f"--passes must be >= 1, got {passes}")
+    bar = tqdm(total=len(todo) * passes, desc=f"profile {board.name}", unit="timing", disable=not progress)
     batches = [todo[i:i + batch] for i in range(0, len(todo), batch)]
     measured = 0
 
-    def done(entries: list[dict]) -> None:
+    def done(entries: list[dict], first: bool) -> None:
         nonlocal measured
         table.merge(entries)
         table.save(path)                        # after every batch: a stop keeps what was measured
-        measured += len(entries)
+        measured += len(entries) if first else 0
         bar.update(len(entries))
 
     try:
-        sources = farm.run(batches, build_id, threads, repeats, min_repeat_ms, done)
+        sources = farm.run(batches, build_id, threads, repeats, min_repeat_ms, done, passes, flush_kb * 1024)
     finally:
         bar.close()
     return {"table": str(path), "entries": measured, "skipped": len(jobs) - len(todo), "jobs": len(jobs),

@@ -1,6 +1,7 @@
 """Allocator solve time on the DDPM CIFAR-10 UNet configuration (35.7M parameters, random weights,
 statistics from a small random calibration), group size 16, bits {1, 2, 3, 4, 8}, 4-bit activations,
-with the host latency table. Budgets: the weight memory of uniform W3 and 97% of its latency, so the
+with the host latency table (the committed one, or one profiled into out/bench/ when it lacks this
+model's call kinds). Budgets: the weight memory of uniform W3 and 97% of its latency, so the
 ILP has to trade; the plan is then recomputed from the written BitPlan against both budgets.
 
 Run: .venv/bin/python benchmarks/allocate_cifar.py     (makes the random model and its statistics
@@ -14,11 +15,11 @@ from pathlib import Path
 
 from mpqdm.allocator.ilp import Budgets, solve, totals
 from mpqdm.allocator.problem import build
-from mpqdm.boards.registry import latency_path, load_board
+from mpqdm.boards.registry import load_board
 from mpqdm.core.bitplan import BitPlan
 from mpqdm.core.latency import LatencyTable
 from mpqdm.core.stats import read_stats
-from mpqdm.testing.bench import cifar_stats, markdown_table, save_rows
+from mpqdm.testing.bench import cifar_random, cifar_stats, host_table_with, markdown_table, save_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -31,7 +32,7 @@ def main() -> None:
 
     board = load_board("host")
     stats = read_stats(cifar_stats(ROOT))
-    table = LatencyTable.load(latency_path(board), "host")
+    table = LatencyTable.load(host_table_with(cifar_random(ROOT), ROOT), "host")
     t = time.perf_counter()
     problems = build(stats, table, board.threads, GROUP, BITS, (4,))
     build_s = time.perf_counter() - t

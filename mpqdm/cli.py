@@ -191,7 +191,7 @@ def _profile(args) -> None:
 
     info = profile(args.model, args.board, wbits=args.wbits, abits=args.abits, repeats=args.repeats,
                    table_path=args.table, threads=args.threads, tracker=args.tracker, key=args.key,
-                   wait_s=args.wait, fresh=args.fresh)
+                   wait_s=args.wait, fresh=args.fresh, passes=args.passes, flush_kb=args.flush_kb)
     for w in info["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     where = ", ".join(f"{k}: {v['cpu']}{' (emulated)' if v['emulated'] else ''}" for k, v in info["boards"].items())
@@ -205,8 +205,10 @@ def _bench(args) -> None:
 
     r = bench(args.dir, args.board, tracker=args.tracker, key=args.key, threads=args.threads, count=args.count,
               wait_s=args.wait)
-    print(f"{r['board']} ({r['key']}: {r['cpu']}{', emulated: times are not milliseconds' if r['emulated'] else ''}"
-          f"): {r['ms_per_step']:.3f} ms per step at {r['threads']} thread{'s' if r['threads'] != 1 else ''}; arena {r['arena_kb']:.1f} KB, "
+    emu = ", emulated: times are not milliseconds" if r["emulated"] else ""
+    n = r["threads"]
+    print(f"{r['board']} ({r['key']}: {r['cpu']}{emu}): {r['ms_per_step']:.3f} ms per step at {n} "
+          f"thread{'s' if n != 1 else ''}; arena {r['arena_kb']:.1f} KB, "
           f"artifact {r['artifact_kb']:.1f} KB, server peak RSS {r['peak_rss_mb']:.1f} MB")
     total = sum(r["ms_by_kind"].values()) or 1.0
     for k, ms in r["ms_by_kind"].items():
@@ -342,7 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--wbits", type=int_list(WBITS), default=CANDIDATE_WBITS, help="weight widths to time")
     pr.add_argument("--abits", type=int_list(ABITS), default=ABITS, help="activation widths to time")
     pr.add_argument("--threads", type=threads, help="kernel threads (default: the board profile's)")
-    pr.add_argument("--repeats", type=count(), default=10)
+    pr.add_argument("--repeats", type=count(), default=10, help="timings per kernel and pass")
+    pr.add_argument("--passes", type=count(), default=3, help="passes over all kernels; an entry is the median "
+                    "of every pass's timings")
+    pr.add_argument("--flush-kb", type=count(0), default=0, help="KB written before each timed call (default 0: "
+                    "back-to-back calls, warm caches)")
     pr.add_argument("--table", help="latency table to merge into (default boards/<board>/latency.json)")
     _add_farm(pr)
     pr.add_argument("--fresh", action="store_true", help="measure again what the table already holds")

@@ -115,7 +115,7 @@ def test_profile_and_bench_through_an_emulated_pi5(tracker_port, tiny_unet_dir, 
     from mpqdm.core.latency import LatencyTable
     from mpqdm.testing.fixtures import tiny_export
 
-    small = {"wbits": (2,), "abits": (4,), "repeats": 1, "min_repeat_ms": 0, "progress": False}
+    small = {"wbits": (2,), "abits": (4,), "repeats": 1, "min_repeat_ms": 0, "progress": False, "passes": 1}
     server = emulated.start_emulated_server(tracker_port, "rpi5-emu", "cortex-a76")
     try:
         info = profile(tiny_unet_dir, "rpi5", table_path=tmp_path / "rpi5.json", tracker=f"127.0.0.1:{tracker_port}",

@@ -17,7 +17,7 @@ from mpqdm.core.latency import LatencyTable
 from mpqdm.testing import farm
 from mpqdm.testing.fixtures import tiny_export
 
-SMALL = {"wbits": (2,), "abits": (4,), "repeats": 1, "min_repeat_ms": 0, "progress": False}
+SMALL = {"wbits": (2,), "abits": (4,), "repeats": 1, "min_repeat_ms": 0, "progress": False, "passes": 1}
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from mpqdm.backend_tvm.lower import lower_export
+from mpqdm.backend_tvm.plan import call_kind
 from mpqdm.backend_tvm.profile import conv_jobs, profile
 from mpqdm.boards.registry import load_board
 from mpqdm.core.errors import UserError
@@ -11,7 +13,7 @@ from mpqdm.core.latency import LatencyTable, partial_width
 from mpqdm.frontend.model_io import load_unet, model_fingerprint
 from mpqdm.frontend.quant.shapes import layer_specs
 from mpqdm.frontend.quant.swap import LayerPolicy
-from mpqdm.testing.fixtures import host_source
+from mpqdm.testing.fixtures import host_source, tiny_export
 
 
 def entry(shape, w, a, ch, ms, threads=2, op="qconv"):
@@ -90,8 +92,9 @@ def test_profile_tiny_unet(tiny_unet_dir, tmp_path):
     """Every call kind of the model's UNet call gets an entry; a rerun measures only what is missing."""
     table = tmp_path / "lat.json"
     info = profile(tiny_unet_dir, "host", wbits=(2,), abits=(4,), repeats=1, min_repeat_ms=0, table_path=table,
-                   progress=False)
+                   progress=False, passes=2)
     t = LatencyTable.load(table, "host")
+    assert all(e["repeats"] == 2 for e in t.entries.values())          # one timing per pass, both kept
     specs = layer_specs(load_unet(tiny_unet_dir))
     policy = LayerPolicy()
     for name, s in specs.items():
@@ -108,14 +111,26 @@ def test_profile_tiny_unet(tiny_unet_dir, tmp_path):
     assert t.fixed_ms(mid, info["threads"]) > 0
     e = next(iter(t.entries.values()))
     assert e["key"] == "local" and e["features"] == list(load_board("host").cpu_features) and not e["emulated"]
+    # every call of a compiled plan of this model finds its entry
+    plan, _ = lower_export(tiny_export(tiny_unet_dir, tmp_path / "export", plan="uniform"), load_board("host"))
+    layers = layer_specs(load_unet(tiny_unet_dir))
+    for c in plan.calls:
+        op = call_kind(c.kernel)
+        w, a = (8, 8) if policy.kind(c.op) == "w8a8" else (2, 4)
+        if op == "qconv":
+            assert t.time(op, layers[c.op].shape_key(), w, a, info["threads"], layers[c.op].c_out) > 0
+        elif op == "quantize":
+            assert t.time(op, layers[c.op].shape_key(), 0, a, info["threads"], 0) > 0
+        else:
+            assert t.time(op, plan.kernel_specs[c.kernel], 0, 0, info["threads"], 0) > 0
     n = len(t.entries)
     jobs = conv_jobs(specs, (2,), (4,), policy, load_board("host"))
     assert n == info["entries"] == len(jobs) + len(calls)
     again = profile(tiny_unet_dir, "host", wbits=(2,), abits=(4,), repeats=1, min_repeat_ms=0, table_path=table,
-                    progress=False)
+                    progress=False, passes=1)
     assert again["entries"] == 0 and again["skipped"] == n          # nothing measured twice
     profile(tiny_unet_dir, "host", wbits=(3,), abits=(4,), repeats=1, min_repeat_ms=0, table_path=table,
-            progress=False)
+            progress=False, passes=1)
     assert len(LatencyTable.load(table).entries) > n          # merged, nothing lost
 
 

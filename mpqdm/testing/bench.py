@@ -31,12 +31,30 @@ def cifar_random(root: Path) -> Path:
     """The DDPM CIFAR-10 configuration with random weights (seed 0): sizes and speed only."""
     import torch
 
-    from mpqdm.frontend.fp_model import ddpm_cifar10_unet
+    from mpqdm.frontend.fp_model import ddpm_cifar10_unet, default_scheduler
 
     path = root / "out" / "bench" / "ddpm-cifar10-random"
     if not (path / "config.json").is_file():
         torch.manual_seed(0)
         ddpm_cifar10_unet().save_pretrained(str(path))
+    if not (path / "scheduler_config.json").is_file():       # profile lowers a PTQ export of it
+        default_scheduler().save_pretrained(str(path))
+    return path
+
+
+def host_table_with(model: Path, root: Path) -> Path:
+    """A host latency table holding `model`'s call kinds: the committed one if it does, else one
+    profiled into out/bench/ (minutes)."""
+    from mpqdm.backend_tvm.profile import profile
+    from mpqdm.boards.registry import latency_path, load_board
+    from mpqdm.core.latency import LatencyTable
+    from mpqdm.frontend.model_io import model_fingerprint
+
+    committed = latency_path(load_board("host"))
+    if model_fingerprint(model)[:16] in LatencyTable.load(committed, "host").models:
+        return committed
+    path = root / "out" / "bench" / f"latency-{model.name}.json"
+    profile(model, "host", table_path=path)
     return path
 
 
