@@ -15,7 +15,7 @@ from mpqdm.core.io import write_json
 from mpqdm.core.machine import commit
 
 from . import modules
-from .artifact import read_artifact
+from .build import read_compiled
 from .farm import Farm
 from .plan import call_kind
 
@@ -25,16 +25,7 @@ def bench(compiled_dir, board_name: str, tracker: str | None = None, key: str | 
     d = Path(compiled_dir)
     board = load_board(board_name)
     art_path = d / "model.mpq"
-    if not art_path.is_file() or not (d / "kernels.o").is_file():
-        raise UserError(f"{str(d)!r} has no model.mpq and kernels.o. Possible solutions: mpqdm compile EXPORT "
-                        f"--board {board.name} -o {d}")
-    try:
-        art = read_artifact(art_path)
-    except ValueError as exc:
-        raise UserError(f"{art_path}: {exc}") from None
-    if art["board"] != board.name:
-        raise UserError(f"{str(d)!r} was compiled for board {art['board']!r}, not {board.name!r}. Possible "
-                        f"solutions: --board {art['board']}")
+    art = read_compiled(d, board)
     if tracker is None and board.is_cross:
         raise UserError(f"board {board.name!r} runs its benchmark on the board. Possible solutions: --tracker "
                         f"HOST:9190 with the board's rpc_server registered under key {board.name}")

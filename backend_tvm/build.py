@@ -46,24 +46,36 @@ def make(target: str, what: str, **variables) -> None:
         raise UserError(f"building {what} failed:\n{' '.join(cmd)}\n{(r.stdout + r.stderr).strip()[-4000:]}")
 
 
-def build(dir_: str | Path, board_name: str, sanitize: bool = False) -> list[Path]:
-    d = Path(dir_)
-    board = load_board(board_name)
-    art_path, obj = d / "model.mpq", d / "kernels.o"
-    if not art_path.is_file() or not obj.is_file():
+def read_compiled(d: Path, board) -> dict:
+    """The artifact of a `mpqdm compile` folder (model.mpq and kernels.o) compiled for `board`."""
+    art_path = d / "model.mpq"
+    if not art_path.is_file() or not (d / "kernels.o").is_file():
         raise UserError(f"{str(d)!r} has no model.mpq and kernels.o. Possible solutions: run mpqdm compile EXPORT "
                         f"--board {board.name} -o {d} first")
     try:
         art = read_artifact(art_path)
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:
         raise UserError(f"{art_path}: {exc}") from None
     if art["board"] != board.name:
         raise UserError(f"{str(d)!r} was compiled for board {art['board']!r}, not {board.name!r}. Possible "
-                        f"solutions: mpqdm build {d} --board {art['board']}, or compile for {board.name}")
+                        f"solutions: --board {art['board']}, or compile it for {board.name}")
+    return art
+
+
+def board_cc(board) -> str:
+    """The board's compiler, found on PATH."""
     cc = shutil.which(board.cc)
     if cc is None:
         raise UserError(f"compiler {board.cc!r} of board {board.name!r} is not installed. Possible solutions: "
                         "bash scripts/install.sh")
+    return cc
+
+
+def build(dir_: str | Path, board_name: str, sanitize: bool = False) -> list[Path]:
+    d = Path(dir_)
+    board = load_board(board_name)
+    art = read_compiled(d, board)
+    cc = board_cc(board)
     table = d / "kernel_table.c"
     table.write_text(kernel_table(art["kernels"]))
     d = d.resolve()

@@ -12,7 +12,6 @@ module's own: its RPC session's CPU, else this machine's.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,8 @@ import numpy as np
 from mpqdm.boards.registry import load_board
 from mpqdm.core.errors import UserError
 
-from .artifact import CALL, HEADER, read_artifact
-from .build import kernel_table, make
+from .artifact import CALL, HEADER
+from .build import board_cc, kernel_table, make, read_compiled
 from .tvm_compat import target, tensor, tvm
 
 CPU_INFO_BYTES = 8192
@@ -33,11 +32,7 @@ def _board(board):
 
 
 def _toolchain(board) -> dict:
-    cc = shutil.which(board.cc)
-    if cc is None:
-        raise UserError(f"compiler {board.cc!r} of board {board.name!r} is not installed. Possible solutions: "
-                        "bash scripts/install.sh")
-    return {"cc": cc, "board_cflags": " ".join(board.cflags)}
+    return {"cc": board_cc(board), "board_cflags": " ".join(board.cflags)}
 
 
 def kernel_module(mod: tvm.IRModule, board, out_so: Path) -> Path:
@@ -55,16 +50,7 @@ def bench_module(compiled_dir: Path, board) -> Path:
     """compiled_dir/mpqdm-bench.so from a `mpqdm compile` folder (model.mpq, kernels.o) for its board."""
     board = _board(board)
     d = Path(compiled_dir).resolve()
-    again = f"Possible solutions: mpqdm compile EXPORT --board {board.name} -o {d}"
-    if not (d / "kernels.o").is_file():
-        raise UserError(f"{d} has no kernels.o (the output of mpqdm compile). {again}")
-    try:
-        art = read_artifact(d / "model.mpq")
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{d}/model.mpq: {exc}. {again}") from None
-    if art["board"] != board.name:
-        raise UserError(f"{d} holds a model for board {art['board']!r}, not {board.name!r}. Possible solutions: "
-                        f"give board {art['board']!r}, or compile the model for {board.name}")
+    art = read_compiled(d, board)
     table = d / "kernel_table.c"
     table.write_text(kernel_table(art["kernels"]))
     out = d / "mpqdm-bench.so"
