@@ -130,10 +130,10 @@ class Farm:
                 tmp.mkdir(parents=True, exist_ok=True)
                 source, loaded = None, []
 
-                def timed(batch, mod, samples, first: bool) -> None:
+                def timed(batch, mod, funcs, samples, first: bool) -> None:
                     try:
-                        entries = time_batch(mod, sess.cpu(), batch, threads, repeats, min_repeat_ms, samples,
-                                             flush_bytes)
+                        entries = time_batch(mod, sess.cpu(), batch, funcs, threads, repeats, min_repeat_ms,
+                                             samples, flush_bytes)
                     except RPC_ERRORS as exc:
                         if first:
                             work.put(batch)
@@ -147,7 +147,8 @@ class Farm:
                         batch = work.get_nowait()
                     except queue.Empty:
                         break
-                    so = modules.kernel_module(batch_module(batch), self.board, tmp / f"k{next(_SERIAL)}.so")
+                    irmod = batch_module(batch)
+                    so = modules.kernel_module(irmod, self.board, tmp / f"k{next(_SERIAL)}.so")
                     try:
                         mod = _load(sess, so)
                         if source is None:
@@ -157,11 +158,11 @@ class Farm:
                     except RPC_ERRORS as exc:
                         work.put(batch)
                         raise _Dropped(f"{where} dropped ({str(exc).strip().splitlines()[-1][:300]})") from None
-                    loaded.append((batch, mod, {}))
+                    loaded.append((batch, mod, [irmod[f"k{i}"] for i in range(len(batch))], {}))
                     timed(*loaded[-1], first=True)
                 for _ in range(passes - 1):
-                    for batch, mod, samples in loaded:
-                        timed(batch, mod, samples, first=False)
+                    for batch, mod, funcs, samples in loaded:
+                        timed(batch, mod, funcs, samples, first=False)
             except (UserError, _Dropped) as exc:
                 with lock:
                     errors.append(str(exc))
@@ -234,17 +235,32 @@ def batch_module(batch) -> tvm.IRModule:
     return tvm.IRModule(funcs)
 
 
-def time_batch(mod, dev, batch, threads: int, repeats: int, min_repeat_ms: int, samples: dict,
+def random_inputs(func, rng) -> list[np.ndarray]:
+    """Random arrays for a kernel's buffer parameters (floats in [0.5, 1.5): no NaN in norms or exps)."""
+    out = []
+    for p in func.params:                       # TVM 0.27: a parameter is its buffer
+        shape, dt = tuple(int(d) for d in p.shape), str(p.dtype)
+        if dt.startswith("float"):
+            out.append(rng.uniform(0.5, 1.5, shape).astype(dt))
+        else:
+            out.append(np.zeros(shape, dt))
+    return out
+
+
+def time_batch(mod, dev, batch, funcs, threads: int, repeats: int, min_repeat_ms: int, samples: dict,
                flush_bytes: int = 0) -> list[dict]:
-    """Each job's kernel timed on the runtime's own pool of `threads` threads; `samples` (job index ->
-    ms, kept across passes) gets this pass's, and an entry's median and spread are over all of them.
+    """Each job's kernel (funcs[i], compiled into `mod` as k<i>) timed on the runtime's own pool of
+    `threads` threads; a job without its own args gets random buffers of its kernel's parameters.
+    `samples` (job index -> ms, kept across passes) gets this pass's; an entry's median and spread
+    are over all of them.
     With flush_bytes, every timed call runs alone after the board wrote that many bytes (TVM's
     cache_flush_bytes): its data out of the near caches."""
     modules.start_threads(mod, threads)
     rng = np.random.default_rng(0)
     out = []
     for i, job in enumerate(batch):
-        args = [tvm.runtime.tensor(a, dev) for a in job.args(rng)]
+        arrays = job.args(rng) if job.args else random_inputs(funcs[i], rng)
+        args = [tvm.runtime.tensor(a, dev) for a in arrays]
         f = mod.time_evaluator(f"k{i}", dev, number=1, repeat=repeats, cache_flush_bytes=flush_bytes,
                                min_repeat_ms=0 if flush_bytes else min_repeat_ms)
         samples.setdefault(i, []).extend(np.asarray(f(*args).results) * 1e3)

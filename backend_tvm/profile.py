@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from mpqdm.boards.registry import latency_path, load_board
@@ -64,7 +63,7 @@ class Job:
     abits: int
     channels: int
     build: object           # symbol -> IRModule holding one PrimFunc of that name
-    args: object            # rng -> list of numpy arrays, in the kernel's order
+    args: object = None     # rng -> list of numpy arrays in the kernel's order (None: farm.random_inputs)
 
     def key(self, threads: int) -> tuple:
         return (self.op, self.shape, self.wbits, self.abits, threads, self.channels)
@@ -91,18 +90,6 @@ def model_folder(model, work: Path) -> Path:
     return d
 
 
-def random_inputs(func, rng) -> list[np.ndarray]:
-    """Random arrays for a kernel's buffer parameters (floats in [0.5, 1.5): no NaN in norms or exps)."""
-    out = []
-    for p in func.params:                       # TVM 0.27: a parameter is its buffer
-        shape, dt = tuple(int(d) for d in p.shape), str(p.dtype)
-        if dt.startswith("float"):
-            out.append(rng.uniform(0.5, 1.5, shape).astype(dt))
-        else:
-            out.append(np.zeros(shape, dt))
-    return out
-
-
 def conv_jobs(specs: dict[str, ConvSpec], wbits, abits, policy: LayerPolicy, board) -> list[Job]:
     """The quantized layers' kernels and their input quantizers."""
     jobs, seen = [], set()
@@ -125,8 +112,7 @@ def conv_jobs(specs: dict[str, ConvSpec], wbits, abits, policy: LayerPolicy, boa
                         lambda rng, sw=sw: random_args(sw, rng).ordered()))
         for a in sorted({a for _, a in pairs}):
             q = ((s.n, s.h, s.w, s.c_in), a)
-            add(Job("quantize", s.shape_key(), 0, a, 0, lambda sym, q=q: schedule_quantize(*q, sym),
-                    lambda rng, q=q: random_inputs(schedule_quantize(*q)["quantize"], rng)))
+            add(Job("quantize", s.shape_key(), 0, a, 0, lambda sym, q=q: schedule_quantize(*q, sym)))
     return jobs
 
 
@@ -156,8 +142,7 @@ def float_calls(folder: Path, board) -> tuple[list[Job], list[dict]]:
             continue
         shape = plan.kernel_specs[sym]
         func = plan.kernels[sym][sym]
-        jobs.append(Job(op, shape, 0, 0, 0, lambda s, f=func: tvm.IRModule({s: f.with_attr("global_symbol", s)}),
-                        lambda rng, f=func: random_inputs(f, rng)))
+        jobs.append(Job(op, shape, 0, 0, 0, lambda s, f=func: tvm.IRModule({s: f.with_attr("global_symbol", s)})))
         calls.append({"op": op, "shape": shape, "count": n})
     return jobs, calls
 
