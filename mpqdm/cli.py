@@ -175,11 +175,17 @@ def _qat(args) -> None:
 
     plan_file, plan = (args.plan, "uniform") if args.plan.endswith(".json") else (None, args.plan)
     cfg = QATConfig(iterations=args.iterations, batch=args.batch, window=args.window,
-                    trd_weight=args.trd_weight, lora_rank=args.lora_rank, weight_lr_scale=args.weight_lr_scale,
+                    trd_weight=args.trd_weight, trd_block=args.trd_block, lora_rank=args.lora_rank,
+                    weight_lr_scale=args.weight_lr_scale,
                     seed=args.seed, ckpt_every=args.ckpt_every)
     out = args.out or str(Path("out") / "qat" / f"{Path(args.model).resolve().name}-{plan}-W{args.wbits}A{args.abits}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     info = qat(args.model, out, cfg, _ptq_config(args, plan), plan_file=plan_file, teacher_dir=args.teacher,
-               resume=args.resume, device=args.device)
+               resume=args.resume, device=args.device, fast=not args.plain,
+               compile_={"auto": None, "on": True, "off": False}[args.compile], teacher_cache=args.teacher_cache)
     if "out" in info:
         print(f"wrote {info['out']}: {info['iterations']} iterations in {info['seconds']:.0f} s on "
               f"{info['device']} (average {info['avg_wbits']:.3f} weight bits); loss curve and checkpoint "
@@ -327,11 +333,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--batch", type=count(), default=8, help="trajectories per iteration, over all processes")
     a.add_argument("--window", type=count(), default=2, help="TRD window; one optimiser step per window")
     a.add_argument("--trd-weight", type=real(positive=False), default=100.0, help="0: output distillation only")
+    a.add_argument("--trd-block", type=int, default=-1, help="decoder block TRD taps (index into up_blocks)")
     a.add_argument("--lora-rank", type=count(0), default=0, help="0: full QAT of the weights")
     a.add_argument("--weight-lr-scale", type=real(), default=4e-4, help="weight lr = this x mean weight step")
     a.add_argument("--seed", type=count(0), default=0)
     a.add_argument("--ckpt-every", type=count(), default=10)
     a.add_argument("--resume", action="store_true", help="continue the run in <out>.qat/")
+    a.add_argument("--plain", action="store_true", help="the plain loop (one step at a time), not the fast "
+                   "path: same loss, about twice the time")
+    a.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="torch.compile the student in the fast path (auto: for runs of 200 iterations or more)")
+    a.add_argument("--teacher-cache", help="folder keeping the teacher's trajectories, shared by runs of the "
+                   "same model and seed (fast path)")
+    a.add_argument("--threads", type=count(), help="PyTorch threads (default: PyTorch's)")
     _add_calib(a)
     a.set_defaults(func=_qat)
 

@@ -18,6 +18,7 @@ class QATConfig:
     batch: int = 8                 # over all processes
     window: int = 2                # TRD window; the optimiser steps once per window
     trd_weight: float = 100.0      # 0 = output distillation only
+    trd_block: int = -1            # which decoder block TRD taps (an index into up_blocks)
     lora_rank: int = 0             # 0 = full QAT of the weights
     weight_lr_scale: float = 4e-4  # weight (or LoRA) lr = scale * the layer's mean weight step (the
                                    # authors' mean step / 2500; 1e-2 moved 40% of W2 codes and hurt)

@@ -24,12 +24,15 @@ from ..quant.swap import set_step
 from ..sampling import ddim_schedule, ddim_step
 from .config import QATConfig, keep_steps_positive, trainable
 from .dist import World, barrier, init_world, local_device, wrap
+from .fast import FastLoop
 from .lora import add_lora, merge_lora
 from .plot import plot_losses
 from .source import QAT_METHOD, Start, load_start
+from .teacher import TeacherCache, run_teacher
 from .trd import FeatureTap, last_decoder_block, trd_loss
 
 CKPT_FORMAT, CKPT_VERSION = "mpqdm.qat_checkpoint", 1
+COMPILE_FROM = 200   # iterations; a cold torch.compile of the default model takes minutes on 2 cores
 
 
 def run_dir(out: Path) -> Path:
@@ -45,10 +48,11 @@ def noise_for(cfg: QATConfig, it: int, world: World, shape) -> torch.Tensor:
 def _check_resume(ck: dict, cfg: QATConfig, start: Start, path: Path) -> None:
     if ck.get("format") != CKPT_FORMAT or ck.get("version") != CKPT_VERSION:
         raise UserError(f"{path} is not a v{CKPT_VERSION} QAT checkpoint. Possible solutions: delete {path.parent}")
-    diff = [k for k, v in cfg.to_dict().items() if ck["config"].get(k) != v]
+    saved = {**QATConfig().to_dict(), **ck["config"]}   # a setting added later: its default
+    diff = [k for k, v in cfg.to_dict().items() if saved.get(k) != v]
     if diff:
         raise UserError(f"the run in {path.parent} used other settings ({', '.join(diff)}): "
-                        f"{ {k: ck['config'].get(k) for k in diff} }. Possible solutions: the same "
+                        f"{ {k: saved.get(k) for k in diff} }. Possible solutions: the same "
                         "settings with --resume, or a new --out")
     if ck["source_sha256"] != start.source_sha256 or ck["plan"] != start.plan.to_json():
         raise UserError(f"the run in {path.parent} started from another model or plan. "
@@ -57,9 +61,13 @@ def _check_resume(ck: dict, cfg: QATConfig, start: Start, path: Path) -> None:
 
 def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(), plan_file=None,
         teacher_dir=None, resume: bool = False, device: str = "auto", progress: bool = True,
-        stop_after: int | None = None) -> dict:
+        stop_after: int | None = None, fast: bool = True, compile_: bool | None = None,
+        teacher_cache: str | Path | None = None) -> dict:
     """Train, checkpoint every cfg.ckpt_every iterations, export to `out`. `stop_after` (tests) ends
-    the process's work after that many iterations in total, as an interruption would."""
+    the process's work after that many iterations in total, as an interruption would. `fast`: the
+    same loss by frontend.qat.fast (`compile_`: with torch.compile; None: for runs of at least
+    COMPILE_FROM iterations, where its one-off cost pays); `teacher_cache`: a folder where
+    the teacher's trajectories are kept and shared with other runs of the same seed (fast path)."""
     world = init_world()
     out = check_export_dir(out, "qat", reads=[source, teacher_dir])
     rdir = run_dir(out)
@@ -78,11 +86,14 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
     start = load_start(source, ptq, plan_file, teacher_dir, device=str(dev), progress=progress and world.main)
     teacher, q = start.teacher.to(dev).eval(), start.student.to(dev)
     teacher.requires_grad_(False)
+    if fast:    # before the optimiser exists: the conversion replaces the parameters' data
+        teacher.to(memory_format=torch.channels_last)
+        q.to(memory_format=torch.channels_last)
     if cfg.lora_rank:
         add_lora(q, cfg.lora_rank)
     q.train()
     groups = trainable(q, cfg)
-    opt = torch.optim.AdamW(groups)
+    opt = torch.optim.AdamW(groups, fused=fast or None)
     sched = ddim_schedule(start.scheduler.alphas_cumprod, len(start.timesteps),
                           start.scheduler.config.num_train_timesteps)
     if [int(t) for t in sched.timesteps] != [int(t) for t in start.timesteps]:
@@ -110,16 +121,32 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
             write_json(rdir / "losses.json", {"iterations": it, "seconds": round(seconds, 1), "losses": losses})
 
     fwd = wrap(world, q)     # after the resume: DDP broadcasts rank 0's loaded state
-    taps = (FeatureTap(last_decoder_block(teacher)), FeatureTap(last_decoder_block(q))) if cfg.trd_weight else None
+    taps = (FeatureTap(last_decoder_block(teacher, cfg.trd_block)),
+            FeatureTap(last_decoder_block(q, cfg.trd_block))) if cfg.trd_weight else None
     c = q.config
     shape = (cfg.batch // world.size, c.in_channels, c.sample_size, c.sample_size)
+    if compile_ is None:
+        compile_ = cfg.iterations >= COMPILE_FROM
+    loop = FastLoop(q, fwd, taps[1] if taps else None, cfg, compile_) if fast else None
+    cache = None
+    if fast and teacher_cache is not None:
+        cache = TeacherCache(teacher_cache, {
+            "model_sha256": start.source_sha256, "seed": cfg.seed, "shape": list(shape), "rank": world.rank,
+            "processes": world.size, "timesteps": [int(t) for t in sched.timesteps], "clip": sched.clip,
+            "tap": f"up_blocks[{cfg.trd_block}]", "device": dev.type, "channels_last": True})
     bar = tqdm(range(first, cfg.iterations), initial=first, total=cfg.iterations, desc="qat",
                disable=not (progress and world.main))
     try:
         for it in bar:
             t0 = time.perf_counter()
-            out_sum, trd_sum = _trajectory(teacher, q, fwd, taps, noise_for(cfg, it, world, shape).to(dev),
-                                           sched, cfg, opt, lr_sched)
+            noise = noise_for(cfg, it, world, shape).to(dev)
+            if loop is None:
+                out_sum, trd_sum = _trajectory(teacher, q, fwd, taps, noise, sched, cfg, opt, lr_sched)
+            else:
+                def teach(noise=noise):
+                    return run_teacher(teacher, noise, sched, taps[0] if taps else None)
+                steps = cache.get(it, taps is not None, teach) if cache else teach()
+                out_sum, trd_sum = loop.trajectory(steps, sched, opt, lr_sched)
             seconds += time.perf_counter() - t0
             losses.append({"iteration": it + 1, "out": out_sum / n_steps, "trd": trd_sum / windows})
             bar.set_postfix(out=f"{out_sum / n_steps:.3g}", trd=f"{trd_sum / windows:.3g}")
@@ -133,10 +160,12 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
                 t.close()
     barrier(world)
     info = {"iterations": cfg.iterations, "seconds": round(seconds, 1), "device": str(dev),
-            "processes": world.size, "final": losses[-1] if losses else None}
+            "processes": world.size, "threads": torch.get_num_threads(), "fast": fast,
+            "compiled": fast and compile_, "final": losses[-1] if losses else None}
     if world.main:
         plot_losses(losses, rdir / "loss_curve.png")
         merge_lora(q)
+        q.to(memory_format=torch.contiguous_format)
         export(q.eval(), start.plan, out, source_sha256=start.source_sha256, timesteps=start.timesteps,
                method=QAT_METHOD, scheduler=start.scheduler, command="qat")
         info.update(summary(q, start.plan), out=str(out), run_dir=str(rdir))

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mpqdm.core.errors import UserError
+
 
 class FeatureTap:
     """Keeps the latest output of one module (with its graph)."""
@@ -33,8 +35,13 @@ class FeatureTap:
         self._handle.remove()
 
 
-def last_decoder_block(unet: nn.Module) -> nn.Module:
-    return unet.up_blocks[-1]
+def last_decoder_block(unet: nn.Module, index: int = -1) -> nn.Module:
+    """The decoder block TRD taps: the last one by default (MPQ-DM's choice)."""
+    n = len(unet.up_blocks)
+    if not -n <= index < n:
+        raise UserError(f"--trd-block {index}: the model has {n} decoder blocks. Possible solutions: "
+                        f"an index in {-n}..{n - 1}")
+    return unet.up_blocks[index]
 
 
 def relation(feature: torch.Tensor) -> torch.Tensor:

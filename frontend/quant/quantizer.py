@@ -81,10 +81,11 @@ class WeightQuantizer(nn.Module):
 
 
 class StepIndex:
-    """The sampling step the activation quantizers use; shared by every layer of one model."""
+    """The sampling step the activation quantizers use; shared by every layer of one model. `value` is
+    an int, or a LongTensor with one step per sample (QAT's fast path runs a window's steps as one batch)."""
 
     def __init__(self):
-        self.value = 0
+        self.value: int | torch.Tensor = 0
 
 
 class ActQuantizer(nn.Module):
@@ -105,21 +106,24 @@ class ActQuantizer(nn.Module):
     def n_steps(self) -> int:
         return self.step.numel()
 
-    def _params(self):
+    def _params(self, x: torch.Tensor | None = None):
         i = self.step_index.value
+        if isinstance(i, torch.Tensor):     # per sample: [B] -> broadcast over x's other dims
+            shape = (-1,) + (1,) * (x.dim() - 1)
+            return self.step[i].view(shape), self.zero[i].view(shape)
         if not 0 <= i < self.n_steps:
             raise IndexError(f"sampling step {i} outside the {self.n_steps} calibrated steps")
         return self.step[i], self.zero[i]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s, z = self._params()
+        s, z = self._params(x)
         z = round_ste(z)
         q = torch.clamp(round_ste(x / s) + z, 0.0, self.qmax)
         return (q - z) * s
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            s, z = self._params()
+            s, z = self._params(x)
             return torch.clamp(torch.round(x / s) + z.round(), 0, self.qmax).to(torch.int64)
 
     @torch.no_grad()

@@ -80,5 +80,6 @@ def quant_layers(unet: nn.Module) -> dict[str, QuantLayer]:
     return {n: m for n, m in unet.named_modules() if isinstance(m, QuantLayer)}
 
 
-def set_step(unet: nn.Module, i: int) -> None:
-    unet.mpq_step_index.value = int(i)
+def set_step(unet: nn.Module, i: int | torch.Tensor) -> None:
+    """The sampling step of the next forward: one int, or a LongTensor of one step per sample."""
+    unet.mpq_step_index.value = i.to(torch.int64) if isinstance(i, torch.Tensor) else int(i)

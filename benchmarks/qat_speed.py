@@ -1,0 +1,130 @@
+"""Seconds per QAT iteration, plain loop against the fast path, in one run on the same machine.
+
+Run: .venv/bin/python benchmarks/qat_speed.py [--iterations 3] [--batch 8] [--threads 2] [--share 6]
+The default model, W2A4, MPQ-DM's heaviest row (OMQ split + TRD, window 2): both paths start from
+the same PTQ initialisation and take turns, iteration by iteration, on the same noise. The fast
+path is timed whole (teacher trajectory computed in the iteration) and split into its teacher and
+student parts; `after_s_per_iteration` counts the teacher once per `--share` runs, the number of
+ablation rows with one seed that share its cache (benchmarks/qat_ablation.py), and
+`after_unshared_s_per_iteration` counts it whole. The compile's one-off cost is reported apart.
+Writes benchmarks/results/qat_speed.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from mpqdm.core.resources import DEFAULT_MODEL
+from mpqdm.frontend.qat.config import QATConfig, trainable
+from mpqdm.frontend.qat.dist import World
+from mpqdm.frontend.qat.fast import FastLoop
+from mpqdm.frontend.qat.source import load_start
+from mpqdm.frontend.qat.teacher import run_teacher
+from mpqdm.frontend.qat.train import _trajectory, noise_for
+from mpqdm.frontend.qat.trd import FeatureTap, last_decoder_block
+from mpqdm.frontend.quant.ptq import PTQConfig
+from mpqdm.frontend.sampling import ddim_schedule
+from mpqdm.testing.bench import markdown_table, save_rows
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class Loop:
+    """One QAT loop (plain or fast) on its own copy of the start, with its optimiser."""
+
+    def __init__(self, start, cfg: QATConfig, fast: bool, compile_: bool):
+        self.teacher, self.q = copy.deepcopy(start.teacher).eval(), copy.deepcopy(start.student).train()
+        self.teacher.requires_grad_(False)
+        if fast:
+            self.teacher.to(memory_format=torch.channels_last)
+            self.q.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.AdamW(trainable(self.q, cfg), fused=fast or None)
+        self.lrs = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 1.0)
+        self.taps = FeatureTap(last_decoder_block(self.teacher)), FeatureTap(last_decoder_block(self.q))
+        self.cfg, self.fast = cfg, fast
+        self.loop = FastLoop(self.q, self.q, self.taps[1], cfg, compile_) if fast else None
+
+    def iteration(self, x, sched) -> dict:
+        t0 = time.perf_counter()
+        if not self.fast:
+            out, _ = _trajectory(self.teacher, self.q, self.q, self.taps, x, sched, self.cfg, self.opt, self.lrs)
+            return {"total": time.perf_counter() - t0, "out": out}
+        steps = run_teacher(self.teacher, x, sched, self.taps[0])
+        t1 = time.perf_counter()
+        out, _ = self.loop.trajectory(steps, sched, self.opt, self.lrs)
+        t2 = time.perf_counter()
+        return {"total": t2 - t0, "teacher": t1 - t0, "student": t2 - t1, "out": out}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--iterations", type=int, default=3, help="timed iterations per path")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--share", type=int, default=6, help="runs sharing one teacher cache (W2A4 baseline, "
+                    "omq, trd, mpqdm, W4A4 baseline, mpqdm at seed 0)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    start = load_start(DEFAULT_MODEL, PTQConfig(plan="omq", wbits=2, abits=4, omq_fractions=(0.1,)),
+                       progress=False)
+    init_s = time.perf_counter() - t0
+    cfg = QATConfig(batch=args.batch, trd_weight=100.0)
+    sched = ddim_schedule(start.scheduler.alphas_cumprod, len(start.timesteps),
+                          start.scheduler.config.num_train_timesteps)
+    shape = (args.batch, start.student.config.in_channels, start.student.config.sample_size,
+             start.student.config.sample_size)
+    paths = {"plain": Loop(start, cfg, False, False), "fast": Loop(start, cfg, True, True),
+             "fast-eager": Loop(start, cfg, True, False)}
+    warm = {}
+    for name, p in paths.items():        # first iteration: compile (fast) and allocator warm-up
+        warm[name] = p.iteration(noise_for(cfg, 0, World(), shape), sched)["total"]
+        print(f"{name}: first iteration {warm[name]:.1f} s", flush=True)
+    times = {name: [] for name in paths}
+    for it in range(1, args.iterations + 1):
+        x = noise_for(cfg, it, World(), shape)
+        for name, p in paths.items():
+            times[name].append(p.iteration(x, sched))
+        print(f"iteration {it}: " + ", ".join(f"{n} {t[-1]['total']:.2f} s" for n, t in times.items()), flush=True)
+
+    def med(name, part):
+        return round(statistics.median(t[part] for t in times[name]), 3)
+
+    before = med("plain", "total")
+    shared = round(med("fast", "student") + med("fast", "teacher") / args.share, 3)
+    rows = [{"path": "plain", "s_per_iteration": before, "first_iteration_s": round(warm["plain"], 1),
+             "ratio": 1.0, "note": "train._trajectory: one step at a time, teacher inline"}]
+    for name in ("fast-eager", "fast"):
+        rows.append({"path": name, "s_per_iteration": med(name, "total"), "teacher_s": med(name, "teacher"),
+                     "student_s": med(name, "student"), "first_iteration_s": round(warm[name], 1),
+                     "ratio": round(before / med(name, "total"), 2),
+                     "note": "torch.compile" if name == "fast" else "no compile (deploy's short runs)"})
+    rows.append({"path": f"fast, teacher shared by {args.share} runs", "s_per_iteration": shared,
+                 "ratio": round(before / shared, 2), "note": "student + teacher / share"})
+    out_losses = {n: [round(t["out"], 3) for t in times[n]] for n in times}
+    save_rows(RESULTS / "qat_speed.json", rows, before_s_per_iteration=before, after_s_per_iteration=shared,
+              after_unshared_s_per_iteration=med("fast", "total"), batch=args.batch, threads=args.threads,
+              timed_iterations=args.iterations, share=args.share, load_average_at_start=load,
+              ptq_init_s=round(init_s, 1), config="W2A4 OMQ(10%) + TRD(weight 100, window 2)",
+              out_losses=out_losses, torch=torch.__version__)
+    (RESULTS / "qat_speed.md").write_text(
+        "# Seconds per QAT iteration (default model, W2A4 MPQ-DM, batch "
+        f"{args.batch}, {args.threads} threads)\n\nCommand: `.venv/bin/python benchmarks/qat_speed.py`; "
+        f"load average at start {load:.2f}; medians of {args.iterations} iterations taken in turn.\n\n"
+        + markdown_table(rows, ["path", "s_per_iteration", "ratio", "teacher_s", "student_s",
+                                "first_iteration_s", "note"])
+        + f"\nBefore {before} s, after {shared} s per iteration: {before / shared:.2f}x.\n")
+    print(f"plain {before} s, fast {med('fast', 'total')} s (unshared), {shared} s (teacher shared): "
+          f"{before / shared:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
