@@ -4,7 +4,7 @@ resumable, row by row, several rows at once.
 Run: .venv/bin/python benchmarks/qat_ablation.py [--iterations 400] [--jobs 2 --threads 1]
      [--trd trd_weight=100,window=2,trd_block=-1] [--only W2A4-mpqdm-s0,...] [--report]
 Each row: PTQ initialisation with its plan, `--iterations` QAT trajectories of `--batch` from its
-QAT seed (fast path, torch.compile; the teacher's trajectories are shared by the rows of a seed
+QAT seed (fast path; the teacher's trajectories are shared by the rows of a seed
 through out/qat_ablation/teacher), then the FD of 1,000 samples (evaluation seed 0). A finished row
 leaves row.json in its folder and is not run again; an interrupted QAT resumes from its checkpoint,
 an interrupted evaluation from its cached batches. `--jobs N` runs N rows at once, each in its own
@@ -33,7 +33,6 @@ ROWS = [("W2A4", 2, 4, "fp", 0)]
 ROWS += [("W2A4", 2, 4, v, s) for v, seeds in (("baseline", (0, 1)), ("omq", (0,)), ("trd", (0,)),
                                                 ("mpqdm", (0, 1))) for s in seeds]
 ROWS += [("W4A4", 4, 4, v, s) for v in ("baseline", "mpqdm") for s in (0, 1)]
-GRIDS = {"fp", "baseline", "mpqdm"}
 
 
 def key(row) -> str:
@@ -87,8 +86,7 @@ def run_row(row, args) -> dict:
     t0 = time.perf_counter()
     eval_dir = work_dir(args) / key(row) / "eval"
     m = evaluate(model, eval_dir, EvalConfig(samples=args.samples), device=args.device, progress=args.jobs == 1)
-    if variant in GRIDS and seed == 0:
-        shutil.copyfile(eval_dir / "samples_grid.png", RESULTS / f"qat_{config}-{variant}_grid.png")
+    shutil.copyfile(eval_dir / "samples_grid.png", RESULTS / f"qat_{key(row)}_grid.png")
     out.update(fd=m["fd"], fd_floor=m["fd_floor"], qat_seconds=train_s,
                eval_seconds=round(time.perf_counter() - t0, 1))
     return out

@@ -185,7 +185,7 @@ def _qat(args) -> None:
         torch.set_num_threads(args.threads)
     info = qat(args.model, out, cfg, _ptq_config(args, plan), plan_file=plan_file, teacher_dir=args.teacher,
                resume=args.resume, device=args.device, fast=not args.plain,
-               compile_={"auto": None, "on": True, "off": False}[args.compile], teacher_cache=args.teacher_cache)
+               compile_=args.compile, teacher_cache=args.teacher_cache)
     if "out" in info:
         print(f"wrote {info['out']}: {info['iterations']} iterations in {info['seconds']:.0f} s on "
               f"{info['device']} (average {info['avg_wbits']:.3f} weight bits); loss curve and checkpoint "
@@ -341,8 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--resume", action="store_true", help="continue the run in <out>.qat/")
     a.add_argument("--plain", action="store_true", help="the plain loop (one step at a time), not the fast "
                    "path: same loss, about twice the time")
-    a.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                   help="torch.compile the student in the fast path (auto: for runs of 200 iterations or more)")
+    a.add_argument("--compile", action="store_true", help="torch.compile the fast path: faster, but its "
+                   "float32 gradients are further from float64's than eager PyTorch's (benchmarks/qat_grad_check.py)")
     a.add_argument("--teacher-cache", help="folder keeping the teacher's trajectories, shared by runs of the "
                    "same model and seed (fast path)")
     a.add_argument("--threads", type=count(), help="PyTorch threads (default: PyTorch's)")

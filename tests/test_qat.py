@@ -53,6 +53,24 @@ def test_trd_alone_trains_the_quantizers(start):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_trd_equals_the_kl_of_the_relation_softmaxes_with_its_gradient():
+    fp = [torch.randn(2, 4, 3, 5, dtype=torch.float64) for _ in range(2)]
+    q = [torch.randn(2, 4, 3, 5, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+
+    def literal(fp, q):   # the definition, with autograd's own gram backward
+        rel = [torch.nn.functional.normalize(window_mean(w).flatten(2), dim=1) for w in (fp, q)]
+        log_p, log_q = (torch.log_softmax(f.transpose(1, 2) @ f, -1) for f in rel)
+        return (log_p.exp() * (log_p - log_q)).sum(-1).sum(1).mean()
+
+    a = trd_loss(fp, q)
+    ga = torch.autograd.grad(a, q)
+    b = literal([f.float() for f in fp], [f.float() for f in q])
+    gb = torch.autograd.grad(b, q)
+    assert float(a.detach()) == pytest.approx(float(b.detach()), rel=1e-5)
+    for x, y in zip(ga, gb, strict=True):
+        assert torch.allclose(x, y.to(x.dtype), rtol=1e-4, atol=1e-6)
+
+
 def test_trd_is_zero_for_equal_features_and_uses_the_window_mean():
     a, b, c = (torch.randn(2, 4, 3, 5) for _ in range(3))
     assert trd_loss([a, b], [a, b]).abs() < 1e-5

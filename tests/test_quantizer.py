@@ -112,3 +112,37 @@ def test_omq_rule_keeps_average_bits_and_ranks_by_kurtosis(n):
     # k = 0 when splitting does not pay
     flat = torch.stack([torch.full((c_out,), 1.0) * (2 if b != n else 1) for b in bits]).double()
     assert omq_split(kurt, flat, bits, n, 4, group=4).groups == (Group(0, c_out, n),)
+
+
+def _round_ste(x):
+    return (x.round() - x).detach() + x
+
+
+def _literal_fake_quant(x, s, z, qmax):
+    """The definition FakeQuant writes out: straight-through rounding by autograd."""
+    z = _round_ste(z)
+    q = torch.clamp(_round_ste(x / s) + z, torch.zeros_like(qmax), qmax)
+    return (q - z) * s
+
+
+@pytest.mark.parametrize("shape,param_shape",
+                         [((3, 5, 7, 2), ()), ((4, 3, 5), (4, 1, 1)), ((6, 9, 3, 3), (6, 1, 1, 1))])
+def test_fake_quant_matches_straight_through_rounding(shape, param_shape):
+    from mpqdm.frontend.quant.quantizer import FakeQuant
+
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 2)
+    x.view(-1)[::7] = 0.5 * torch.arange(x.view(-1)[::7].numel(), dtype=torch.float64) % 5   # exact codes, ties
+    s = (torch.rand(param_shape, generator=g, dtype=torch.float64) * 0.3 + 0.2).requires_grad_()
+    z = (torch.rand(param_shape, generator=g, dtype=torch.float64) * 6).requires_grad_()
+    qmax = torch.full(param_shape, 15.0, dtype=torch.float64)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a = FakeQuant.apply(xa, s, z, qmax)
+    b = _literal_fake_quant(xb, s, z, qmax)
+    assert torch.equal(a, b)
+    w = torch.randn(shape, generator=g, dtype=torch.float64)
+    ga = torch.autograd.grad((a * w).sum(), (xa, s, z))
+    gb = torch.autograd.grad((b * w).sum(), (xb, s, z))
+    for u, v in zip(ga, gb, strict=True):
+        assert torch.allclose(u, v, rtol=1e-12, atol=1e-12)
+    assert bool((ga[0] == 0).any()) and bool((ga[0] != 0).any())    # both sides of the clamp were hit

@@ -5,8 +5,9 @@
 - The student runs a whole TRD window as one batch (the window's x_t stacked, one activation
   step per sample), so each optimiser step costs one forward, one backward and one weight
   fake-quant instead of `window` of each.
-- The student and the TRD term are compiled by torch.compile (fused elementwise fake-quant,
-  GroupNorm and SiLU; the relation's softmax and KL), models are channels-last and AdamW is fused.
+- Models are channels-last and AdamW is fused. Optionally (`compile_`) the student, the teacher and
+  the TRD term are compiled by torch.compile: faster, but its float32 gradients are several times
+  further from float64's than eager PyTorch's (benchmarks/qat_grad_check.py), so it is off by default.
 Per step the loss is the plain path's: sum over pixels of (eps_q - eps_fp)^2, mean over the batch.
 """
 
@@ -26,9 +27,10 @@ def compiled(module, enabled: bool):
 
 
 class FastLoop:
-    def __init__(self, q, fwd, tap_q, cfg: QATConfig, compile_: bool = True):
+    def __init__(self, q, fwd, tap_q, cfg: QATConfig, compile_: bool = False, teacher=None):
         self.q, self.tap_q, self.cfg = q, tap_q, cfg
         self.run = compiled(fwd, compile_)
+        self.teacher = compiled(teacher, compile_) if teacher is not None else None
         self.trd = compiled(trd_loss, compile_) if tap_q is not None else None
 
     def trajectory(self, steps: TeacherSteps, sched, opt, lr_sched) -> tuple[float, float]:

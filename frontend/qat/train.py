@@ -32,7 +32,6 @@ from .teacher import TeacherCache, run_teacher
 from .trd import FeatureTap, last_decoder_block, trd_loss
 
 CKPT_FORMAT, CKPT_VERSION = "mpqdm.qat_checkpoint", 1
-COMPILE_FROM = 200   # iterations; a cold torch.compile of the default model takes minutes on 2 cores
 
 
 def run_dir(out: Path) -> Path:
@@ -61,12 +60,13 @@ def _check_resume(ck: dict, cfg: QATConfig, start: Start, path: Path) -> None:
 
 def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(), plan_file=None,
         teacher_dir=None, resume: bool = False, device: str = "auto", progress: bool = True,
-        stop_after: int | None = None, fast: bool = True, compile_: bool | None = None,
+        stop_after: int | None = None, fast: bool = True, compile_: bool = False,
         teacher_cache: str | Path | None = None) -> dict:
     """Train, checkpoint every cfg.ckpt_every iterations, export to `out`. `stop_after` (tests) ends
     the process's work after that many iterations in total, as an interruption would. `fast`: the
-    same loss by frontend.qat.fast (`compile_`: with torch.compile; None: for runs of at least
-    COMPILE_FROM iterations, where its one-off cost pays); `teacher_cache`: a folder where
+    same loss by frontend.qat.fast (`compile_`: with torch.compile, faster but its float32 gradients
+    are several times further from float64's than eager PyTorch's: benchmarks/qat_grad_check.py);
+    `teacher_cache`: a folder where
     the teacher's trajectories are kept and shared with other runs of the same seed (fast path)."""
     world = init_world()
     out = check_export_dir(out, "qat", reads=[source, teacher_dir])
@@ -125,9 +125,7 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
             FeatureTap(last_decoder_block(q, cfg.trd_block))) if cfg.trd_weight else None
     c = q.config
     shape = (cfg.batch // world.size, c.in_channels, c.sample_size, c.sample_size)
-    if compile_ is None:
-        compile_ = cfg.iterations >= COMPILE_FROM
-    loop = FastLoop(q, fwd, taps[1] if taps else None, cfg, compile_) if fast else None
+    loop = FastLoop(q, fwd, taps[1] if taps else None, cfg, compile_, teacher) if fast else None
     cache = None
     if fast and teacher_cache is not None:
         cache = TeacherCache(teacher_cache, {
@@ -144,7 +142,7 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
                 out_sum, trd_sum = _trajectory(teacher, q, fwd, taps, noise, sched, cfg, opt, lr_sched)
             else:
                 def teach(noise=noise):
-                    return run_teacher(teacher, noise, sched, taps[0] if taps else None)
+                    return run_teacher(loop.teacher, noise, sched, taps[0] if taps else None)
                 steps = cache.get(it, taps is not None, teach) if cache else teach()
                 out_sum, trd_sum = loop.trajectory(steps, sched, opt, lr_sched)
             seconds += time.perf_counter() - t0

@@ -44,10 +44,24 @@ def last_decoder_block(unet: nn.Module, index: int = -1) -> nn.Module:
     return unet.up_blocks[index]
 
 
+class _Gram(torch.autograd.Function):
+    """f^T f with one matmul in the backward, f (g + g^T), instead of autograd's two."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(f)
+        return f.transpose(1, 2) @ f
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        (f,) = ctx.saved_tensors
+        return f @ (g + g.transpose(1, 2))
+
+
 def relation(feature: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] -> [B, HW, HW] cosine similarities between spatial positions."""
     f = F.normalize(feature.float().flatten(2), dim=1)
-    return f.transpose(1, 2) @ f
+    return _Gram.apply(f)
 
 
 def window_mean(features: list[torch.Tensor]) -> torch.Tensor:
@@ -56,7 +70,9 @@ def window_mean(features: list[torch.Tensor]) -> torch.Tensor:
 
 
 def trd_loss(fp_window: list[torch.Tensor], q_window: list[torch.Tensor]) -> torch.Tensor:
+    """Per row KL(p || softmax(s_q)) = sum p (log p - s_q) + logsumexp(s_q), as sum p = 1: the same
+    value as with log_softmax(s_q), without materialising it."""
     log_p = F.log_softmax(relation(window_mean(fp_window)), dim=-1)
-    log_q = F.log_softmax(relation(window_mean(q_window)), dim=-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)      # [B, HW], one KL per row
+    s_q = relation(window_mean(q_window))
+    kl = (log_p.exp() * (log_p - s_q)).sum(-1) + torch.logsumexp(s_q, dim=-1)   # [B, HW], one KL per row
     return kl.sum(1).mean()

@@ -13,9 +13,36 @@ from mpqdm.core.bits import check_bits
 from mpqdm.core.errors import UserError
 
 
-def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """round() forward, identity gradient."""
-    return (x.round() - x).detach() + x
+def _sum_to(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`t` summed down to `like`'s (broadcast) shape."""
+    return t.sum() if like.dim() == 0 else t.sum_to_size(like.shape)
+
+
+class FakeQuant(torch.autograd.Function):
+    """(clamp(round(x / s) + round(z), 0, qmax) - round(z)) * s with straight-through rounding (LSQ),
+    its gradients written out. Inside the clamp range (bounds included) d/dx = 1, d/ds = round(x/s) -
+    x/s, d/dz = 0; outside d/dx = 0, d/ds = clamped code - round(z), d/dz = -s. One saved tensor
+    (x) and a handful of passes instead of autograd's graph of a dozen elementwise ops."""
+
+    @staticmethod
+    def forward(ctx, x, s, z, qmax):
+        qmax = torch.as_tensor(qmax, dtype=x.dtype, device=x.device)
+        zr = torch.round(z)
+        ctx.save_for_backward(x, s, z, qmax)
+        return (torch.minimum(torch.clamp(torch.round(x / s) + zr, min=0.0), qmax) - zr) * s
+
+    @staticmethod
+    def backward(ctx, g):
+        x, s, z, qmax = ctx.saved_tensors
+        zr, v = torch.round(z), x / s
+        r = torch.round(v)
+        q = r + zr
+        inside = (q >= 0) & (q <= qmax)
+        clamped = torch.minimum(torch.clamp(q, min=0.0), qmax)
+        gx = torch.where(inside, g, torch.zeros_like(g))
+        gs = _sum_to(g * torch.where(inside, r - v, clamped - zr), s)
+        gz = _sum_to(torch.where(inside, torch.zeros_like(g), -g * s), z)
+        return gx, gs, gz, None
 
 
 def _qmax(bits: torch.Tensor) -> torch.Tensor:
@@ -47,10 +74,8 @@ class WeightQuantizer(nn.Module):
         return self.zero.detach().round().to(torch.int64)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        s, qm = self._view(self.step, w), self._view(self.qmax, w)
-        z = self._view(round_ste(self.zero), w)
-        q = torch.clamp(round_ste(w / s) + z, torch.zeros_like(qm), qm)
-        return (q - z) * s
+        s, z, qm = (self._view(t, w) for t in (self.step, self.zero, self.qmax))
+        return FakeQuant.apply(w, s, z, qm)
 
     @torch.no_grad()
     def init_range(self, w: torch.Tensor, method: str = "mse", p: float = 2.4, candidates: int = 80) -> None:
@@ -117,9 +142,7 @@ class ActQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s, z = self._params(x)
-        z = round_ste(z)
-        q = torch.clamp(round_ste(x / s) + z, 0.0, self.qmax)
-        return (q - z) * s
+        return FakeQuant.apply(x, s, z, self.qmax)
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -89,7 +89,8 @@ QAT_VARIANTS = {"baseline": ("uniform", 0.0), "omq": ("omq", 0.0), "trd": ("unif
 
 def qat_export(root: Path, config: str, wbits: int, abits: int, variant: str, iterations: int = 40,
                batch: int = 8, lora_rank: int = 0, ckpt_every: int = 5, device: str = "auto", seed: int = 0,
-               trd: dict | None = None, teacher_cache: Path | None = None, progress: bool = True) -> Path:
+               trd: dict | None = None, teacher_cache: Path | None = None, progress: bool = True,
+               compile_: bool = False) -> Path:
     """A QAT export of the default model (resumable): PTQ initialisation with the variant's plan, then
     `iterations` trajectories of `batch` from QAT seed `seed` (the QAT ablation's rows; the W2A4 MPQ-DM
     one is the default model the compile and runtime benchmarks measure). `trd`: TRD settings other
@@ -110,7 +111,7 @@ def qat_export(root: Path, config: str, wbits: int, abits: int, variant: str, it
                         lora_rank=lora_rank, **settings)
         ptq = PTQConfig(plan=plan, wbits=wbits, abits=abits, omq_fractions=(0.1,))
         qat(DEFAULT_MODEL, path, cfg, ptq, resume=(run_dir(path) / "checkpoint.pt").is_file(), device=device,
-            teacher_cache=teacher_cache, progress=progress)
+            teacher_cache=teacher_cache, progress=progress, compile_=compile_)
     return path
 
 
