@@ -66,8 +66,8 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
     the process's work after that many iterations in total, as an interruption would. `fast`: the
     same loss by frontend.qat.fast (`compile_`: with torch.compile, faster but its float32 gradients
     are several times further from float64's than eager PyTorch's: benchmarks/qat_grad_check.py);
-    `teacher_cache`: a folder where
-    the teacher's trajectories are kept and shared with other runs of the same seed (fast path)."""
+    `teacher_cache`: a folder where the teacher's trajectories are kept and shared with other runs
+    of the same model and seed (fast path)."""
     world = init_world()
     out = check_export_dir(out, "qat", reads=[source, teacher_dir])
     rdir = run_dir(out)
