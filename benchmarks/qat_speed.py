@@ -25,13 +25,12 @@ from pathlib import Path
 import torch
 
 from mpqdm.core.resources import DEFAULT_MODEL
-from mpqdm.frontend.qat.config import QATConfig, trainable
+from mpqdm.frontend.qat.config import QATConfig
 from mpqdm.frontend.qat.dist import World
 from mpqdm.frontend.qat.fast import FastLoop
 from mpqdm.frontend.qat.source import load_start
 from mpqdm.frontend.qat.teacher import run_teacher
-from mpqdm.frontend.qat.train import _trajectory, noise_for
-from mpqdm.frontend.qat.trd import FeatureTap, last_decoder_block
+from mpqdm.frontend.qat.train import _trajectory, noise_for, prepare
 from mpqdm.frontend.quant.ptq import PTQConfig
 from mpqdm.frontend.sampling import ddim_schedule
 from mpqdm.testing.bench import markdown_table, save_rows
@@ -44,14 +43,9 @@ class Loop:
     """One QAT loop (plain or fast) on its own copy of the start, with its optimiser."""
 
     def __init__(self, start, cfg: QATConfig, fast: bool, compile_: bool):
-        self.teacher, self.q = copy.deepcopy(start.teacher).eval(), copy.deepcopy(start.student).train()
-        self.teacher.requires_grad_(False)
-        if fast:
-            self.teacher.to(memory_format=torch.channels_last)
-            self.q.to(memory_format=torch.channels_last)
-        self.opt = torch.optim.AdamW(trainable(self.q, cfg), fused=fast or None)
+        self.teacher, self.q = copy.deepcopy(start.teacher), copy.deepcopy(start.student)
+        self.opt, self.taps = prepare(self.teacher, self.q, cfg, fast)
         self.lrs = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 1.0)
-        self.taps = FeatureTap(last_decoder_block(self.teacher)), FeatureTap(last_decoder_block(self.q))
         self.cfg, self.fast = cfg, fast
         self.loop = FastLoop(self.q, self.q, self.taps[1], cfg, compile_, self.teacher) if fast else None
 

@@ -58,6 +58,22 @@ def _check_resume(ck: dict, cfg: QATConfig, start: Start, path: Path) -> None:
                         "Possible solutions: a new --out")
 
 
+def prepare(teacher, q, cfg: QATConfig, fast: bool):
+    """The models as qat() trains them (teacher frozen; channels-last on the fast path; LoRA), and
+    their optimiser and TRD feature taps (None without TRD)."""
+    teacher.eval().requires_grad_(False)
+    if fast:    # before the optimiser exists: the conversion replaces the parameters' data
+        teacher.to(memory_format=torch.channels_last)
+        q.to(memory_format=torch.channels_last)
+    if cfg.lora_rank:
+        add_lora(q, cfg.lora_rank)
+    q.train()
+    opt = torch.optim.AdamW(trainable(q, cfg), fused=fast or None)
+    taps = (FeatureTap(last_decoder_block(teacher, cfg.trd_block)),
+            FeatureTap(last_decoder_block(q, cfg.trd_block))) if cfg.trd_weight else None
+    return opt, taps
+
+
 def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(), plan_file=None,
         teacher_dir=None, resume: bool = False, device: str = "auto", progress: bool = True,
         stop_after: int | None = None, fast: bool = True, compile_: bool = False,
@@ -84,16 +100,8 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
         ensure_writable_dir(rdir)
     dev = local_device(world, pick_device(device))
     start = load_start(source, ptq, plan_file, teacher_dir, device=str(dev), progress=progress and world.main)
-    teacher, q = start.teacher.to(dev).eval(), start.student.to(dev)
-    teacher.requires_grad_(False)
-    if fast:    # before the optimiser exists: the conversion replaces the parameters' data
-        teacher.to(memory_format=torch.channels_last)
-        q.to(memory_format=torch.channels_last)
-    if cfg.lora_rank:
-        add_lora(q, cfg.lora_rank)
-    q.train()
-    groups = trainable(q, cfg)
-    opt = torch.optim.AdamW(groups, fused=fast or None)
+    teacher, q = start.teacher.to(dev), start.student.to(dev)
+    opt, taps = prepare(teacher, q, cfg, fast)
     sched = ddim_schedule(start.scheduler.alphas_cumprod, len(start.timesteps),
                           start.scheduler.config.num_train_timesteps)
     if [int(t) for t in sched.timesteps] != [int(t) for t in start.timesteps]:
@@ -121,8 +129,6 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
             write_json(rdir / "losses.json", {"iterations": it, "seconds": round(seconds, 1), "losses": losses})
 
     fwd = wrap(world, q)     # after the resume: DDP broadcasts rank 0's loaded state
-    taps = (FeatureTap(last_decoder_block(teacher, cfg.trd_block)),
-            FeatureTap(last_decoder_block(q, cfg.trd_block))) if cfg.trd_weight else None
     c = q.config
     shape = (cfg.batch // world.size, c.in_channels, c.sample_size, c.sample_size)
     loop = FastLoop(q, fwd, taps[1] if taps else None, cfg, compile_, teacher) if fast else None
