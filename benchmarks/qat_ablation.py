@@ -92,8 +92,24 @@ def run_row(row, args) -> dict:
     return out
 
 
+def committed(args) -> dict[str, dict]:
+    """Rows of benchmarks/results/qat_ablation.json made with these settings: a session's out/ folder
+    does not outlive it, the committed rows do."""
+    path = RESULTS / "qat_ablation.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    if (doc.get("iterations"), doc.get("batch"), doc.get("samples")) != (args.iterations, args.batch, args.samples):
+        return {}
+    trd = {"trd_weight": 100.0, "window": 2, "trd_block": -1, **parse_trd(args.trd)}
+    out = {}
+    for r in doc.get("rows", []):
+        if r.get("trd_weight") and any(r.get(k) != v for k, v in trd.items()):
+            continue
+        out[key((r["config"], 0, 0, r["variant"], r["seed"]))] = {k: v for k, v in r.items() if k != "note"}
+    return out
+
+
 def finished(args) -> dict[str, dict]:
-    done = {}
+    done = committed(args)
     for row in ROWS:
         f = work_dir(args) / key(row) / "row.json"
         if f.is_file():

@@ -1,9 +1,11 @@
 """TRD's settings on short runs, before the long ablation: weight, window and tapped decoder block.
 
-Run: .venv/bin/python benchmarks/qat_trd_tuning.py [--iterations 40] [--threads 1]
+Run: .venv/bin/python benchmarks/qat_trd_tuning.py [--iterations 40] [--threads 1] [--only paper,weight10]
+(two processes with disjoint --only lists share the teacher cache; a last run without --only writes
+every finished row)
 Each setting: W2A4 uniform plan + TRD (the ablation's "trd" row), `--iterations` QAT trajectories of
 batch 8 from seed 0 (fast path), then the FD of 1,000 samples; the baseline without TRD is
-run the same way. Resumable (rows with row.json are kept). Writes benchmarks/results/qat_trd_tuning.json
+run the same way. Resumable (rows with row.json, and the committed rows of the same settings, are kept). Writes benchmarks/results/qat_trd_tuning.json
 and .md; the best setting is what benchmarks/qat_ablation.py's --trd should get.
 """
 
@@ -36,13 +38,24 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=40)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--only", default="", help="comma-separated settings to run (the others' finished rows are kept)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     work = ROOT / "out" / "qat_trd_tuning" / f"it{args.iterations}"
+    only = set(filter(None, args.only.split(",")))
+    path = RESULTS / "qat_trd_tuning.json"     # committed rows outlive a session's out/ folder
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    kept = {r["setting"]: r for r in doc.get("rows", [])} if (doc.get("iterations"), doc.get("samples")) == (
+        args.iterations, args.samples) else {}
     rows = []
     for name, trd in SETTINGS:
         done = work / name / "row.json"
+        if name in kept and not done.is_file():
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text(json.dumps(kept[name], indent=1))
+        if only and name not in only and not done.is_file():
+            continue
         if not done.is_file():
             variant = "baseline" if trd is None else "trd"
             model = qat_export(ROOT, "W2A4", 2, 4, variant, args.iterations, trd=trd, ckpt_every=5,
