@@ -88,7 +88,8 @@ def latency_table(board, table_path, budgets: Budgets) -> LatencyTable:
 
 
 def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = None, bits=DEFAULT_BITS,
-             group_size: int | None = None, table_path=None, threads: int | None = None, solver_threads: int = 2):
+             group_size: int | None = None, table_path=None, threads: int | None = None, solver_threads: int = 2,
+             cost_model: str = "gain"):
     board = load_board(board_name)
     table = latency_table(board, table_path, budgets)
     stats = read_stats(stats_path)
@@ -99,13 +100,13 @@ def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = 
     g = board.group_size if group_size is None else group_size
     args = (threads or board.threads, g, bits, (abits,) if abits else (4, 8))
     try:
-        problems = build(stats, table, *args)
+        problems = build(stats, table, *args, cost_model=cost_model)
         fixed = fixed_ms(stats, table, args[0])
     except UserError:
         if budgets.latency_ms is not None or not table.measured:
             raise
         table = UnmeasuredTable(board.name)          # a table without this model's shapes binds nothing
-        problems, fixed = build(stats, table, *args), 0.0
+        problems, fixed = build(stats, table, *args, cost_model=cost_model), 0.0
     sol = solve(problems, budgets, solver_threads, fixed=fixed)
     if not table.measured:
         sol = dataclasses.replace(sol, latency_ms=None)     # not modelled: say so, never "0 ms"
@@ -114,11 +115,12 @@ def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = 
 
 def allocate_to(out, stats_path, board_name: str, budgets: Budgets, abits: int | None = None, bits=DEFAULT_BITS,
                 group_size: int | None = None, table_path=None, threads: int | None = None,
-                pareto_points: int = 5) -> tuple[BitPlan, Solution, Path]:
+                pareto_points: int = 5, cost_model: str = "gain") -> tuple[BitPlan, Solution, Path]:
     """`mpqdm allocate`: the plan at `out`, its report (and, with pareto_points > 0, the Pareto and
     bits plots) beside it. Returns the plan, the solution and the report's path."""
     out = check_output_file(out, "allocate")
-    plan, sol, problems, _ = allocate(stats_path, board_name, budgets, abits, bits, group_size, table_path, threads)
+    plan, sol, problems, _ = allocate(stats_path, board_name, budgets, abits, bits, group_size, table_path, threads,
+                                      cost_model=cost_model)
     plan.save(out)
     stem = out.with_suffix("")
     report = stem.with_suffix(".report.md")

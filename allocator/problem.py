@@ -4,7 +4,13 @@
 - Groups: output channels sorted by descending kurtosis, cut into groups of G (the last may be
   smaller). G must be a multiple of the kernels' channel tile (packing.LANES), so that the packed
   size of a plan is the sum of its groups' sizes.
-- Cost of group g at (a, b): sensitivity x the summed per-channel output errors of the statistics.
+- Cost of group g at (a, b), by `cost_model`:
+  "e2e": the layer's measured end-to-end error at (a, b) with all its channels at b
+  (statistics' "e2e"), times the group's share of the layer's output error at (a, b) (the summed
+  per-channel errors of its channels over all channels'). A width-specific gain, measured where it
+  is used: 1-bit groups pay their own measured error, not an extrapolation from 4 bits.
+  "gain" (the default until benchmarks/allocator_proxy.py shows e2e predicting the measured error
+  better): one per-layer gain measured at W4A8 times the group's summed output errors.
 - Weight bytes, exactly as packed (core/packing.py layer_weight_bytes): the group's words at b
   bits, plus per layer the guard words and a float32 step and int32 zero point per channel.
 - Latency: the model of core/latency.py (LatencyTable.layer_ms): each width a layer uses pays
@@ -59,9 +65,25 @@ def groups_of(kurt: list[float], group_size: int) -> tuple[tuple[int, ...], tupl
     return order, sizes
 
 
+COST_MODELS = ("gain", "e2e")
+
+
+def group_costs(L: dict, cand: list[int], a: int, b: int, order, bounds, cost_model: str) -> np.ndarray:
+    """Per group (channels in `order`, cut at `bounds`): the cost of the group at (a, b)."""
+    per_channel = np.asarray(L["cost"][str(a)][cand.index(b)], dtype=np.float64)[list(order)]
+    summed = np.add.reduceat(per_channel, bounds[:-1])
+    if cost_model == "gain":
+        return L["sensitivity"] * summed
+    total = per_channel.sum()
+    share = summed / total if total > 0 else np.diff(bounds) / bounds[-1]
+    return float(L["e2e"][str(a)][cand.index(b)]) * share
+
+
 def build(stats: dict, table: LatencyTable, threads: int, group_size: int, bits=DEFAULT_BITS,
-          abits=(4, 8), partial_width=None) -> list[LayerProblem]:
+          abits=(4, 8), partial_width=None, cost_model: str = "gain") -> list[LayerProblem]:
     partial_width = partial_width or default_partial
+    if cost_model not in COST_MODELS:
+        raise UserError(f"unknown cost model {cost_model!r}. Possible solutions: {', '.join(COST_MODELS)}")
     if group_size < 1 or group_size % LANES:
         raise UserError(f"group size {group_size} is not a multiple of {LANES} (the kernels' channel tile). "
                         f"Possible solutions: --group-size {max(LANES, group_size // LANES * LANES)}")
@@ -82,9 +104,7 @@ def build(stats: dict, table: LatencyTable, threads: int, group_size: int, bits=
         acts = [8] if pinned else list(abits)
         bounds = np.cumsum((0,) + sizes)
         for a in acts:
-            per_bit = np.asarray(L["cost"][str(a)], dtype=np.float64)[:, list(order)]
-            p.cost[a] = {b: L["sensitivity"] * np.add.reduceat(per_bit[cand.index(b)], bounds[:-1])
-                         for b in widths}
+            p.cost[a] = {b: group_costs(L, cand, a, b, order, bounds, cost_model) for b in widths}
             for b in widths:
                 p.t0[a, b], p.slope[a, b] = table.fit(L["shape"], p.c_out, partial_width(p.c_out), b, a, threads)
             p.qt[a] = table.time("quantize", L["shape"], 0, a, threads, 0)
@@ -98,3 +118,30 @@ def build(stats: dict, table: LatencyTable, threads: int, group_size: int, bits=
 def fixed_ms(stats: dict, table: LatencyTable, threads: int) -> float:
     """The plan-independent ms of one UNet call of the statistics' model (its float calls)."""
     return table.fixed_ms(stats["model"]["sha256"][:16], threads)
+
+
+def plan_cost(plan, stats: dict, cost_model: str = "gain") -> float:
+    """The predicted cost of any written plan (BitPlan), channel by channel, as build() counts it:
+    groups of other orders or sizes than the allocator's included. Pinned layers count at W8A8."""
+    cand, total = stats["candidate_bits"], 0.0
+    for name, lp in plan.layers.items():
+        L = stats["layers"][name]
+        if L["policy"] == "float" or not hasattr(lp, "groups"):
+            continue
+        a = str(lp.abits)
+        for b, chans in _channels_by_bits(lp.bits_per_channel()).items():
+            row = np.asarray(L["cost"][a][cand.index(b)], dtype=np.float64)
+            part = row[chans].sum()
+            if cost_model == "gain":
+                total += L["sensitivity"] * part
+            else:
+                whole = row.sum()
+                total += float(L["e2e"][a][cand.index(b)]) * (part / whole if whole > 0 else len(chans) / len(row))
+    return total
+
+
+def _channels_by_bits(bits) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for c, b in enumerate(bits):
+        out.setdefault(b, []).append(c)
+    return out

@@ -1,16 +1,20 @@
 """Channel statistics (format owner): the allocator's input, written by `mpqdm stats`
 (frontend/quant/stats.py computes them).
 
-{"format": "mpqdm.stats", "version": 2, "model": {"sha256", "class"}, "method", "smoothing",
+{"format": "mpqdm.stats", "version": 3, "model": {"sha256", "class"}, "method", "smoothing",
  "candidate_bits": [1..8], "abits": [4, 8], "calibration": {...},
+ "e2e": {"samples", "every", "seed", "seconds"},
  "layers": {name: {"kind": "conv2d" | "linear", "policy": "quant" | "w8a8" | "float",
                    "c_out", "c_in", "kernel", "stride", "padding", "weights_per_channel",
                    "shape": the kernel shape key of the latency table (core/scheme.py ConvSpec.shape_key),
                    "macs": MACs per UNet call (batch 1), "kurtosis": [c_out],
                    "cost": {"4": [[c_out] per candidate bit-width], "8": [...]},
-                   "sensitivity": d|eps|^2 / d|layer output|^2}}}
+                   "sensitivity": d|eps|^2 / d|layer output|^2,
+                   "e2e": {"4": [per candidate bit-width], "8": [...]}}}}   (not on float layers)
 cost[a][k][c]: squared output error of channel c alone at candidate_bits[k] with a-bit inputs,
 summed over the kept calibration inputs; additive over channels (any grouping is a sum).
+e2e[a][k]: the UNet's mean squared noise-prediction error with this layer alone at W candidate_bits[k]
+A a, every other layer FP (frontend/quant/e2e.py), on the statistics' own FP trajectories.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from .bits import WBITS
 from .errors import UserError
 from .io import read_versioned_json, write_json
 
-FORMAT, VERSION = "mpqdm.stats", 2     # v2: "shape", for the allocator's latency lookups
+FORMAT, VERSION = "mpqdm.stats", 3     # v2: "shape" (latency lookups); v3: "e2e" (the allocator's cost)
 CANDIDATE_BITS = tuple(range(1, 9))
 
 
@@ -32,7 +36,7 @@ def write_stats(stats: dict, path: str | Path) -> None:
 
 def read_stats(path: str | Path) -> dict:
     """The statistics, every field checked: a malformed file is named with the field that is wrong."""
-    doc = read_versioned_json(path, FORMAT, VERSION, "re-run mpqdm stats")
+    doc = read_versioned_json(path, FORMAT, VERSION, f"re-run mpqdm stats MODEL_DIR --out {path}")
     check_stats(doc, str(path))
     return doc
 
@@ -91,3 +95,10 @@ def _check_layer(where: str, name: str, L, n_bits: int) -> None:
         if not ok:
             raise _bad(where, f"{field} 'cost'[{a!r}]", f"must be {n_bits} lists (one per candidate width) of "
                        f"{c} finite costs >= 0")
+    if L["policy"] == "float":
+        return
+    e2e = L.get("e2e")
+    if not isinstance(e2e, dict) or set(e2e) != set(cost) or not all(
+            isinstance(r, list) and len(r) == n_bits and all(_number(v) and v >= 0 for v in r) for r in e2e.values()):
+        raise _bad(where, f"{field} 'e2e'", f"must map the activation widths {sorted(cost)} to {n_bits} finite "
+                   "errors >= 0 (one per candidate width)")

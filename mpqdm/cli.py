@@ -244,17 +244,19 @@ def _allocate(args) -> None:
 
     budgets = Budgets(args.latency_ms, args.weight_memory_kb, args.avg_bits)
     _, sol, report = allocate_to(args.out, args.stats, args.board, budgets, args.abits, args.bits, args.group_size,
-                                 args.table, args.threads, args.pareto_points)
+                                 args.table, args.threads, args.pareto_points, args.cost)
     print(f"wrote {args.out} and {report}: cost {sol.cost:.5g}, weight memory "
           f"{sol.weight_bytes / 1024:.2f} KB, latency {latency_text(sol)}, average weight bits "
           f"{sol.avg_bits:.3f}, solved in {sol.solve_s:.2f} s")
 
 
 def _stats(args) -> None:
+    from mpqdm.frontend.quant.e2e import E2EConfig
     from mpqdm.frontend.quant.stats import stats_of_model
 
     out = args.out or str(Path("out") / "stats" / f"{Path(args.model).resolve().name}.json")
-    stats = stats_of_model(args.model, out, _calib(args), args.method, not args.no_smoothing, args.device)
+    e2e = E2EConfig(samples=args.e2e_samples, every=args.e2e_every)
+    stats = stats_of_model(args.model, out, _calib(args), args.method, not args.no_smoothing, args.device, e2e)
     print(f"wrote {out}: {len(stats['layers'])} layers, bits {stats['candidate_bits']}, abits {stats['abits']}")
 
 
@@ -404,12 +406,17 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--table", help="latency table (default boards/<board>/latency.json)")
     al.add_argument("--threads", type=count(), help="the table's thread count to use (default: the board's)")
     al.add_argument("--pareto-points", type=count(0), default=5, help="solves per Pareto curve (0: no plots)")
+    al.add_argument("--cost", choices=("gain", "e2e"), default="gain", help="cost model: a per-layer gain at W4A8 "
+                    "x channel errors, or the per-layer, per-width end-to-end error (allocator/problem.py)")
     al.add_argument("--out", default="out/plans/plan.json", help="BitPlan JSON; the report and plots go beside it")
     al.set_defaults(func=_allocate)
 
     st = sub.add_parser("stats", help="channel statistics (kurtosis, per-bit costs, sensitivity) for the allocator")
     st.add_argument("model", **_MODEL, help="diffusers UNet2DModel folder (default: the embedded default model)")
     st.add_argument("--out", help="JSON file (default out/stats/<model>.json)")
+    st.add_argument("--e2e-samples", type=count(), default=8, help="FP trajectories of the end-to-end "
+                    "sensitivity (one layer at a time at each width)")
+    st.add_argument("--e2e-every", type=count(), default=2, help="its evaluated steps: every k-th")
     _add_calib(st)
     st.set_defaults(func=_stats)
 

@@ -24,11 +24,13 @@ def layer(c_out, k, costs4, kurt=None, policy="quant", shape=None, sens=1.0):
     return {"kind": "conv2d", "policy": policy, "c_out": c_out, "c_in": k, "weights_per_channel": k,
             "macs": k * c_out, "shape": shape or f"n1_4x4x{k}-{c_out}_k1x1_s1_p0",
             "kurtosis": list(kurt if kurt is not None else np.arange(c_out, 0, -1, dtype=float)),
-            "cost": {"4": costs4.tolist(), "8": (costs4 / 2).tolist()}, "sensitivity": sens}
+            "cost": {"4": costs4.tolist(), "8": (costs4 / 2).tolist()}, "sensitivity": sens,
+            # end-to-end errors that make the e2e cost equal the gain cost: sens x the layer's summed error
+            "e2e": {"4": (sens * costs4.sum(1)).tolist(), "8": (sens * costs4.sum(1) / 2).tolist()}}
 
 
 def stats(layers: dict) -> dict:
-    return {"format": "mpqdm.stats", "version": 2, "model": {"sha256": "ab" * 32, "class": "UNet2DModel"},
+    return {"format": "mpqdm.stats", "version": 3, "model": {"sha256": "ab" * 32, "class": "UNet2DModel"},
             "method": "mse", "smoothing": True, "candidate_bits": BITS, "abits": [4, 8], "layers": layers}
 
 
@@ -120,6 +122,39 @@ def test_infeasible_budgets_name_the_budget_and_the_smallest_value():
         solve(probs, Budgets(latency_ms=0.001))
     with pytest.raises(UserError, match="average weight bits 1 bits cannot be met.*on its own is 2 bits"):
         solve(probs, Budgets(avg_bits=1.0))
+
+
+def test_e2e_cost_splits_the_layers_measured_error_by_output_error_share():
+    L = layer(16, 64, costs_two_groups({2: 30, 4: 2}, {2: 10, 4: 2}), sens=0.5)
+    L["e2e"]["4"] = [100.0 * (9 - b) for b in BITS]        # not the gain's extrapolation
+    st = stats({"l": L})
+    e2e = build(st, table(st), 2, 8, bits=(2, 4), abits=(4,), cost_model="e2e")[0]
+    assert e2e.cost[4][2] == pytest.approx([700 * 0.75, 700 * 0.25])   # 30 : 10 of the output error
+    assert e2e.cost[4][4] == pytest.approx([250, 250])
+    gain = build(st, table(st), 2, 8, bits=(2, 4), abits=(4,), cost_model="gain")[0]
+    assert gain.cost[4][2] == pytest.approx([15, 5])
+    with pytest.raises(UserError, match="unknown cost model 'x'"):
+        build(st, table(st), 2, 8, cost_model="x")
+    from mpqdm.allocator.allocate import to_plan
+    from mpqdm.allocator.problem import plan_cost
+
+    for model, probs in (("e2e", [e2e]), ("gain", [gain])):   # a written plan costs what the ILP counted
+        sol = solve(probs, Budgets(weight_kb=600 / 1024))
+        assert plan_cost(to_plan(st, probs, sol, 8), st, model) == pytest.approx(sol.cost)
+
+
+def test_statistics_without_e2e_or_of_version_2_name_the_command(tmp_path):
+    from mpqdm.core.stats import read_stats
+
+    st = stats({"l": layer(16, 64, costs_two_groups({}, {}))})
+    del st["layers"]["l"]["e2e"]
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(st))
+    with pytest.raises(UserError, match="layer 'l' 'e2e' must map the activation widths.*re-run mpqdm stats"):
+        read_stats(path)
+    path.write_text(json.dumps({**st, "version": 2}))
+    with pytest.raises(UserError, match=r"v2; this mpqdm reads 'mpqdm.stats' v3.*mpqdm stats MODEL_DIR --out"):
+        read_stats(path)
 
 
 def test_missing_latency_entry_is_named():

@@ -4,6 +4,7 @@ sensitivity of every quantized layer, for the allocator."""
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import asdict
 
 import torch
@@ -17,8 +18,10 @@ from mpqdm.core.stats import CANDIDATE_BITS, FORMAT, VERSION, write_stats
 from ..device import pick_device
 from ..model_io import load_scheduler, load_unet, model_fingerprint
 from .calibrate import CalibConfig, CalibData, calibrate
+from .e2e import E2EConfig, layer_errors
 from .layers import QuantLayer
 from .omq import channel_costs, kurtosis
+from .plan_error import fp_trajectories
 from .quantizer import StepIndex
 from .ranges import init_layer
 from .shapes import check_lowerable, layer_specs
@@ -68,7 +71,7 @@ def sensitivity(unet: nn.Module, name: str, calib: CalibData, method: str, smoot
 @torch.no_grad()
 def channel_stats(unet: nn.Module, sha: str, alphas_cumprod, calib_cfg: CalibConfig = CalibConfig(),
                   method: str = "mse", smoothing: bool = True, policy: LayerPolicy = LayerPolicy(),
-                  progress: bool = True) -> dict:
+                  progress: bool = True, e2e: E2EConfig = E2EConfig()) -> dict:
     unet = unet.eval()
     check_lowerable(unet)
     calib = calibrate(unet, alphas_cumprod, calib_cfg, progress)
@@ -93,17 +96,24 @@ def channel_stats(unet: nn.Module, sha: str, alphas_cumprod, calib_cfg: CalibCon
         if layer.is_conv:
             entry.update(kernel=list(fp.kernel_size), stride=list(fp.stride), padding=list(fp.padding))
         layers[name] = entry
+    t0 = time.perf_counter()
+    traj = fp_trajectories(unet, alphas_cumprod, e2e.samples, calib_cfg.steps, e2e.seed)
+    kept = [n for n in layers if layers[n]["policy"] != "float"]
+    for name, err in layer_errors(unet, calib, traj, list(CANDIDATE_BITS), [4, 8], method, smoothing, kept,
+                                  e2e.every, progress).items():
+        layers[name]["e2e"] = err
     return {"format": FORMAT, "version": VERSION, "model": {"sha256": sha, "class": "UNet2DModel"},
             "method": method, "smoothing": smoothing, "candidate_bits": list(CANDIDATE_BITS),
-            "abits": [4, 8], "calibration": asdict(calib_cfg), "layers": layers}
+            "abits": [4, 8], "calibration": asdict(calib_cfg),
+            "e2e": {**asdict(e2e), "seconds": round(time.perf_counter() - t0, 1)}, "layers": layers}
 
 
 def stats_of_model(model_dir, out, calib_cfg: CalibConfig = CalibConfig(), method: str = "mse",
-                   smoothing: bool = True, device: str = "auto") -> dict:
+                   smoothing: bool = True, device: str = "auto", e2e: E2EConfig = E2EConfig()) -> dict:
     """`mpqdm stats`: the statistics of a diffusers model folder, written to `out`."""
     out = check_output_file(out, "stats")
     unet = load_unet(model_dir).to(pick_device(device))
     stats = channel_stats(unet, model_fingerprint(model_dir), load_scheduler(model_dir).alphas_cumprod, calib_cfg,
-                          method=method, smoothing=smoothing)
+                          method=method, smoothing=smoothing, e2e=e2e)
     write_stats(stats, out)
     return stats

@@ -59,13 +59,15 @@ def host_table_with(model: Path, root: Path) -> Path:
 
 
 def cifar_stats(root: Path) -> Path:
-    """`mpqdm stats` of cifar_random with a small calibration (2 trajectories of 4 steps; 17 min)."""
+    """`mpqdm stats` of cifar_random with a small calibration (2 trajectories of 4 steps; 17 min before
+    the end-to-end errors, which take one trajectory at one step)."""
     from mpqdm.frontend.quant.calibrate import CalibConfig
+    from mpqdm.frontend.quant.e2e import E2EConfig
     from mpqdm.frontend.quant.stats import stats_of_model
 
     path = root / "out" / "bench" / "stats" / "ddpm-cifar10-random.json"
     if not path.is_file():
-        stats_of_model(cifar_random(root), path, CalibConfig(samples=2, steps=4))
+        stats_of_model(cifar_random(root), path, CalibConfig(samples=2, steps=4), e2e=E2EConfig(samples=1, every=4))
     return path
 
 
