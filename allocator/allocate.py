@@ -73,7 +73,15 @@ def latency_table(board, table_path, budgets: Budgets) -> LatencyTable:
     path = Path(table_path) if table_path else latency_path(board)
     if table_path or path.is_file():
         table = LatencyTable.load(path, board.name)
-        for w in table.check_measured_on(board, path):
+        try:
+            found = table.check_measured_on(board, path)
+        except UserError as exc:
+            if budgets.latency_ms is not None:
+                raise
+            # a table of another CPU predicts no latency here, but a memory or bits budget needs none
+            print(f"warning: {exc} Latency is not modelled for this allocation.", file=sys.stderr)
+            return UnmeasuredTable(board.name)
+        for w in found:
             print(f"warning: {w}", file=sys.stderr)
         if table.emulated and budgets.latency_ms is not None:
             raise UserError(f"latency table {str(path)!r} was measured on an emulated board (qemu): its times are no "
@@ -91,8 +99,8 @@ def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = 
              group_size: int | None = None, table_path=None, threads: int | None = None, solver_threads: int = 2,
              cost_model: str = "gain"):
     board = load_board(board_name)
+    stats = read_stats(stats_path)          # the user's own input is checked first
     table = latency_table(board, table_path, budgets)
-    stats = read_stats(stats_path)
     for what, v in (("latency", budgets.latency_ms), ("weight memory", budgets.weight_kb),
                     ("average bits", budgets.avg_bits)):
         if v is not None and v <= 0:

@@ -270,3 +270,26 @@ def test_a_board_without_a_table_takes_a_memory_budget_and_refuses_a_latency_one
     assert "not modelled" in report.read_text() and set(plan.layers) == {"a"}
     with pytest.raises(UserError, match="profiled first"):
         allocate_to(tmp_path / "q.json", tmp_path / "stats.json", "rpi5", Budgets(1.0, None, None), abits=4)
+
+
+def test_a_table_of_another_cpu_serves_memory_budgets_and_refuses_latency_ones(tmp_path, capsys):
+    from mpqdm.allocator.allocate import allocate
+    from mpqdm.boards.registry import latency_path, load_board
+    from mpqdm.core.resources import DEFAULT_MODEL
+    from mpqdm.deploy.shipped import stats_for
+    from mpqdm.frontend.model_io import model_fingerprint
+
+    host = load_board("host")
+    if not host.cpu_features:
+        pytest.skip("this host shows no kernel features, so no table can differ from it")
+    doc = json.loads(latency_path(host).read_text())
+    for e in doc["entries"]:
+        e["features"] = []
+    other = tmp_path / "latency.json"
+    other.write_text(json.dumps(doc))
+    stats = stats_for(model_fingerprint(DEFAULT_MODEL))
+    _, sol, _, _ = allocate(stats, "host", Budgets(weight_kb=800), abits=4, table_path=other)
+    assert sol.latency_ms is None and sol.weight_bytes <= 800 * 1024
+    assert "Latency is not modelled" in capsys.readouterr().err
+    with pytest.raises(UserError, match="measured on a CPU with features"):
+        allocate(stats, "host", Budgets(latency_ms=100.0), abits=4, table_path=other)

@@ -87,7 +87,8 @@ def test_step_input_selects_the_steps_parameters(tiny_omq_export, onnx_of):
             ref.append(unet(x, t).sample.numpy())
     for k in range(3):
         errs = [np.linalg.norm(got[k] - r) / np.linalg.norm(r) for r in ref]
-        assert int(np.argmin(errs)) == k and min(errs) < 0.3 * sorted(errs)[1], errs
+        # margin: 0.16 against 0.36 where ORT runs VNNI (Xeon), under 0.3x on AVX2 (EPYC)
+        assert int(np.argmin(errs)) == k and min(errs) < 0.5 * sorted(errs)[1], errs
     one = sess.run(None, {"sample": x.numpy(), "timestep": t[:1].numpy(), "step": np.array(2)})[0]
     np.testing.assert_array_equal(one, got[2])                  # timestep [1] broadcasts
 
