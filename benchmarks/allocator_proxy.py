@@ -80,8 +80,8 @@ def ilp(stats, table, threads, budget_kb, bits, abits, cost_model, latency_ms=No
 def plans_for(n: int, stats, unet, table, threads) -> tuple[dict[str, BitPlan], float]:
     sha, pol = stats["model"]["sha256"], LayerPolicy()
     uni4 = uniform_plan(unet, sha, n, 4, pol, True, GROUP)
-    kb = plan_totals(uni4, stats, table, threads)[0] / 1024
-    lat4 = plan_totals(uni4, stats, table, threads)[1]
+    nbytes, lat4, _ = plan_totals(uni4, stats, table, threads)
+    kb = nbytes / 1024
     wide = (1, 2, 3, 4, 8)
     out = {"uniform-A4": uni4, "uniform-A8": uniform_plan(unet, sha, n, 8, pol, True, GROUP),
            "omq-A4": omq(stats, uni4, n),
