@@ -68,15 +68,19 @@ def groups_of(kurt: list[float], group_size: int) -> tuple[tuple[int, ...], tupl
 COST_MODELS = ("gain", "e2e")
 
 
+def channel_costs(L: dict, cand: list[int], a: int, b: int, cost_model: str) -> np.ndarray:
+    """Per output channel: its cost at (a, b), so that a group's or a plan's cost is a sum of these."""
+    row = np.asarray(L["cost"][str(a)][cand.index(b)], dtype=np.float64)
+    if cost_model == "gain":
+        return L["sensitivity"] * row
+    total = row.sum()
+    share = row / total if total > 0 else np.full(len(row), 1 / len(row))
+    return float(L["e2e"][str(a)][cand.index(b)]) * share
+
+
 def group_costs(L: dict, cand: list[int], a: int, b: int, order, bounds, cost_model: str) -> np.ndarray:
     """Per group (channels in `order`, cut at `bounds`): the cost of the group at (a, b)."""
-    per_channel = np.asarray(L["cost"][str(a)][cand.index(b)], dtype=np.float64)[list(order)]
-    summed = np.add.reduceat(per_channel, bounds[:-1])
-    if cost_model == "gain":
-        return L["sensitivity"] * summed
-    total = per_channel.sum()
-    share = summed / total if total > 0 else np.diff(bounds) / bounds[-1]
-    return float(L["e2e"][str(a)][cand.index(b)]) * share
+    return np.add.reduceat(channel_costs(L, cand, a, b, cost_model)[list(order)], bounds[:-1])
 
 
 def build(stats: dict, table: LatencyTable, threads: int, group_size: int, bits=DEFAULT_BITS,
@@ -128,16 +132,9 @@ def plan_cost(plan, stats: dict, cost_model: str = "gain") -> float:
         L = stats["layers"][name]
         if L["policy"] == "float" or not hasattr(lp, "groups"):
             continue
-        a = str(lp.abits)
         for b, chans in _channels_by_bits(lp.bits_per_channel()).items():
-            row = np.asarray(L["cost"][a][cand.index(b)], dtype=np.float64)
-            part = row[chans].sum()
-            if cost_model == "gain":
-                total += L["sensitivity"] * part
-            else:
-                whole = row.sum()
-                total += float(L["e2e"][a][cand.index(b)]) * (part / whole if whole > 0 else len(chans) / len(row))
-    return total
+            total += channel_costs(L, cand, lp.abits, b, cost_model)[chans].sum()
+    return float(total)
 
 
 def _channels_by_bits(bits) -> dict[int, list[int]]:
