@@ -18,7 +18,9 @@ from mpqdm.core.report import markdown_table
 from mpqdm.core.stats import read_stats
 
 from .ilp import Budgets, Solution, layer_terms, smallest, solve
-from .problem import DEFAULT_BITS, LayerProblem, build, fixed_ms
+from .problem import DEFAULT_BITS, DEFAULT_COST, LayerProblem, build, fixed_ms
+
+TIME_LIMIT_S = 60.0     # the solver's; the best plan found by then is returned, with a note
 
 
 def to_plan(stats: dict, problems: list[LayerProblem], sol: Solution, group_size: int) -> BitPlan:
@@ -97,7 +99,7 @@ def latency_table(board, table_path, budgets: Budgets) -> LatencyTable:
 
 def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = None, bits=DEFAULT_BITS,
              group_size: int | None = None, table_path=None, threads: int | None = None, solver_threads: int = 2,
-             cost_model: str = "gain"):
+             cost_model: str = DEFAULT_COST, time_limit: float | None = TIME_LIMIT_S):
     board = load_board(board_name)
     stats = read_stats(stats_path)          # the user's own input is checked first
     table = latency_table(board, table_path, budgets)
@@ -115,7 +117,10 @@ def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = 
             raise
         table = UnmeasuredTable(board.name)          # a table without this model's shapes binds nothing
         problems, fixed = build(stats, table, *args, cost_model=cost_model), 0.0
-    sol = solve(problems, budgets, solver_threads, fixed=fixed)
+    sol = solve(problems, budgets, solver_threads, time_limit, fixed)
+    if not sol.optimal:
+        print(f"note: the solver stopped at its time limit ({time_limit:g} s) with a plan that meets the budgets "
+              "but is not proven the best. Possible solutions: --time-limit with more seconds", file=sys.stderr)
     if not table.measured:
         sol = dataclasses.replace(sol, latency_ms=None)     # not modelled: say so, never "0 ms"
     return to_plan(stats, problems, sol, g), sol, problems, stats
@@ -123,12 +128,13 @@ def allocate(stats_path, board_name: str, budgets: Budgets, abits: int | None = 
 
 def allocate_to(out, stats_path, board_name: str, budgets: Budgets, abits: int | None = None, bits=DEFAULT_BITS,
                 group_size: int | None = None, table_path=None, threads: int | None = None,
-                pareto_points: int = 5, cost_model: str = "gain") -> tuple[BitPlan, Solution, Path]:
+                pareto_points: int = 5, cost_model: str = DEFAULT_COST,
+                time_limit: float | None = TIME_LIMIT_S) -> tuple[BitPlan, Solution, Path]:
     """`mpqdm allocate`: the plan at `out`, its report (and, with pareto_points > 0, the Pareto and
     bits plots) beside it. Returns the plan, the solution and the report's path."""
     out = check_output_file(out, "allocate")
     plan, sol, problems, _ = allocate(stats_path, board_name, budgets, abits, bits, group_size, table_path, threads,
-                                      cost_model=cost_model)
+                                      cost_model=cost_model, time_limit=time_limit)
     plan.save(out)
     stem = out.with_suffix("")
     report = stem.with_suffix(".report.md")
@@ -171,7 +177,8 @@ def write_report(path: Path, rows: list[dict], sol: Solution, budgets: Budgets, 
              f" (budget {budgets.weight_kb if budgets.weight_kb is not None else 'none'});"
              f" latency {latency_text(sol)} per UNet call{split_text(sol)}"
              f" (budget {budgets.latency_ms if budgets.latency_ms is not None else 'none'});"
-             f" average weight bits {sol.avg_bits:.3f}; solved in {sol.solve_s:.2f} s.", "",
+             f" average weight bits {sol.avg_bits:.3f}; solved in {sol.solve_s:.2f} s"
+             + ("." if sol.optimal else " (stopped at the time limit: feasible, not proven the best)."), "",
              markdown_table(rows, list(rows[0]))]
     path.write_text("\n".join(lines) + "\n")
 
@@ -198,7 +205,8 @@ def plot(path_pareto: Path, path_bits: Path, problems: list[LayerProblem], sol: 
         xs, ys = [], []
         for v in np.linspace(lo, max(hi, lo), points):
             try:
-                s = solve(problems, Budgets(**others, **{key: float(v) * (1 + 1e-9)}), threads, fixed=sol.fixed_ms)
+                s = solve(problems, Budgets(**others, **{key: float(v) * (1 + 1e-9)}), threads, TIME_LIMIT_S,
+                          sol.fixed_ms)
             except UserError:
                 continue
             xs.append(s.latency_ms if obj == "latency" else s.weight_bytes * scale)

@@ -40,6 +40,7 @@ class Solution:
     avg_bits: float
     solve_s: float
     fixed_ms: float = 0.0           # of latency_ms: the UNet call's float calls, which no plan changes
+    optimal: bool = True            # False: the solver stopped at its time limit with this feasible plan
 
 
 def _choices(p: LayerProblem):
@@ -109,10 +110,12 @@ class _Model:
             self.m += self.avg <= budgets.avg_bits
 
     def solve(self, threads: int, time_limit: float | None) -> bool:
+        """True when a plan was found; self.optimal says whether it was proven best before the time limit."""
         with warnings.catch_warnings():    # PuLP 3.3 warns that the bundled CBC goes away in 4.0 (pinned)
             warnings.simplefilter("ignore", DeprecationWarning)
             self.m.solve(pulp.PULP_CBC_CMD(msg=False, threads=threads, timeLimit=time_limit, gapRel=1e-6))
-        return pulp.LpStatus[self.m.status] == "Optimal"
+        self.optimal = self.m.sol_status == pulp.LpSolutionOptimal
+        return pulp.LpStatus[self.m.status] == "Optimal"     # PuLP's "Optimal" includes stopped-on-time
 
     def choice(self) -> dict:
         out = {}
@@ -131,14 +134,19 @@ def smallest(problems, objective: str, budgets: Budgets, threads: int, fixed: fl
 
 def solve(problems: list[LayerProblem], budgets: Budgets, threads: int = 2,
           time_limit: float | None = None, fixed: float = 0.0) -> Solution:
-    """`fixed`: the plan-independent ms of the UNet call, counted in the latency."""
+    """`fixed`: the plan-independent ms of the UNet call, counted in the latency. `time_limit`: seconds
+    after which the best plan found so far is returned (Solution.optimal False). A tight latency bound
+    with free activation widths can take CBC minutes to prove on the default model."""
     t = time.perf_counter()
     m = _Model(problems, "cost", budgets, fixed)
     if not m.solve(threads, time_limit):
+        if m.m.status == pulp.LpStatusNotSolved:        # stopped on time before any plan: not "infeasible"
+            raise UserError(f"the solver found no plan within its time limit ({time_limit:g} s). Possible "
+                            "solutions: --time-limit with more seconds, or looser budgets")
         raise UserError(_infeasible(problems, budgets, threads, fixed))
     choice = m.choice()
     cost, nbytes, lat, avg = totals(problems, choice, fixed)
-    return Solution(choice, cost, nbytes, lat, avg, time.perf_counter() - t, fixed)
+    return Solution(choice, cost, nbytes, lat, avg, time.perf_counter() - t, fixed, m.optimal)
 
 
 def _infeasible(problems, budgets: Budgets, threads: int, fixed: float = 0.0) -> str:

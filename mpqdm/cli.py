@@ -244,7 +244,7 @@ def _allocate(args) -> None:
 
     budgets = Budgets(args.latency_ms, args.weight_memory_kb, args.avg_bits)
     _, sol, report = allocate_to(args.out, args.stats, args.board, budgets, args.abits, args.bits, args.group_size,
-                                 args.table, args.threads, args.pareto_points, args.cost)
+                                 args.table, args.threads, args.pareto_points, args.cost, args.time_limit)
     print(f"wrote {args.out} and {report}: cost {sol.cost:.5g}, weight memory "
           f"{sol.weight_bytes / 1024:.2f} KB, latency {latency_text(sol)}, average weight bits "
           f"{sol.avg_bits:.3f}, solved in {sol.solve_s:.2f} s")
@@ -406,8 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--table", help="latency table (default boards/<board>/latency.json)")
     al.add_argument("--threads", type=count(), help="the table's thread count to use (default: the board's)")
     al.add_argument("--pareto-points", type=count(0), default=5, help="solves per Pareto curve (0: no plots)")
-    al.add_argument("--cost", choices=("gain", "e2e"), default="gain", help="cost model: a per-layer gain at W4A8 "
-                    "x channel errors, or the per-layer, per-width end-to-end error (allocator/problem.py)")
+    al.add_argument("--cost", choices=("e2e", "gain"), default="e2e", help="cost model: the per-layer, per-width "
+                    "end-to-end error, or the old per-layer gain at W4A8 x channel errors (allocator/problem.py)")
+    al.add_argument("--time-limit", type=real(), default=60.0, help="solver seconds; then the best plan found "
+                    "(a note says it is not proven the best)")
     al.add_argument("--out", default="out/plans/plan.json", help="BitPlan JSON; the report and plots go beside it")
     al.set_defaults(func=_allocate)
 

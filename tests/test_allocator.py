@@ -293,3 +293,30 @@ def test_a_table_of_another_cpu_serves_memory_budgets_and_refuses_latency_ones(t
     assert "Latency is not modelled" in capsys.readouterr().err
     with pytest.raises(UserError, match="measured on a CPU with features"):
         allocate(stats, "host", Budgets(latency_ms=100.0), abits=4, table_path=other)
+
+
+def test_a_solve_stopped_by_its_time_limit_keeps_its_plan_or_says_it_found_none(monkeypatch):
+    """CBC's time limit: a feasible plan comes back marked not optimal; none found is not 'infeasible'."""
+    import pulp
+
+    _, probs = small({2: 10, 4: 1}, {2: 5, 4: 4})
+    real = pulp.LpProblem.solve
+
+    def stopped_with_plan(self, solver=None, **kw):
+        real(self, solver, **kw)
+        self.sol_status = pulp.LpSolutionIntegerFeasible      # what CBC reports when it stops on time
+        return self.status
+
+    monkeypatch.setattr(pulp.LpProblem, "solve", stopped_with_plan)
+    sol = solve(probs, Budgets(weight_kb=600 / 1024), time_limit=1.0)
+    assert not sol.optimal and sol.choice["l"] == (4, [4, 2])
+
+    def stopped_without(self, solver=None, **kw):
+        self.status, self.sol_status = pulp.LpStatusNotSolved, pulp.LpSolutionNoSolutionFound
+        return self.status
+
+    monkeypatch.setattr(pulp.LpProblem, "solve", stopped_without)
+    with pytest.raises(UserError, match=r"found no plan within its time limit \(1 s\).*--time-limit"):
+        solve(probs, Budgets(weight_kb=600 / 1024), time_limit=1.0)
+    monkeypatch.setattr(pulp.LpProblem, "solve", real)
+    assert solve(probs, Budgets(weight_kb=600 / 1024), time_limit=60).optimal
