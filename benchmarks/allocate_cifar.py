@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from mpqdm.allocator.ilp import Budgets, solve, totals
-from mpqdm.allocator.problem import build
+from mpqdm.allocator.problem import DEFAULT_COST, build
 from mpqdm.boards.registry import load_board
 from mpqdm.core.bitplan import BitPlan
 from mpqdm.core.latency import LatencyTable
@@ -54,13 +54,17 @@ def main() -> None:
                      "avg_wbits": round(sol.avg_bits, 3), "meets_both": nbytes / 1024 <= budgets.weight_kb
                      and ms <= budgets.latency_ms * (1 + 1e-9), "under_10_s": sol.solve_s < 10})
         print(rows[-1], flush=True)
+    e2e = stats["e2e"]         # how long the statistics' end-to-end errors took (made once, cached in out/bench)
     save_rows(RESULTS / "allocate_cifar.json", rows, group_size=GROUP, bits=list(BITS), abits=4,
-              budgets="weight memory of uniform W3A4, 97% of its latency (host table, 2 threads)")
+              budgets="weight memory of uniform W3A4, 97% of its latency (host table, 2 threads)",
+              cost_model=DEFAULT_COST, statistics_version=stats["version"], statistics_e2e=e2e)
     (RESULTS / "allocate_cifar.md").write_text(
         "# Allocator on the DDPM CIFAR-10 configuration (random weights), host latency table\n\n"
         "Command: `.venv/bin/python benchmarks/allocate_cifar.py`\n\n"
         "Budgets: the weight memory of uniform W3A4 and 97% of its latency; plan values recomputed from the "
-        "written BitPlan. Solve: PuLP's bundled CBC, 2 threads.\n\n" + markdown_table(rows, list(rows[0])))
+        f"written BitPlan. Solve: PuLP's bundled CBC, 2 threads. Cost model: {DEFAULT_COST}, statistics "
+        f"v{stats['version']}; their end-to-end errors took {e2e['seconds']:.0f} s ({e2e['samples']} trajectory, "
+        f"every {e2e['every']}th of {stats['calibration']['steps']} steps).\n\n" + markdown_table(rows, list(rows[0])))
 
 
 if __name__ == "__main__":

@@ -1,165 +1,238 @@
-"""Allocator results: the ILP plan against the OMQ rule and uniform bits at equal weight memory, on the
-default model, plus the solve time on the DDPM CIFAR-10 configuration (benchmarks/allocate_cifar.py).
+"""Allocator results: the ILP plan against the OMQ rule and uniform bits at equal packed weight memory,
+on the default model, each row with two FDs so that the table shows its own spread.
 
-Run: .venv/bin/python benchmarks/allocator_fd.py [--samples 1000] [--only W3A4-ilp,...]
-- Budget WnAm: the packed weight memory of uniform Wn (policy-pinned layers at W8A8) with m-bit
-  activations. ILP: `mpqdm allocate` at that memory, activations fixed at m, bits {1,2,3,4,8}, the
-  board's group size, no latency bound. OMQ: MPQ-DM's rule with the released code's fixed 10% split
-  (N+1 / N / N-1 bits by kurtosis). Uniform: every channel at N.
-- W2A8 and W3A4 are evaluated after PTQ (MSE ranges), W2A4 after QAT (40 iterations x batch 8, TRD
-  weight 100, the QAT ablation's settings); FD of 1,000 samples, 20 DDIM steps.
-Resumable: finished rows are kept in allocator.json; exports and evaluations are cached under out/.
-The QAT uniform and OMQ rows are the QAT ablation's rows of the same setting, built once by
-mpqdm/testing/bench.py. Writes benchmarks/results/allocator.{json,md} and
-allocator_{pareto,bits}_W2A4.png.
+Run: .venv/bin/python benchmarks/allocator_fd.py [--only W3A4-ptq-uniform-mse,...] [--threads 2] [--report]
+- Row sets: W2A8, W3A4 and W2A4 after PTQ (FD under evaluation seeds 0 and 1), W2A4 after QAT
+  (400 iterations x batch 8, output distillation, QAT seeds 0 and 1, evaluation seed 0); FD of 1,000
+  samples, 20 DDIM steps.
+- Budget WnAm: the packed weight memory of uniform Wn (policy-pinned layers at W8A8) and 1.1x the
+  latency of uniform WnAm per UNet call (the host table, 2 threads). ILP: the statistics' default cost
+  (e2e) with bits {1,2,3,4,8} and the activation width chosen per layer, solved once and committed
+  under benchmarks/results/allocator_plans/ (a time-limited solve is not repeatable; both seeds and
+  later sessions use the same plan). OMQ: MPQ-DM's rule with the released code's fixed 10% split
+  (N+1 / N / N-1 by kurtosis, A = m). Uniform: every channel at N. Uniform and OMQ run with the mse and
+  the minmax range methods and the better mean counts; the ILP's plan takes the statistics' method.
+- QAT rows equal to the QAT ablation's (uniform = its baseline, OMQ = its omq variant) take its
+  committed FDs; the others run here with the same settings (mpqdm/testing/bench.py qat_export).
+Resumable: each finished row leaves row.json under out/allocator/, and the committed rows of the same
+settings are kept. Writes benchmarks/results/allocator.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
+import statistics
 import time
 from pathlib import Path
 
-from mpqdm.allocator.allocate import allocate, plan_totals, plot
-from mpqdm.allocator.ilp import Budgets, totals
-from mpqdm.allocator.problem import (
-    DEFAULT_BITS,
-    build,
-)
-from mpqdm.boards.registry import latency_path, load_board
-from mpqdm.core.bitplan import BitPlan
-from mpqdm.core.latency import LatencyTable
-from mpqdm.core.resources import DEFAULT_MODEL
-from mpqdm.core.stats import read_stats
-from mpqdm.frontend.evaluate import EvalConfig, evaluate
-from mpqdm.frontend.qat.config import QATConfig
-from mpqdm.frontend.qat.train import qat, run_dir
-from mpqdm.frontend.quant.ptq import PTQConfig, quantize
-from mpqdm.testing.bench import markdown_table, qat_export, save_rows
-
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-
-STATS = ROOT / "out" / "stats" / "mnist-default.json"
+PLANS_DIR = RESULTS / "allocator_plans"
 WORK = ROOT / "out" / "allocator"
-BUDGETS = [("W2A8", 2, 8, "ptq"), ("W3A4", 3, 4, "ptq"), ("W2A4", 2, 4, "qat")]
+SETS = [("W2A8", 2, 8, "ptq"), ("W3A4", 3, 4, "ptq"), ("W2A4", 2, 4, "ptq"), ("W2A4", 2, 4, "qat")]
 PLANS = ("ilp", "omq", "uniform")
-# ILP variants with other candidate bits, where the default candidates lose: name -> bits, budgets
-VARIANTS = {"ilp-234": ((2, 3, 4), ("W3A4",))}
-BOARD = "host"
+METHODS = {"ilp": ("mse",), "omq": ("mse", "minmax"), "uniform": ("mse", "minmax")}
+SEEDS, ITERATIONS, BATCH, LATENCY_SLACK, BOARD = (0, 1), 400, 8, 1.1, "host"
+SETTINGS = {"iterations": ITERATIONS, "batch": BATCH, "latency_slack": LATENCY_SLACK, "format": 2}
 
 
-def ilp_plan(budget: str, wbits: int, abits: int, stats: dict, table: LatencyTable, threads: int,
-             name: str = "ilp") -> Path:
-    """The ILP plan at the weight memory of uniform `wbits` (activations fixed at `abits`)."""
-    path = WORK / f"{name}-{budget}.json"
-    bits = VARIANTS[name][0] if name in VARIANTS else DEFAULT_BITS
+def rows_wanted() -> list[tuple]:
+    return [(b, w, a, kind, plan, m) for b, w, a, kind in SETS for plan in PLANS
+            for m in (METHODS[plan] if kind == "ptq" else ("mse",))]
+
+
+def key(row) -> str:
+    budget, _, _, kind, plan, method = row
+    return f"{budget}-{kind}-{plan}-{method}"
+
+
+def context():
+    from mpqdm.boards.registry import latency_path, load_board
+    from mpqdm.core.latency import LatencyTable
+    from mpqdm.core.resources import DEFAULT_MODEL
+    from mpqdm.core.stats import read_stats
+    from mpqdm.deploy.shipped import stats_for
+    from mpqdm.frontend.model_io import load_unet, model_fingerprint
+
     board = load_board(BOARD)
-    problems = build(stats, table, threads, board.group_size, abits=(abits,))
-    uniform = {p.name: (abits if p.pinned is None else 8, [wbits if p.pinned is None else 8] * len(p.sizes))
-               for p in problems}
-    mem = totals(problems, uniform)[1]
-    budgets = Budgets(weight_kb=mem / 1024 * (1 + 1e-12))
-    p, sol, problems, _ = allocate(STATS, BOARD, budgets, abits=abits, bits=bits)
+    stats = read_stats(stats_for(model_fingerprint(DEFAULT_MODEL)))
+    table = LatencyTable.load(latency_path(board), board.name)    # the committed table, whichever CPU made it
+    return board, stats, table, load_unet(DEFAULT_MODEL)
+
+
+def uniform_totals(unet, stats, table, board, wbits: int, abits: int) -> tuple[int, float]:
+    from mpqdm.allocator.allocate import plan_totals
+    from mpqdm.frontend.quant.ptq import uniform_plan
+    from mpqdm.frontend.quant.swap import LayerPolicy
+
+    plan = uniform_plan(unet, stats["model"]["sha256"], wbits, abits, LayerPolicy(), True, board.group_size)
+    nbytes, ms, _ = plan_totals(plan, stats, table, board.threads)
+    return nbytes, ms
+
+
+def ilp_plan(budget: str, wbits: int, abits: int, ctx) -> Path:
+    """The committed ILP plan of this budget, solved here the first time."""
+    from mpqdm.allocator.allocate import TIME_LIMIT_S, to_plan
+    from mpqdm.allocator.ilp import Budgets, solve
+    from mpqdm.allocator.problem import build, fixed_ms
+
+    path = PLANS_DIR / f"ilp-{budget}.json"
+    if path.is_file():
+        return path
+    board, stats, table, unet = ctx
+    nbytes, ms = uniform_totals(unet, stats, table, board, wbits, abits)
+    problems = build(stats, table, board.threads, board.group_size)
+    budgets = Budgets(weight_kb=nbytes / 1024 * (1 + 1e-12), latency_ms=LATENCY_SLACK * ms)
+    sol = solve(problems, budgets, 2, TIME_LIMIT_S, fixed_ms(stats, table, board.threads))
+    print(f"ILP {budget}: cost {sol.cost:.4g}, {sol.weight_bytes / 1024:.2f} KB, {sol.latency_ms:.3f} ms "
+          f"({'optimal' if sol.optimal else 'time limit'}, {sol.solve_s:.0f} s)", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    p.save(path)
-    if budget == "W2A4" and name == "ilp":
-        plot(RESULTS / "allocator_pareto_W2A4.png", RESULTS / "allocator_bits_W2A4.png", problems, sol, budgets,
-             points=6, threads=2)
+    to_plan(stats, problems, sol, board.group_size).save(path)
     return path
 
 
-def run_row(budget, wbits, abits, kind, name, stats, table, threads, samples, device) -> dict:
-    plan_file = ilp_plan(budget, wbits, abits, stats, table, threads, name) if name.startswith("ilp") else None
-    ptq = PTQConfig(plan="omq" if name == "omq" else "uniform", wbits=wbits, abits=abits, method="mse",
-                    omq_fractions=(0.1,))
-    out = WORK / f"{budget}-{name}" / "export"
-    t0 = time.perf_counter()
-    if kind == "ptq" and not (out / "quant_export.json").is_file():
-        quantize(DEFAULT_MODEL, out, ptq, plan_file=plan_file, device=device)
-    if kind == "qat" and name in ("uniform", "omq"):      # the QAT ablation's rows of the same setting
-        out = qat_export(ROOT, budget, wbits, abits, {"uniform": "trd", "omq": "mpqdm"}[name], device=device)
-    elif kind == "qat" and not (run_dir(out) / "summary.json").is_file():
-        cfg = QATConfig(iterations=40, batch=8, trd_weight=100.0, seed=0, ckpt_every=5)
-        qat(DEFAULT_MODEL, out, cfg, ptq, plan_file=plan_file, resume=(run_dir(out) / "checkpoint.pt").is_file(),
-            device=device)
-    nbytes, ms, avg = plan_totals(BitPlan.load(out / "quant_plan.json"), stats, table, threads)
-    m = evaluate(out, out.parent / "eval", EvalConfig(samples=samples), device=device)
-    return {"name": name, "budget": budget, "evaluated": kind, "weight_memory_kb": round(nbytes / 1024, 2),
-            "avg_wbits": round(avg, 4), "latency_ms": round(ms, 3),
-            f"fd_{kind}": m["fd"], "fd_ptq" if kind == "qat" else "fd_qat": None, "samples": samples,
-            "seconds": round(time.perf_counter() - t0, 1)}
+def ablation_fd(variant: str, seed: int, samples: int) -> float | None:
+    """The QAT ablation's committed FD of this W2A4 row, when made with these settings."""
+    path = RESULTS / "qat_ablation.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    for r in doc.get("rows", []):
+        if (r["config"], r["variant"], r["seed"], r.get("iterations"), r.get("batch"), r.get("samples")) == (
+                "W2A4", variant, seed, ITERATIONS, BATCH, samples):
+            return r["fd"]
+    return None
 
 
-def cifar_solve_seconds() -> float:
-    subprocess.run([sys.executable, str(Path(__file__).parent / "allocate_cifar.py")], check=True, cwd=ROOT)
-    rows = json.loads((RESULTS / "allocate_cifar.json").read_text())["rows"]
-    return sorted(r["solve_s"] for r in rows)[len(rows) // 2]
+def run_row(row, ctx, args) -> dict:
+    from mpqdm.allocator.allocate import plan_totals
+    from mpqdm.core.bitplan import BitPlan, LayerPlan
+    from mpqdm.core.resources import DEFAULT_MODEL
+    from mpqdm.frontend.evaluate import EvalConfig, evaluate
+    from mpqdm.frontend.quant.ptq import PTQConfig, quantize
+    from mpqdm.testing.bench import qat_export
+
+    budget, wbits, abits, kind, plan, method = row
+    board, stats, table, unet = ctx
+    plan_file = ilp_plan(budget, wbits, abits, ctx) if plan == "ilp" else None
+    t0, fds, exports = time.perf_counter(), [], []
+    if kind == "ptq":
+        out = WORK / f"s{args.samples}" / key(row) / "export"
+        if not (out / "quant_export.json").is_file():
+            cfg = PTQConfig(plan="omq" if plan == "omq" else "uniform", wbits=wbits, abits=abits,
+                            method=stats["method"] if plan == "ilp" else method, omq_fractions=(0.1,))
+            quantize(DEFAULT_MODEL, out, cfg, plan_file=plan_file, device=args.device)
+        exports = [out]
+        fds = [evaluate(out, out.parent / f"eval-s{s}", EvalConfig(samples=args.samples, seed=s),
+                        device=args.device)["fd"] for s in SEEDS]
+    else:
+        variant = "omq" if plan == "omq" else "baseline"
+        for s in SEEDS:
+            shared = None if plan == "ilp" else ablation_fd(variant, s, args.samples)
+            exp = None if shared is not None else qat_export(
+                ROOT, budget, wbits, abits, variant, ITERATIONS, BATCH, device=args.device, seed=s,
+                teacher_cache=WORK / "teacher", plan_file=plan_file, plan_name="ilp" if plan_file else "")
+            fds.append(shared if shared is not None else evaluate(
+                exp, exp.parent / "eval-s0", EvalConfig(samples=args.samples), device=args.device)["fd"])
+            exports += [exp] if exp else []
+    bp = BitPlan.load(plan_file) if plan_file else None
+    if bp is None and exports:
+        bp = BitPlan.load(exports[0] / "quant_plan.json")
+    nbytes, ms, avg = plan_totals(bp, stats, table, board.threads) if bp else (None, None, None)
+    uni_bytes, uni_ms = uniform_totals(unet, stats, table, board, wbits, abits)
+    return {"set": f"{budget} {kind.upper()}", "budget": budget, "evaluated": kind, "plan": plan, "method": method,
+            "weight_kb": round(nbytes / 1024, 2) if bp else None,
+            "memory_vs_uniform": round(nbytes / uni_bytes, 4) if bp else None,
+            "avg_wbits": round(avg, 3) if bp else None,
+            "a8_layers": sum(isinstance(p, LayerPlan) and p.abits == 8 for p in bp.layers.values()) if bp else None,
+            "latency_ms": round(ms, 3) if bp else None, "latency_vs_uniform": round(ms / uni_ms, 3) if bp else None,
+            "fd": fds, "fd_mean": round(statistics.mean(fds), 3), "fd_spread": round(max(fds) - min(fds), 3),
+            "seeds": "evaluation 0, 1" if kind == "ptq" else "QAT 0, 1 (evaluation 0)", "samples": args.samples,
+            "shared_with_qat_ablation": kind == "qat" and plan != "ilp", "seconds": round(time.perf_counter() - t0)}
 
 
-def outcome(plans: list[dict]) -> list[str]:
+def finished(samples: int) -> dict[str, dict]:
+    path = RESULTS / "allocator.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    same = doc.get("settings") == SETTINGS and doc.get("samples") == samples
+    done = {f"{r['budget']}-{r['evaluated']}-{r['plan']}-{r['method']}": r for r in doc.get("rows", [])} if same else {}
+    for row in rows_wanted():
+        f = WORK / f"s{samples}" / key(row) / "row.json"
+        if f.is_file() and json.loads(f.read_text())["samples"] == samples:
+            done[key(row)] = json.loads(f.read_text())
+    return done
+
+
+def outcome(rows: list[dict]) -> list[str]:
     out = []
-    for budget, _, _, kind in BUDGETS:
-        fd = {p["name"]: p[f"fd_{kind}"] for p in plans if p["budget"] == budget}
-        if all(n in fd for n in PLANS):
-            best = min(PLANS, key=fd.get)
-            extra = [n for n in fd if n not in PLANS]
-            out.append(f"{budget} ({kind.upper()}): lowest FD is {best} ({fd[best]:.2f}); "
-                       + ", ".join(f"{k} {fd[k]:.2f}" for k in PLANS) + f": {'met' if best == 'ilp' else 'missed'}"
-                       + "".join(f"; variant {n} (bits {', '.join(map(str, VARIANTS[n][0]))}): {fd[n]:.2f}"
-                                 for n in extra))
+    for budget, _, _, kind in SETS:
+        best = {}
+        for r in rows:
+            if r["budget"] == budget and r["evaluated"] == kind and (
+                    r["plan"] not in best or r["fd_mean"] < best[r["plan"]]["fd_mean"]):
+                best[r["plan"]] = r
+        if set(best) != set(PLANS):
+            out.append(f"{budget} {kind.upper()}: not all plans measured yet ({', '.join(sorted(best))})")
+            continue
+        ilp = best["ilp"]
+        rival = min((best[p] for p in PLANS if p != "ilp"), key=lambda r: r["fd_mean"])
+        margin = rival["fd_mean"] - ilp["fd_mean"]
+        need = max(ilp["fd_spread"], rival["fd_spread"])
+        out.append(f"{budget} {kind.upper()}: ILP {ilp['fd_mean']:.2f}, best other {rival['plan']}-{rival['method']} "
+                   f"{rival['fd_mean']:.2f}; margin {margin:.2f} against spread {need:.2f}: "
+                   + ("met" if margin > need else "missed"))
     return out
+
+
+def write(rows: list[dict], samples: int) -> None:
+    from mpqdm.testing.bench import markdown_table, save_rows
+
+    order = {key(r): i for i, r in enumerate(rows_wanted())}
+    rows = sorted(rows, key=lambda r: order.get(f"{r['budget']}-{r['evaluated']}-{r['plan']}-{r['method']}", 99))
+    res = outcome(rows)
+    save_rows(RESULTS / "allocator.json", rows, settings=SETTINGS, samples=samples, ddim_steps=20, board=BOARD,
+              plans_dir=str(PLANS_DIR.relative_to(ROOT)), outcome=res)
+    shown = [{**r, "fd": ", ".join(f"{v:.2f}" for v in r["fd"])} for r in rows]
+    cols = ["set", "plan", "method", "weight_kb", "memory_vs_uniform", "avg_wbits", "a8_layers", "latency_ms",
+            "latency_vs_uniform", "fd", "fd_mean", "fd_spread", "seconds"]
+    (RESULTS / "allocator.md").write_text(
+        "# Allocator: ILP plan against the OMQ rule and uniform bits at equal packed weight memory (default model)\n\n"
+        "Command: `.venv/bin/python benchmarks/allocator_fd.py`\n\n"
+        f"FD of {samples} samples, 20 DDIM steps; `fd` lists both seeds (PTQ: evaluation seeds 0 and 1; QAT: QAT "
+        f"seeds 0 and 1, {ITERATIONS} iterations x batch {BATCH}). Budget: uniform's packed memory and at most "
+        f"{LATENCY_SLACK}x its predicted latency per UNet call (host table, 2 threads; "
+        "`latency_vs_uniform`). ILP: the e2e cost, activation widths per layer (`a8_layers`), plans in "
+        "`allocator_plans/`. Solve time on the DDPM CIFAR-10 configuration: `allocate_cifar.md`.\n\n"
+        + markdown_table(shown, cols) + "\n" + "\n".join(f"- {r}" for r in res) + "\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--only", default="", help="comma-separated BUDGET-PLAN keys")
-    ap.add_argument("--skip-cifar", action="store_true", help="keep the CIFAR-10 solve time already recorded")
+    ap.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: its default)")
+    ap.add_argument("--only", default="", help="comma-separated row keys, e.g. W3A4-ptq-uniform-mse")
+    ap.add_argument("--report", action="store_true", help="only rewrite the results from the finished rows")
     args = ap.parse_args()
-    out_json = RESULTS / "allocator.json"
-    old = json.loads(out_json.read_text()) if out_json.is_file() else {}
-    plans = [p for p in old.get("plans", []) if p.get("samples") == args.samples]
-    solve_s = old.get("solve_seconds_cifar10_unet")
-    if solve_s is None or not args.skip_cifar:
-        solve_s = cifar_solve_seconds()
-    if not STATS.is_file():
-        subprocess.run([sys.executable, "-m", "mpqdm.cli", "stats", str(DEFAULT_MODEL), "--out", str(STATS)],
-                       check=True, cwd=ROOT)
-    stats = read_stats(STATS)
-    board = load_board(BOARD)
-    table = LatencyTable.load(latency_path(board), BOARD)
-    done = {(p["budget"], p["name"]) for p in plans}
-    only = {k for k in args.only.split(",") if k}
-    for budget, w, a, kind in BUDGETS:
-        for name in [*PLANS, *(v for v, (_, where) in VARIANTS.items() if budget in where)]:
-            if (budget, name) in done or (only and f"{budget}-{name}" not in only):
-                continue
-            print(f"== {budget} {name} ({kind})", flush=True)
-            plans.append(run_row(budget, w, a, kind, name, stats, table, board.threads, args.samples, args.device))
-            write(plans, solve_s, args.samples)
-    write(plans, solve_s, args.samples)
+    import torch
 
-
-def write(plans: list[dict], solve_s: float, samples: int) -> None:
-    order = {(b, n): i for i, (b, n) in enumerate((b[0], n) for b in BUDGETS for n in (*PLANS, *VARIANTS))}
-    plans.sort(key=lambda p: order[(p["budget"], p["name"])])
-    res = outcome(plans)
-    save_rows(RESULTS / "allocator.json", None, solve_seconds_cifar10_unet=solve_s, plans=plans, outcome=res,
-              samples=samples, ddim_steps=20, board=BOARD)
-    cols = ["budget", "evaluated", "name", "weight_memory_kb", "avg_wbits", "latency_ms", "fd_ptq", "fd_qat",
-            "seconds"]
-    (RESULTS / "allocator.md").write_text(
-        "# Allocator: ILP plan against the OMQ rule and uniform bits at equal weight memory (default model)\n\n"
-        "Command: `.venv/bin/python benchmarks/allocator_fd.py`\n\n"
-        f"FD of {samples} samples, 20 DDIM steps. Weight memory as packed (steps and zero points included); "
-        f"latency per UNet call of the quantized layers from the host table (2 threads). The ILP budget is "
-        f"the uniform plan's memory. Solve time on the DDPM CIFAR-10 configuration: {solve_s} s "
-        "(`allocate_cifar.md`).\n\n" + markdown_table(plans, cols) + "\n" + "\n".join(f"- {r}" for r in res) + "\n")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    only = set(filter(None, args.only.split(",")))
+    unknown = only - {key(r) for r in rows_wanted()}
+    if unknown:
+        raise SystemExit(f"unknown rows {sorted(unknown)}; rows: {', '.join(key(r) for r in rows_wanted())}")
+    done = finished(args.samples)
+    ctx = None if args.report else context()
+    for row in rows_wanted():
+        if args.report or key(row) in done or (only and key(row) not in only):
+            continue
+        print(f"== {key(row)}", flush=True)
+        r = run_row(row, ctx, args)
+        (WORK / f"s{args.samples}" / key(row)).mkdir(parents=True, exist_ok=True)
+        (WORK / f"s{args.samples}" / key(row) / "row.json").write_text(json.dumps(r, indent=1))
+        done = finished(args.samples)
+        write(list(done.values()), args.samples)
+    write(list(finished(args.samples).values()), args.samples)
 
 
 if __name__ == "__main__":

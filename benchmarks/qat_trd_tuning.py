@@ -5,8 +5,9 @@ Run: .venv/bin/python benchmarks/qat_trd_tuning.py [--iterations 40] [--threads 
 every finished row)
 Each setting: W2A4 uniform plan + TRD (the ablation's "trd" row), `--iterations` QAT trajectories of
 batch 8 from seed 0 (fast path), then the FD of 1,000 samples; the baseline without TRD is
-run the same way. Resumable (rows with row.json, and the committed rows of the same settings, are kept). Writes benchmarks/results/qat_trd_tuning.json
-and .md; the best setting is what benchmarks/qat_ablation.py's --trd should get.
+run the same way. Resumable (rows with row.json, and the committed rows of the same settings, are
+kept). Writes benchmarks/results/qat_trd_tuning.json and .md; the best setting is what
+benchmarks/qat_ablation.py's --trd should get.
 """
 
 from __future__ import annotations

@@ -92,11 +92,12 @@ QAT_VARIANTS = {"baseline": ("uniform", 0.0), "omq": ("omq", 0.0), "trd": ("unif
 def qat_export(root: Path, config: str, wbits: int, abits: int, variant: str, iterations: int = 40,
                batch: int = 8, lora_rank: int = 0, ckpt_every: int = 5, device: str = "auto", seed: int = 0,
                trd: dict | None = None, teacher_cache: Path | None = None, progress: bool = True,
-               compile_: bool = False) -> Path:
+               compile_: bool = False, plan_file: Path | None = None, plan_name: str = "") -> Path:
     """A QAT export of the default model (resumable): PTQ initialisation with the variant's plan, then
     `iterations` trajectories of `batch` from QAT seed `seed` (the QAT ablation's rows; the W2A4 MPQ-DM
     one is the default model the compile and runtime benchmarks measure). `trd`: TRD settings other
-    than the variant's (trd_weight, window, trd_block); `teacher_cache`: shared teacher trajectories."""
+    than the variant's (trd_weight, window, trd_block); `teacher_cache`: shared teacher trajectories;
+    `plan_file`: a written BitPlan instead of the variant's plan (its folder named `plan_name`)."""
     from mpqdm.frontend.qat.config import QATConfig
     from mpqdm.frontend.qat.train import qat, run_dir
     from mpqdm.frontend.quant.ptq import PTQConfig
@@ -107,12 +108,13 @@ def qat_export(root: Path, config: str, wbits: int, abits: int, variant: str, it
     run = f"v2_it{iterations}_b{batch}_r{lora_rank}" + (f"_s{seed}" if seed else "")
     if trd_weight and trd:
         run += "_trd" + "-".join(f"{k}{v}" for k, v in sorted(trd.items()))
-    path = root / "out" / "bench" / "qat" / run / f"{config}-{variant}" / "export"
+    name = f"{config}-{variant}" if plan_file is None else f"{config}-{plan_name}-{variant}"
+    path = root / "out" / "bench" / "qat" / run / name / "export"
     if not (run_dir(path) / "summary.json").is_file():
         cfg = QATConfig(iterations=iterations, batch=batch, seed=seed, ckpt_every=ckpt_every,
                         lora_rank=lora_rank, **settings)
         ptq = PTQConfig(plan=plan, wbits=wbits, abits=abits, omq_fractions=(0.1,))
-        qat(DEFAULT_MODEL, path, cfg, ptq, resume=(run_dir(path) / "checkpoint.pt").is_file(), device=device,
+        qat(DEFAULT_MODEL, path, cfg, ptq, plan_file, resume=(run_dir(path) / "checkpoint.pt").is_file(), device=device,
             teacher_cache=teacher_cache, progress=progress, compile_=compile_)
     return path
 
