@@ -35,11 +35,16 @@ PLANS = ("ilp", "omq", "uniform")
 METHODS = {"ilp": ("mse",), "omq": ("mse", "minmax"), "uniform": ("mse", "minmax")}
 SEEDS, ITERATIONS, BATCH, LATENCY_SLACK, BOARD = (0, 1), 400, 8, 1.1, "host"
 SETTINGS = {"iterations": ITERATIONS, "batch": BATCH, "latency_slack": LATENCY_SLACK, "format": 2}
+# the Pareto plot (PTQ): uniform points, and ILP plans at (memory of uniform W_m, latency of uniform W_l A_l)
+UNIFORM_POINTS = [("W2A4", 2, 4), ("W3A4", 3, 4), ("W4A4", 4, 4), ("W8A8", 8, 8)]
+PARETO = {"W2A4": (2, 2, 4), "W3A4": (3, 3, 4), "W4A4": (4, 4, 4), "W8A8": (8, 8, 8), "W3-at-W2A4": (3, 2, 4)}
 
 
 def rows_wanted() -> list[tuple]:
-    return [(b, w, a, kind, plan, m) for b, w, a, kind in SETS for plan in PLANS
+    rows = [(b, w, a, kind, plan, m) for b, w, a, kind in SETS for plan in PLANS
             for m in (METHODS[plan] if kind == "ptq" else ("mse",))]
+    rows += [(b, w, a, "ptq", "uniform", "mse") for b, w, a in UNIFORM_POINTS if (b, w, a, "ptq") not in SETS]
+    return rows + [(b, m, la, "pareto", "ilp", "mse") for b, (m, _, la) in PARETO.items()]
 
 
 def key(row) -> str:
@@ -71,19 +76,22 @@ def uniform_totals(unet, stats, table, board, wbits: int, abits: int) -> tuple[i
     return nbytes, ms
 
 
-def ilp_plan(budget: str, wbits: int, abits: int, ctx) -> Path:
-    """The committed ILP plan of this budget, solved here the first time."""
+def ilp_plan(budget: str, wbits: int, abits: int, ctx, pareto: bool = False) -> Path:
+    """The committed ILP plan of this budget, solved here the first time. Pareto plans: the memory of
+    uniform `wbits`, the latency (1.0x) of PARETO's uniform point."""
     from mpqdm.allocator.allocate import TIME_LIMIT_S, to_plan
     from mpqdm.allocator.ilp import Budgets, solve
     from mpqdm.allocator.problem import build, fixed_ms
 
-    path = PLANS_DIR / f"ilp-{budget}.json"
+    path = PLANS_DIR / f"ilp-{'pareto-' if pareto else ''}{budget}.json"
     if path.is_file():
         return path
     board, stats, table, unet = ctx
     nbytes, ms = uniform_totals(unet, stats, table, board, wbits, abits)
+    if pareto:
+        ms = uniform_totals(unet, stats, table, board, *PARETO[budget][1:])[1]
     problems = build(stats, table, board.threads, board.group_size)
-    budgets = Budgets(weight_kb=nbytes / 1024 * (1 + 1e-12), latency_ms=LATENCY_SLACK * ms)
+    budgets = Budgets(weight_kb=nbytes / 1024 * (1 + 1e-12), latency_ms=(1.0 if pareto else LATENCY_SLACK) * ms)
     sol = solve(problems, budgets, 2, TIME_LIMIT_S, fixed_ms(stats, table, board.threads))
     print(f"ILP {budget}: cost {sol.cost:.4g}, {sol.weight_bytes / 1024:.2f} KB, {sol.latency_ms:.3f} ms "
           f"({'optimal' if sol.optimal else 'time limit'}, {sol.solve_s:.0f} s)", flush=True)
@@ -113,9 +121,9 @@ def run_row(row, ctx, args) -> dict:
 
     budget, wbits, abits, kind, plan, method = row
     board, stats, table, unet = ctx
-    plan_file = ilp_plan(budget, wbits, abits, ctx) if plan == "ilp" else None
+    plan_file = ilp_plan(budget, wbits, abits, ctx, kind == "pareto") if plan == "ilp" else None
     t0, fds, exports = time.perf_counter(), [], []
-    if kind == "ptq":
+    if kind in ("ptq", "pareto"):
         out = WORK / f"s{args.samples}" / key(row) / "export"
         if not (out / "quant_export.json").is_file():
             cfg = PTQConfig(plan="omq" if plan == "omq" else "uniform", wbits=wbits, abits=abits,
@@ -139,6 +147,8 @@ def run_row(row, ctx, args) -> dict:
         bp = BitPlan.load(exports[0] / "quant_plan.json")
     nbytes, ms, avg = plan_totals(bp, stats, table, board.threads) if bp else (None, None, None)
     uni_bytes, uni_ms = uniform_totals(unet, stats, table, board, wbits, abits)
+    if kind == "pareto":
+        uni_ms = uniform_totals(unet, stats, table, board, *PARETO[budget][1:])[1]
     return {"set": f"{budget} {kind.upper()}", "budget": budget, "evaluated": kind, "plan": plan, "method": method,
             "weight_kb": round(nbytes / 1024, 2) if bp else None,
             "memory_vs_uniform": round(nbytes / uni_bytes, 4) if bp else None,
@@ -146,7 +156,7 @@ def run_row(row, ctx, args) -> dict:
             "a8_layers": sum(isinstance(p, LayerPlan) and p.abits == 8 for p in bp.layers.values()) if bp else None,
             "latency_ms": round(ms, 3) if bp else None, "latency_vs_uniform": round(ms / uni_ms, 3) if bp else None,
             "fd": fds, "fd_mean": round(statistics.mean(fds), 3), "fd_spread": round(max(fds) - min(fds), 3),
-            "seeds": "evaluation 0, 1" if kind == "ptq" else "QAT 0, 1 (evaluation 0)", "samples": args.samples,
+            "seeds": "evaluation 0, 1" if kind != "qat" else "QAT 0, 1 (evaluation 0)", "samples": args.samples,
             "shared_with_qat_ablation": kind == "qat" and plan != "ilp", "seconds": round(time.perf_counter() - t0)}
 
 
@@ -180,7 +190,51 @@ def outcome(rows: list[dict]) -> list[str]:
         out.append(f"{budget} {kind.upper()}: ILP {ilp['fd_mean']:.2f}, best other {rival['plan']}-{rival['method']} "
                    f"{rival['fd_mean']:.2f}; margin {margin:.2f} against spread {need:.2f}: "
                    + ("met" if margin > need else "missed"))
+    return out + pareto_outcome(rows)
+
+
+def pareto_points(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    uni = [r for r in rows if r["evaluated"] == "ptq" and r["plan"] == "uniform" and r["method"] == "mse"
+           and r["budget"] in {b for b, _, _ in UNIFORM_POINTS}]
+    return uni, [r for r in rows if r["evaluated"] == "pareto"]
+
+
+def pareto_outcome(rows: list[dict]) -> list[str]:
+    """For each uniform point: an ILP plan with no more predicted latency and a lower mean FD?"""
+    uni, ilp = pareto_points(rows)
+    if len(uni) < len(UNIFORM_POINTS) or len(ilp) < len(PARETO):
+        return [f"Pareto: {len(uni)} of {len(UNIFORM_POINTS)} uniform and {len(ilp)} of {len(PARETO)} ILP points "
+                "measured"]
+    out = []
+    for u in uni:
+        better = [p for p in ilp if p["latency_ms"] <= u["latency_ms"] * (1 + 1e-9) and p["fd_mean"] < u["fd_mean"]]
+        out.append(f"Pareto, uniform {u['budget']} ({u['latency_ms']:.2f} ms, FD {u['fd_mean']:.2f}): "
+                   + (f"met by ILP {min(better, key=lambda p: p['fd_mean'])['budget']}" if better else "missed"))
     return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    uni, ilp = pareto_points(rows)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for pts, label, mark in ((uni, "uniform", "s"), (ilp, "ILP", "o")):
+        pts = sorted(pts, key=lambda r: r["latency_ms"])
+        ax.errorbar([r["latency_ms"] for r in pts], [r["fd_mean"] for r in pts],
+                    yerr=[r["fd_spread"] / 2 for r in pts], marker=mark, label=label, capsize=3)
+        for r in pts:
+            ax.annotate(r["budget"], (r["latency_ms"], r["fd_mean"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set_xlabel("predicted latency per UNet call, ms (host table, 2 threads)")
+    ax.set_ylabel("FD (PTQ, mean of 2 evaluation seeds)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def write(rows: list[dict], samples: int) -> None:
@@ -191,6 +245,8 @@ def write(rows: list[dict], samples: int) -> None:
     res = outcome(rows)
     save_rows(RESULTS / "allocator.json", rows, settings=SETTINGS, samples=samples, ddim_steps=20, board=BOARD,
               plans_dir=str(PLANS_DIR.relative_to(ROOT)), outcome=res)
+    if any(r["evaluated"] == "pareto" for r in rows):
+        plot(rows, RESULTS / "allocator_pareto.png")
     shown = [{**r, "fd": ", ".join(f"{v:.2f}" for v in r["fd"])} for r in rows]
     cols = ["set", "plan", "method", "weight_kb", "memory_vs_uniform", "avg_wbits", "a8_layers", "latency_ms",
             "latency_vs_uniform", "fd", "fd_mean", "fd_spread", "seconds"]
@@ -201,7 +257,9 @@ def write(rows: list[dict], samples: int) -> None:
         f"seeds 0 and 1, {ITERATIONS} iterations x batch {BATCH}). Budget: uniform's packed memory and at most "
         f"{LATENCY_SLACK}x its predicted latency per UNet call (host table, 2 threads; "
         "`latency_vs_uniform`). ILP: the e2e cost, activation widths per layer (`a8_layers`), plans in "
-        "`allocator_plans/`. Solve time on the DDPM CIFAR-10 configuration: `allocate_cifar.md`.\n\n"
+        "`allocator_plans/`. Set `W2A4 PARETO` and the others: ILP plans at the memory of uniform Wn and 1.0x the "
+        "latency of the uniform point named (`W3-at-W2A4`: W3's memory, W2A4's latency), against the uniform "
+        "PTQ points (`allocator_pareto.png`). Solve time on the DDPM CIFAR-10 configuration: `allocate_cifar.md`.\n\n"
         + markdown_table(shown, cols) + "\n" + "\n".join(f"- {r}" for r in res) + "\n")
 
 
