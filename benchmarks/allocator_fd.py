@@ -243,7 +243,9 @@ def write(rows: list[dict], samples: int) -> None:
     order = {key(r): i for i, r in enumerate(rows_wanted())}
     rows = sorted(rows, key=lambda r: order.get(f"{r['budget']}-{r['evaluated']}-{r['plan']}-{r['method']}", 99))
     res = outcome(rows)
-    save_rows(RESULTS / "allocator.json", rows, settings=SETTINGS, samples=samples, ddim_steps=20, board=BOARD,
+    # the rows come from runs of this command, whichever --only or --report split them
+    save_rows(RESULTS / "allocator.json", rows, command=".venv/bin/python benchmarks/allocator_fd.py",
+              settings=SETTINGS, samples=samples, ddim_steps=20, board=BOARD,
               plans_dir=str(PLANS_DIR.relative_to(ROOT)), outcome=res)
     if any(r["evaluated"] == "pareto" for r in rows):
         plot(rows, RESULTS / "allocator_pareto.png")
