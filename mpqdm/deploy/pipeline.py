@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mpqdm.allocator.ilp import Budgets
+from mpqdm.allocator.problem import DEFAULT_COST
 from mpqdm.backend_tvm import verify
 from mpqdm.boards.registry import latency_path, load_board
 from mpqdm.core.bits import ABITS, CANDIDATE_WBITS, check_bits
@@ -109,7 +110,7 @@ def deploy(model_dir: str | Path | None, out: str | Path, cfg: DeployConfig = De
         stats = st.run("stats", stats_in, lambda d: work.stats_stage(model, d, stats_file, cfg),
                        what="shipped statistics" if stats_file else "channel statistics (minutes)")
         alloc_in = {"budgets": asdict(cfg.budgets), "abits": cfg.abits, "bits": CANDIDATE_WBITS,
-                    "board": board.name, "table": work.table_digest(board)}
+                    "board": board.name, "table": work.table_digest(board), "cost": DEFAULT_COST}
         st.run("allocate", alloc_in, lambda d: work.allocate_stage(Path(stats["path"]), board, cfg, d),
                needs=("stats",), what="ILP over channel groups")
         plan_file, plan_kind = str(st.path("allocate") / "plan.json"), "ilp"
