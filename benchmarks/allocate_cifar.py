@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from mpqdm.allocator.ilp import Budgets, solve, totals
-from mpqdm.allocator.problem import DEFAULT_COST, build
+from mpqdm.allocator.problem import DEFAULT_COST, build, fixed_ms
 from mpqdm.boards.registry import load_board
 from mpqdm.core.bitplan import BitPlan
 from mpqdm.core.latency import LatencyTable
@@ -37,11 +37,12 @@ def main() -> None:
     problems = build(stats, table, board.threads, GROUP, BITS, (4,))
     build_s = time.perf_counter() - t
     uniform = {p.name: (next(iter(p.cost)), [3 if p.pinned is None else 8] * len(p.sizes)) for p in problems}
-    _, mem3, lat3, _ = totals(problems, uniform)
+    fixed = fixed_ms(stats, table, board.threads)      # the float calls: budgets are whole UNet calls
+    _, mem3, lat3, _ = totals(problems, uniform, fixed)
     budgets = Budgets(latency_ms=0.97 * lat3, weight_kb=mem3 / 1024)
     rows = []
     for run in range(3):
-        sol = solve(problems, budgets, threads=2)
+        sol = solve(problems, budgets, threads=2, fixed=fixed)
         plan = to_plan(stats, problems, sol, GROUP)
         path = ROOT / "out" / "plans" / "ddpm-cifar10-random.json"
         path.parent.mkdir(parents=True, exist_ok=True)
