@@ -8,7 +8,7 @@ Run: .venv/bin/python benchmarks/allocator_fd.py [--only W3A4-ptq-uniform-mse,..
 - Budget WnAm: the packed weight memory of uniform Wn (policy-pinned layers at W8A8) and 1.1x the
   latency of uniform WnAm per UNet call (the host table, 2 threads). ILP: the statistics' default cost
   (e2e) with bits {1,2,3,4,8} and the activation width chosen per layer, solved once and committed
-  under benchmarks/results/allocator_plans/ (a time-limited solve is not repeatable; both seeds and
+  under benchmarks/allocator_plans/ (a time-limited solve is not repeatable; both seeds and
   later sessions use the same plan). OMQ: MPQ-DM's rule with the released code's fixed 10% split
   (N+1 / N / N-1 by kurtosis, A = m). Uniform: every channel at N. Uniform and OMQ run with the mse and
   the minmax range methods and the better mean counts; the ILP's plan takes the statistics' method.
@@ -28,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-PLANS_DIR = RESULTS / "allocator_plans"
+PLANS_DIR = ROOT / "benchmarks" / "allocator_plans"     # inputs of the rows; how each was solved: PLANS_INDEX
+PLANS_INDEX = RESULTS / "allocator_plans.json"
 WORK = ROOT / "out" / "allocator"
 SETS = [("W2A8", 2, 8, "ptq"), ("W3A4", 3, 4, "ptq"), ("W2A4", 2, 4, "ptq"), ("W2A4", 2, 4, "qat")]
 PLANS = ("ilp", "omq", "uniform")
@@ -97,7 +98,19 @@ def ilp_plan(budget: str, wbits: int, abits: int, ctx, pareto: bool = False) -> 
           f"({'optimal' if sol.optimal else 'time limit'}, {sol.solve_s:.0f} s)", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     to_plan(stats, problems, sol, board.group_size).save(path)
+    index_plan(path.name, {"cost": sol.cost, "weight_kb": round(sol.weight_bytes / 1024, 2), "optimal": sol.optimal,
+                           "latency_ms": round(sol.latency_ms, 3), "solve_s": round(sol.solve_s, 1)})
     return path
+
+
+def index_plan(name: str, entry: dict) -> None:
+    """Where and how a committed plan was solved (a BitPlan file holds no provenance)."""
+    from mpqdm.core.machine import provenance
+    from mpqdm.testing.bench import save_rows
+
+    doc = json.loads(PLANS_INDEX.read_text()) if PLANS_INDEX.is_file() else {}
+    plans = {**doc.get("plans", {}), name: {**entry, **provenance()}}
+    save_rows(PLANS_INDEX, None, plans=plans, plans_dir=str(PLANS_DIR.relative_to(ROOT)))
 
 
 def ablation_fd(variant: str, seed: int, samples: int) -> float | None:
@@ -259,7 +272,8 @@ def write(rows: list[dict], samples: int) -> None:
         f"seeds 0 and 1, {ITERATIONS} iterations x batch {BATCH}). Budget: uniform's packed memory and at most "
         f"{LATENCY_SLACK}x its predicted latency per UNet call (host table, 2 threads; "
         "`latency_vs_uniform`). ILP: the e2e cost, activation widths per layer (`a8_layers`), plans in "
-        "`allocator_plans/`. Set `W2A4 PARETO` and the others: ILP plans at the memory of uniform Wn and 1.0x the "
+        "`../allocator_plans/` (how each was solved: `allocator_plans.json`). Set `W2A4 PARETO` and the others: "
+        "ILP plans at the memory of uniform Wn and 1.0x the "
         "latency of the uniform point named (`W3-at-W2A4`: W3's memory, W2A4's latency), against the uniform "
         "PTQ points (`allocator_pareto.png`). Solve time on the DDPM CIFAR-10 configuration: `allocate_cifar.md`.\n\n"
         + markdown_table(shown, cols) + "\n" + "\n".join(f"- {r}" for r in res) + "\n")
