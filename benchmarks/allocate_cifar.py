@@ -10,6 +10,7 @@ under out/bench/ first when missing, mpqdm/testing/bench.py; then 3 solves). Wri
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -32,7 +33,11 @@ def main() -> None:
 
     board = load_board("host")
     stats = read_stats(cifar_stats(ROOT))
-    table = LatencyTable.load(host_table_with(cifar_random(ROOT), ROOT), "host")
+    table_path = host_table_with(cifar_random(ROOT), ROOT)
+    table = LatencyTable.load(table_path, "host")
+    entries = list(table.entries.values())
+    source = {"path": str(table_path.relative_to(ROOT)), "cpu": sorted({e["cpu"] for e in entries}),
+              "measured": max(e["measured"] for e in entries)}
     t = time.perf_counter()
     problems = build(stats, table, board.threads, GROUP, BITS, (4,))
     build_s = time.perf_counter() - t
@@ -40,7 +45,7 @@ def main() -> None:
     fixed = fixed_ms(stats, table, board.threads)      # the float calls: budgets are whole UNet calls
     _, mem3, lat3, _ = totals(problems, uniform, fixed)
     budgets = Budgets(latency_ms=0.97 * lat3, weight_kb=mem3 / 1024)
-    rows = []
+    rows, load = [], os.getloadavg()[0]
     for run in range(3):
         sol = solve(problems, budgets, threads=2, fixed=fixed)
         plan = to_plan(stats, problems, sol, GROUP)
@@ -58,14 +63,17 @@ def main() -> None:
     e2e = stats["e2e"]         # how long the statistics' end-to-end errors took (made once, cached in out/bench)
     save_rows(RESULTS / "allocate_cifar.json", rows, group_size=GROUP, bits=list(BITS), abits=4,
               budgets="weight memory of uniform W3A4, 97% of its latency (host table, 2 threads)",
-              cost_model=DEFAULT_COST, statistics_version=stats["version"], statistics_e2e=e2e)
+              cost_model=DEFAULT_COST, statistics_version=stats["version"], statistics_e2e=e2e,
+              latency_table=source, load_average_at_start=round(load, 2))
     (RESULTS / "allocate_cifar.md").write_text(
         "# Allocator on the DDPM CIFAR-10 configuration (random weights), host latency table\n\n"
         "Command: `.venv/bin/python benchmarks/allocate_cifar.py`\n\n"
         "Budgets: the weight memory of uniform W3A4 and 97% of its latency; plan values recomputed from the "
         f"written BitPlan. Solve: PuLP's bundled CBC, 2 threads. Cost model: {DEFAULT_COST}, statistics "
         f"v{stats['version']}; their end-to-end errors took {e2e['seconds']:.0f} s ({e2e['samples']} trajectory, "
-        f"every {e2e['every']}th of {stats['calibration']['steps']} steps).\n\n" + markdown_table(rows, list(rows[0])))
+        f"every {e2e['every']}th of {stats['calibration']['steps']} steps). Latency table: `{source['path']}` "
+        f"({', '.join(source['cpu'])}, measured up to {source['measured']}). Load average at start {load:.2f}.\n\n"
+        + markdown_table(rows, list(rows[0])))
 
 
 if __name__ == "__main__":
