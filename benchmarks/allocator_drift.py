@@ -56,7 +56,7 @@ def layer_drifts(unet, sched, noise, ref) -> dict:
     import torch
 
     from mpqdm.frontend.quant.calibrate import CalibConfig, calibrate
-    from mpqdm.frontend.quant.e2e import _Widths
+    from mpqdm.frontend.quant.e2e import Widths
     from mpqdm.frontend.quant.layers import QuantLayer
     from mpqdm.frontend.quant.quantizer import StepIndex
     from mpqdm.frontend.quant.ranges import init_layer
@@ -76,7 +76,7 @@ def layer_drifts(unet, sched, noise, ref) -> dict:
             layer = QuantLayer(copy.deepcopy(fp), torch.full((fp.weight.shape[0],), b), a, 20, idx)
             init_layer(layer, calib.layers[name], "mse", True)
             variants.append(layer)
-        set_module(unet, name, _Widths(variants))
+        set_module(unet, name, Widths(variants))
         try:
             d, m = drift(sample(unet, noise.repeat(len(WIDTHS), 1, 1, 1), sched, idx), ref)
         finally:

@@ -30,7 +30,7 @@ class E2EConfig:
     seed: int = E2E_SEED
 
 
-class _Widths(nn.Module):
+class Widths(nn.Module):
     """Slice v of the input batch through variants[v] (all slices the same size)."""
 
     def __init__(self, variants: list[QuantLayer]):
@@ -62,7 +62,7 @@ def layer_errors(unet: nn.Module, calib: CalibData, traj: Trajectories, bits: li
             layer = QuantLayer(copy.deepcopy(fp), torch.full((fp.weight.shape[0],), b), a, calib.config.steps, idx)
             init_layer(layer, calib.layers[name], method, smoothing)
             variants.append(layer)
-        set_module(unet, name, _Widths(variants).to(dev))
+        set_module(unet, name, Widths(variants).to(dev))
         err = torch.zeros(len(widths), dtype=torch.float64)
         try:
             for i in steps:
