@@ -51,23 +51,7 @@ def solved_plan(name: str) -> Path:
     the first time (beside allocator_fd.py's plans, in its index)."""
     import allocator_fd as fd_bench
 
-    from mpqdm.allocator.allocate import TIME_LIMIT_S, to_plan
-    from mpqdm.allocator.ilp import Budgets, solve
-    from mpqdm.allocator.problem import build, fixed_ms
-
-    path = PLANS / name
-    if path.is_file():
-        return path
-    board, stats, table, unet = fd_bench.context()
-    nbytes, ms = fd_bench.uniform_totals(unet, stats, table, board, 3, 4)
-    problems = build(stats, table, board.threads, board.group_size, bits=SOLVED[name])
-    budgets = Budgets(weight_kb=nbytes / 1024 * (1 + 1e-12), latency_ms=fd_bench.LATENCY_SLACK * ms)
-    sol = solve(problems, budgets, 2, TIME_LIMIT_S, fixed_ms(stats, table, board.threads))
-    to_plan(stats, problems, sol, board.group_size).save(path)
-    fd_bench.index_plan(name, {"cost": sol.cost, "weight_kb": round(sol.weight_bytes / 1024, 2),
-                               "optimal": sol.optimal, "latency_ms": round(sol.latency_ms, 3),
-                               "solve_s": round(sol.solve_s, 1), "bits": list(SOLVED[name])})
-    return path
+    return fd_bench.ilp_plan("W3A4", 3, 4, None, bits=SOLVED[name], name=name)
 
 
 def derived_plan(out: Path, how: str) -> Path:

@@ -30,19 +30,21 @@ PLANS = ["uniform", "omq", "ilp", "ilp-no-1bit", "ilp-bits-234", "ilp-lowres-3bi
 
 
 def sample(model, x, sched, idx=None):
+    """DDIM from x; the step index goes to idx (one layer's variants) or to the quantized model."""
     import torch
 
     from mpqdm.frontend.quant.swap import set_step
-    from mpqdm.frontend.sampling import ddim_step
+    from mpqdm.frontend.sampling import ddim_sample
+
+    def eps(x, t, i):
+        if idx is not None:
+            idx.value = i
+        elif hasattr(model, "mpq_step_index"):
+            set_step(model, i)
+        return model(x, t).sample
 
     with torch.no_grad():
-        for i, t in enumerate(sched.timesteps):
-            if idx is not None:
-                idx.value = i
-            elif hasattr(model, "mpq_step_index"):
-                set_step(model, i)
-            x = ddim_step(x, model(x, torch.full((x.shape[0],), int(t))).sample, sched, i)
-    return x.clamp(-1, 1) + 1                    # background 0, as allocator_diagnosis.py's x0 gain
+        return ddim_sample(eps, x, sched).clamp(-1, 1) + 1   # background 0, as allocator_diagnosis.py's x0 gain
 
 
 def drift(x, ref) -> tuple[list[float], list[float]]:
@@ -52,7 +54,7 @@ def drift(x, ref) -> tuple[list[float], list[float]]:
     return [float(1 - g) for g in gain], [float(m) for m in ((x - r) ** 2).mean((1, 2))]
 
 
-def layer_drifts(unet, sched, noise, ref) -> dict:
+def layer_drifts(unet, alphas, sched, noise, ref) -> dict:
     import torch
 
     from mpqdm.frontend.quant.calibrate import CalibConfig, calibrate
@@ -62,10 +64,10 @@ def layer_drifts(unet, sched, noise, ref) -> dict:
     from mpqdm.frontend.quant.ranges import init_layer
     from mpqdm.frontend.quant.swap import LayerPolicy, quant_targets, set_module
 
-    path = WORK / "layers.json"
+    path = WORK / f"layers-n{N}-seed{SEED}-{len(WIDTHS)}widths.json"     # one file per noise and widths
     if path.is_file():
         return json.loads(path.read_text())
-    calib = calibrate(unet, diag_alphas(), CalibConfig(), False)
+    calib = calibrate(unet, alphas, CalibConfig(), False)
     out, t0 = {}, time.perf_counter()
     for name, fp in quant_targets(unet).items():
         if LayerPolicy().kind(name) != "quant":
@@ -86,13 +88,6 @@ def layer_drifts(unet, sched, noise, ref) -> dict:
     WORK.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
     return out
-
-
-def diag_alphas():
-    from mpqdm.core.resources import DEFAULT_MODEL
-    from mpqdm.frontend.model_io import load_scheduler
-
-    return load_scheduler(DEFAULT_MODEL).alphas_cumprod
 
 
 def predicted(plan, layers: dict) -> tuple[float, float]:
@@ -118,17 +113,18 @@ def main() -> None:
     from mpqdm.core.bitplan import BitPlan
     from mpqdm.core.resources import DEFAULT_MODEL
     from mpqdm.frontend.evaluate import load_for_sampling
-    from mpqdm.frontend.model_io import load_unet
+    from mpqdm.frontend.model_io import load_scheduler, load_unet
     from mpqdm.frontend.sampling import ddim_schedule
     from mpqdm.testing.bench import markdown_table, save_rows
 
     if args.threads:
         torch.set_num_threads(args.threads)
     unet = load_unet(DEFAULT_MODEL).eval()
-    sched = ddim_schedule(diag_alphas(), 20)
+    alphas = load_scheduler(DEFAULT_MODEL).alphas_cumprod
+    sched = ddim_schedule(alphas, 20)
     noise = torch.randn((N, 1, 32, 32), generator=torch.Generator().manual_seed(SEED))
     ref = sample(unet, noise, sched)
-    layers = layer_drifts(unet, sched, noise, ref)
+    layers = layer_drifts(unet, alphas, sched, noise, ref)
     rows = []
     for key in PLANS:
         exp = diag.export_for(key, diag.WORK / key)

@@ -77,21 +77,24 @@ def uniform_totals(unet, stats, table, board, wbits: int, abits: int) -> tuple[i
     return nbytes, ms
 
 
-def ilp_plan(budget: str, wbits: int, abits: int, ctx, pareto: bool = False) -> Path:
+def ilp_plan(budget: str, wbits: int, abits: int, ctx, pareto: bool = False, bits: tuple | None = None,
+             name: str | None = None) -> Path:
     """The committed ILP plan of this budget, solved here the first time. Pareto plans: the memory of
-    uniform `wbits`, the latency (1.0x) of PARETO's uniform point."""
+    uniform `wbits`, the latency (1.0x) of PARETO's uniform point. `bits`: other candidate widths,
+    saved as `name`."""
     from mpqdm.allocator.allocate import TIME_LIMIT_S, to_plan
     from mpqdm.allocator.ilp import Budgets, solve
     from mpqdm.allocator.problem import build, fixed_ms
 
-    path = PLANS_DIR / f"ilp-{'pareto-' if pareto else ''}{budget}.json"
+    path = PLANS_DIR / (name or f"ilp-{'pareto-' if pareto else ''}{budget}.json")
     if path.is_file():
         return path
-    board, stats, table, unet = ctx
+    board, stats, table, unet = ctx or context()
     nbytes, ms = uniform_totals(unet, stats, table, board, wbits, abits)
     if pareto:
         ms = uniform_totals(unet, stats, table, board, *PARETO[budget][1:])[1]
-    problems = build(stats, table, board.threads, board.group_size)
+    kw = {} if bits is None else {"bits": bits}
+    problems = build(stats, table, board.threads, board.group_size, **kw)
     budgets = Budgets(weight_kb=nbytes / 1024 * (1 + 1e-12), latency_ms=(1.0 if pareto else LATENCY_SLACK) * ms)
     sol = solve(problems, budgets, 2, TIME_LIMIT_S, fixed_ms(stats, table, board.threads))
     print(f"ILP {budget}: cost {sol.cost:.4g}, {sol.weight_bytes / 1024:.2f} KB, {sol.latency_ms:.3f} ms "
@@ -99,7 +102,8 @@ def ilp_plan(budget: str, wbits: int, abits: int, ctx, pareto: bool = False) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     to_plan(stats, problems, sol, board.group_size).save(path)
     index_plan(path.name, {"cost": sol.cost, "weight_kb": round(sol.weight_bytes / 1024, 2), "optimal": sol.optimal,
-                           "latency_ms": round(sol.latency_ms, 3), "solve_s": round(sol.solve_s, 1)})
+                           "latency_ms": round(sol.latency_ms, 3), "solve_s": round(sol.solve_s, 1),
+                           **kw})
     return path
 
 
