@@ -7,6 +7,7 @@ channel group, minimising the summed cost under the weight-memory, latency and a
     latency = sum t0[a,b] u + sum n_g slope[a,b] x + sum qt[a] z + F    <= L
               (pinned layers included; F: the float calls of the UNet call)
     avg     = sum n_g k b x / sum c_out k                                <= B
+    linear  lo <= sum coeff[l,a,b,g] x <= hi   (optional: e.g. a drift measured per layer and width)
 An infeasible budget is named with the smallest value that can be met (a second solve).
 """
 
@@ -16,6 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import pulp
 
 from mpqdm.core.errors import UserError
@@ -25,10 +27,20 @@ from .problem import LayerProblem
 
 
 @dataclass
+class Linear:
+    """A further budget: lo <= the sum over the chosen widths of coeff[layer][(abits, bits)][group] <= hi
+    (layers or widths without coefficients count 0)."""
+    coeff: dict[str, dict[tuple[int, int], np.ndarray]]
+    lo: float
+    hi: float
+
+
+@dataclass
 class Budgets:
     latency_ms: float | None = None
     weight_kb: float | None = None
     avg_bits: float | None = None
+    linear: Linear | None = None
 
 
 @dataclass
@@ -70,7 +82,8 @@ class _Model:
     def __init__(self, problems: list[LayerProblem], objective: str, budgets: Budgets, fixed: float = 0.0):
         self.problems = problems
         self.m = pulp.LpProblem("mpqdm_bits", pulp.LpMinimize)
-        self.x, cost, mem, lat, wbits = {}, [], [], [fixed], []
+        self.x, cost, mem, lat, wbits, lin = {}, [], [], [fixed], [], []
+        coeff = budgets.linear.coeff if budgets.linear is not None else {}
         weights = sum(p.k * p.c_out for p in problems)
         for li, p in enumerate(problems):
             ch = _choices(p)
@@ -94,6 +107,8 @@ class _Model:
                     mem.append(int(p.gbytes[b][g]) * v)
                     lat.append(n * p.slope[a, b] * v)
                     wbits.append(n * p.k * b / weights * v)
+                    if key in coeff.get(p.name, {}):
+                        lin.append(float(coeff[p.name][key][g]) * v)
                 bits = pulp.lpSum(b * v for (_, b), v in xs.items())
                 if prev is not None:
                     self.m += prev >= bits
@@ -108,6 +123,9 @@ class _Model:
             self.m += self.lat <= budgets.latency_ms
         if budgets.avg_bits is not None:
             self.m += self.avg <= budgets.avg_bits
+        if budgets.linear is not None:
+            self.m += pulp.lpSum(lin) <= budgets.linear.hi
+            self.m += pulp.lpSum(lin) >= budgets.linear.lo
 
     def solve(self, threads: int, time_limit: float | None) -> bool:
         """True when a plan was found; self.optimal says whether it was proven best before the time limit."""

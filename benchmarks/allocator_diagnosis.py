@@ -40,7 +40,8 @@ ROWS = {"fp": (None, None, None),
         "ilp-lowres-3bit": ("uniform", "lowres", None),
         "uniform+gain": ("uniform", None, "gain"), "ilp+gain": ("uniform", "ilp-W3A4.json", "gain"),
         "uniform+stats": ("uniform", None, "stats"), "ilp+stats": ("uniform", "ilp-W3A4.json", "stats"),
-        "uniform-a8": ("uniform-a8", None, None), "ilp-a8": ("uniform", "a8", None)}
+        "uniform-a8": ("uniform-a8", None, None), "ilp-a8": ("uniform", "a8", None),
+        "ilp-drift": ("uniform", "drift-W3A4.json", None)}      # solved by allocator_drift.py --base uniform
 
 
 SOLVED = {"diag-W3A4-no1bit.json": (2, 3, 4, 8), "diag-W3A4-bits234.json": (2, 3, 4)}   # candidate widths

@@ -78,10 +78,10 @@ def uniform_totals(unet, stats, table, board, wbits: int, abits: int) -> tuple[i
 
 
 def ilp_plan(budget: str, wbits: int, abits: int, ctx, pareto: bool = False, bits: tuple | None = None,
-             name: str | None = None) -> Path:
+             name: str | None = None, linear=None) -> Path:
     """The committed ILP plan of this budget, solved here the first time. Pareto plans: the memory of
-    uniform `wbits`, the latency (1.0x) of PARETO's uniform point. `bits`: other candidate widths,
-    saved as `name`."""
+    uniform `wbits`, the latency (1.0x) of PARETO's uniform point. `bits`: other candidate widths;
+    `linear`: problems -> (an ilp.Linear budget, a note for the index); either saved as `name`."""
     from mpqdm.allocator.allocate import TIME_LIMIT_S, to_plan
     from mpqdm.allocator.ilp import Budgets, solve
     from mpqdm.allocator.problem import build, fixed_ms
@@ -96,6 +96,8 @@ def ilp_plan(budget: str, wbits: int, abits: int, ctx, pareto: bool = False, bit
     kw = {} if bits is None else {"bits": bits}
     problems = build(stats, table, board.threads, board.group_size, **kw)
     budgets = Budgets(weight_kb=nbytes / 1024 * (1 + 1e-12), latency_ms=(1.0 if pareto else LATENCY_SLACK) * ms)
+    if linear is not None:
+        budgets.linear, kw["linear"] = linear(problems)
     sol = solve(problems, budgets, 2, TIME_LIMIT_S, fixed_ms(stats, table, board.threads))
     print(f"ILP {budget}: cost {sol.cost:.4g}, {sol.weight_bytes / 1024:.2f} KB, {sol.latency_ms:.3f} ms "
           f"({'optimal' if sol.optimal else 'time limit'}, {sol.solve_s:.0f} s)", flush=True)

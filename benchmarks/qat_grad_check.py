@@ -3,7 +3,8 @@
 Run: .venv/bin/python benchmarks/qat_grad_check.py [--windows 0,10,18]
 The default model, W2A4 MPQ-DM's PTQ initialisation; for a few TRD windows of one FP trajectory,
 one forward and backward of the fast path's window loss (output distillation + 100 x TRD) in
-float64 (the reference), in float32 eagerly, and in float32 under torch.compile. Per window: the
+float64 (the reference), in float32 eagerly, and in float32 under torch.compile: all of it, the
+student only, the TRD term only, or all but the fake quantizers. Per window: the
 loss, and the gradient's relative error over all trained parameters, ||g - g64|| / ||g64||.
 Writes benchmarks/results/qat_grad_check.json and .md.
 """
@@ -11,6 +12,7 @@ Writes benchmarks/results/qat_grad_check.json and .md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from mpqdm.frontend.qat.teacher import run_teacher
 from mpqdm.frontend.qat.train import noise_for
 from mpqdm.frontend.qat.trd import FeatureTap, last_decoder_block, trd_loss
 from mpqdm.frontend.quant.ptq import PTQConfig
+from mpqdm.frontend.quant.quantizer import FakeQuant
 from mpqdm.frontend.quant.swap import set_step
 from mpqdm.frontend.sampling import ddim_schedule
 from mpqdm.testing.bench import markdown_table, save_rows
@@ -46,10 +49,24 @@ def window_grads(model, tap, trd, steps, sched, w0: int, k: int, dtype, module) 
                                   if p.grad is not None}
 
 
+@contextlib.contextmanager
+def eager_fake_quant(on: bool):
+    """torch.compile leaves every FakeQuant to eager PyTorch (a graph break at each)."""
+    if on:
+        FakeQuant.apply = torch.compiler.disable(torch.autograd.Function.apply.__func__.__get__(FakeQuant))
+    try:
+        yield
+    finally:
+        if on:
+            del FakeQuant.apply                # back to torch.autograd.Function's
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--windows", default="0,10,18", help="first steps of the windows (window 2)")
+    ap.add_argument("--runs", default="all", help="runs beside float64, ';'-separated, or all")
     args = ap.parse_args()
+    windows = [int(w) for w in args.windows.split(",")]
     start = load_start(DEFAULT_MODEL, PTQConfig(plan="omq", wbits=2, abits=4, omq_fractions=(0.1,)),
                        progress=False)
     cfg = QATConfig(batch=8, trd_weight=100.0)
@@ -61,17 +78,28 @@ def main() -> None:
     q = start.student.train()
     trainable(q, cfg)
     q64 = copy.deepcopy(q).double()
-    runs = {"float64": (q64, FeatureTap(last_decoder_block(q64)), trd_loss, torch.float64, q64),
-            "float32 eager": (q, FeatureTap(last_decoder_block(q)), trd_loss, torch.float32, q)}
-    runs["float32 torch.compile"] = (torch.compile(q, dynamic=False), runs["float32 eager"][1],
-                                     torch.compile(trd_loss), torch.float32, q)
-    rows = []
-    for w0 in (int(w) for w in args.windows.split(",")):
-        res = {name: window_grads(m, tap, trd, steps, sched, w0, 2, dt, mod)
-               for name, (m, tap, trd, dt, mod) in runs.items()}
-        ref = res["float64"][1]
+    tap = FeatureTap(last_decoder_block(q))
+    runs = {"float64": lambda: (q64, FeatureTap(last_decoder_block(q64)), trd_loss, torch.float64, q64),
+            "float32 eager": lambda: (q, tap, trd_loss, torch.float32, q),
+            "float32 torch.compile": lambda: (torch.compile(q, dynamic=False), tap, torch.compile(trd_loss),
+                                              torch.float32, q),
+            "float32 compile, student only": lambda: (torch.compile(q, dynamic=False), tap, trd_loss,
+                                                      torch.float32, q),
+            "float32 compile, TRD only": lambda: (q, tap, torch.compile(trd_loss), torch.float32, q),
+            "float32 compile, fake-quant eager": lambda: (torch.compile(q, dynamic=False), tap,
+                                                          torch.compile(trd_loss), torch.float32, q)}
+    names = list(runs) if args.runs == "all" else ["float64", *args.runs.split(";")]
+    rows, res = [], {}
+    for name in names:                        # one run at a time: each compiles afresh
+        torch._dynamo.reset()
+        m, tap_, trd, dt, mod = runs[name]()
+        with eager_fake_quant(name.endswith("fake-quant eager")):
+            res[name] = {w0: window_grads(m, tap_, trd, steps, sched, w0, 2, dt, mod) for w0 in windows}
+    for w0 in windows:
+        ref = res["float64"][w0][1]
         den = sum(float(g.pow(2).sum()) for g in ref.values()) ** 0.5
-        for name, (loss, g) in res.items():
+        for name in names:
+            loss, g = res[name][w0]
             err = sum(float((g[n] - ref[n]).pow(2).sum()) for n in ref) ** 0.5 / den
             rows.append({"window_start": w0, "run": name, "loss": round(loss, 3), "grad_rel_error": round(err, 5)})
             print(rows[-1], flush=True)

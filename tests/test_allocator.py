@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mpqdm.allocator.ilp import Budgets, layer_terms, solve, totals
+from mpqdm.allocator.ilp import Budgets, Linear, layer_terms, solve, totals
 from mpqdm.allocator.problem import build
 from mpqdm.core.bitplan import BitPlan, FloatLayer
 from mpqdm.core.errors import UserError
@@ -74,6 +74,17 @@ def test_hand_checked_optimum_under_memory():
         sol = solve(probs, Budgets(weight_kb=kb_bytes / 1024))
         assert sol.choice["l"] == (4, want) and sol.cost == pytest.approx(cost)
         assert sol.weight_bytes == 160 + sum(64 * b for b in want) <= kb_bytes
+
+
+def test_a_linear_budget_moves_the_optimum_and_holds_on_the_chosen_widths():
+    _, probs = small({2: 10, 4: 1}, {2: 5, 4: 4})           # 600 bytes alone: (4, 2), cost 6
+    d = {"l": {(4, 4): np.array([0.5, 0.5]), (4, 2): np.array([-0.3, -0.2])}}   # (4, 2): 0.3, (2, 2): -0.5
+    for lo, hi, want in ((-1, 1, [4, 2]), (0.0, 1, [4, 2]), (-1, 0.0, [2, 2])):
+        sol = solve(probs, Budgets(weight_kb=600 / 1024, linear=Linear(d, lo, hi)))
+        assert sol.choice["l"] == (4, want)
+        assert lo <= sum(d["l"][4, b][g] for g, b in enumerate(want)) <= hi
+    with pytest.raises(UserError, match=r"weight memory .* the smallest with the other budgets is 0.65625 KB"):
+        solve(probs, Budgets(weight_kb=600 / 1024, linear=Linear(d, 0.4, 1)))     # only (4, 4) meets it
 
 
 def test_bits_never_rise_along_the_kurtosis_order():
