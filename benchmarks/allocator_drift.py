@@ -71,8 +71,6 @@ def layer_drifts(unet, alphas, sched, noise, ref, base=None, base_name="fp") -> 
     from mpqdm.frontend.quant.swap import LayerPolicy, quant_targets, set_module
 
     path = WORK / f"layers-{base_name}-n{N}-seed{SEED}-{len(WIDTHS)}widths.json"     # one file per noise and widths
-    if base is None and not path.is_file():           # the first runs' name
-        path = path.with_name(path.name.replace("layers-fp-", "layers-"))
     if path.is_file():
         return json.loads(path.read_text())
     calib = calibrate(unet, alphas, CalibConfig(), False)

@@ -25,6 +25,7 @@ from mpqdm.frontend.qat.source import load_start
 from mpqdm.frontend.qat.teacher import run_teacher
 from mpqdm.frontend.qat.train import noise_for
 from mpqdm.frontend.qat.trd import FeatureTap, last_decoder_block, trd_loss
+from mpqdm.frontend.quant import quantizer
 from mpqdm.frontend.quant.ptq import PTQConfig
 from mpqdm.frontend.quant.quantizer import FakeQuant
 from mpqdm.frontend.quant.swap import set_step
@@ -49,16 +50,20 @@ def window_grads(model, tap, trd, steps, sched, w0: int, k: int, dtype, module) 
                                   if p.grad is not None}
 
 
+class _EagerFakeQuant:
+    """Stands for FakeQuant in the quantizers' module: torch.compile does not trace into it."""
+    apply = staticmethod(torch.compiler.disable(FakeQuant.apply))
+
+
 @contextlib.contextmanager
 def eager_fake_quant(on: bool):
     """torch.compile leaves every FakeQuant to eager PyTorch (a graph break at each)."""
     if on:
-        FakeQuant.apply = torch.compiler.disable(torch.autograd.Function.apply.__func__.__get__(FakeQuant))
+        quantizer.FakeQuant = _EagerFakeQuant
     try:
         yield
     finally:
-        if on:
-            del FakeQuant.apply                # back to torch.autograd.Function's
+        quantizer.FakeQuant = FakeQuant
 
 
 def main() -> None:
