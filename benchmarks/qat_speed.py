@@ -7,8 +7,8 @@ fast path (the default, eager PyTorch) is timed whole (teacher trajectory comput
 iteration) and split into its teacher and student parts; `after_s_per_iteration` counts the
 teacher once per `--share` runs, the number of ablation rows with one seed that share its cache
 (benchmarks/qat_ablation.py), and `after_unshared_s_per_iteration` counts it whole. The
-torch.compile variant (qat --compile) is timed with --compiled; its one-off compile is its first
-iteration.
+torch.compile variant (FastLoop's compile_, refused by qat: qat_compile_check.md) is timed with
+--compiled; its one-off compile is its first iteration.
 Writes benchmarks/results/qat_speed.json and .md.
 """
 

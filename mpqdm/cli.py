@@ -343,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--resume", action="store_true", help="continue the run in <out>.qat/")
     a.add_argument("--plain", action="store_true", help="the plain loop (one step at a time), not the fast "
                    "path: same loss, about twice the time")
-    a.add_argument("--compile", action="store_true", help="torch.compile the fast path: faster, but its "
-                   "float32 gradients are further from float64's than eager PyTorch's (benchmarks/qat_grad_check.py)")
+    a.add_argument("--compile", action="store_true", help="refused for now: torch.compile leaves most "
+                   "layers without a gradient (benchmarks/results/qat_compile_check.md)")
     a.add_argument("--teacher-cache", help="folder keeping the teacher's trajectories, shared by runs of the "
                    "same model and seed (fast path)")
     a.add_argument("--threads", type=count(), help="PyTorch threads (default: PyTorch's)")

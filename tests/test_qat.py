@@ -147,6 +147,9 @@ def test_bad_input(tiny_unet_dir, tmp_path):
         qat(tmp_path / "missing", tmp_path / "o1", cfg, PTQ, progress=False)
     with pytest.raises(UserError, match="must be >= 1"):
         QATConfig(iterations=0)
+    with pytest.raises(UserError, match="leave out --compile"):      # torch.compile drops gradients
+        qat(tiny_unet_dir, tmp_path / "o0", cfg, PTQ, compile_=True, progress=False)
+    assert not (tmp_path / "o0").exists()
     # a plan for another model
     from mpqdm.core.bitplan import BitPlan
 

@@ -74,16 +74,24 @@ def prepare(teacher, q, cfg: QATConfig, fast: bool):
     return opt, taps
 
 
+COMPILE_REFUSED = ("--compile is refused: under torch.compile (inductor, CPU) a compiled decoder block passes "
+                   "no gradient back to its inputs, so on the default model 199 of 275 trained parameters "
+                   "get none and train nothing (benchmarks/results/qat_compile_check.md). Possible "
+                   "solutions: leave out --compile (the eager fast path trains every layer)")
+
+
 def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(), plan_file=None,
         teacher_dir=None, resume: bool = False, device: str = "auto", progress: bool = True,
         stop_after: int | None = None, fast: bool = True, compile_: bool = False,
         teacher_cache: str | Path | None = None) -> dict:
     """Train, checkpoint every cfg.ckpt_every iterations, export to `out`. `stop_after` (tests) ends
     the process's work after that many iterations in total, as an interruption would. `fast`: the
-    same loss by frontend.qat.fast (`compile_`: with torch.compile, faster but its float32 gradients
-    are several times further from float64's than eager PyTorch's: benchmarks/qat_grad_check.py);
+    same loss by frontend.qat.fast (`compile_`: refused, torch.compile's gradients are wrong:
+    benchmarks/qat_compile_check.py);
     `teacher_cache`: a folder where the teacher's trajectories are kept and shared with other runs
     of the same model and seed (fast path)."""
+    if compile_:
+        raise UserError(COMPILE_REFUSED)
     world = init_world()
     out = check_export_dir(out, "qat", reads=[source, teacher_dir])
     rdir = run_dir(out)
