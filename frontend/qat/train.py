@@ -139,7 +139,7 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
     fwd = wrap(world, q)     # after the resume: DDP broadcasts rank 0's loaded state
     c = q.config
     shape = (cfg.batch // world.size, c.in_channels, c.sample_size, c.sample_size)
-    loop = FastLoop(q, fwd, taps[1] if taps else None, cfg, compile_, teacher) if fast else None
+    loop = FastLoop(q, fwd, taps[1] if taps else None, cfg, teacher=teacher) if fast else None
     cache = None
     if fast and teacher_cache is not None:
         cache = TeacherCache(teacher_cache, {
@@ -173,7 +173,7 @@ def qat(source, out, cfg: QATConfig = QATConfig(), ptq: PTQConfig = PTQConfig(),
     barrier(world)
     info = {"iterations": cfg.iterations, "seconds": round(seconds, 1), "device": str(dev),
             "processes": world.size, "threads": torch.get_num_threads(), "fast": fast,
-            "compiled": fast and compile_, "final": losses[-1] if losses else None}
+            "compiled": False, "final": losses[-1] if losses else None}
     if world.main:
         plot_losses(losses, rdir / "loss_curve.png")
         merge_lora(q)
