@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from ..tvm_compat import Schedule, te, tirx, tvm
+from . import vmath
 from .fp import check_ints, lanes, module, vectorize, vectorize_inner
 
 
@@ -41,7 +42,7 @@ def attention_func(s: AttentionSpec) -> tirx.PrimFunc:
         q[b, i, h * d + rd] * k[b, j, h * d + rd], axis=rd), name="score")     # unscaled q.k
     rj = te.reduce_axis((0, s.l), "rj")
     rmax = te.compute((s.n, s.heads, s.l), lambda b, h, i: te.max(score[b, h, i, rj], axis=rj), name="rmax")
-    ex = te.compute(score.shape, lambda b, h, i, j: tirx.exp(score[b, h, i, j] * scale - rmax[b, h, i] * scale),
+    ex = te.compute(score.shape, lambda b, h, i, j: vmath.exp(score[b, h, i, j] * scale - rmax[b, h, i] * scale),
                     name="ex")
     rj = te.reduce_axis((0, s.l), "rj")
     den = te.compute((s.n, s.heads, s.l), lambda b, h, i: te.sum(ex[b, h, i, rj], axis=rj), name="den")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from mpqdm.core.scheme import ConvGeometry
 
 from ..tvm_compat import Schedule, te, tirx, tvm
+from . import vmath
 
 MAX_LANES = 16      # widest vector we ask for (LLVM splits it into the target's registers)
 
@@ -222,9 +223,15 @@ class GroupNormSpec:
             raise ValueError(f"group_norm silu must be a bool, got {self.silu!r}")
 
 
+def square(v: tirx.PrimExpr) -> tirx.PrimExpr:
+    return v * v
+
+
 def group_norm_func(s: GroupNormSpec) -> tirx.PrimFunc:
     """Two passes (mean, then the centred sum of squares: torch's biased variance), float32 sums;
-    each pass sums per channel over the image first (contiguous, vectorizable), then per group."""
+    each pass sums per channel over the image first (contiguous, vectorizable), then per group.
+    The group's mean, 1/std and the affine are folded into one scale and shift per channel, so the
+    output pass reads contiguous vectors (no per-lane gather of group values)."""
     x = te.placeholder((s.n, s.h, s.w, s.c), "float32", name="X")
     gamma = te.placeholder((s.c,), "float32", name="gamma")
     beta = te.placeholder((s.c,), "float32", name="beta")
@@ -235,20 +242,23 @@ def group_norm_func(s: GroupNormSpec) -> tirx.PrimFunc:
         rc = te.reduce_axis((0, cg), "rc")
         return te.compute((s.n, s.groups), lambda n, g: te.sum(src[n, g * cg + rc], axis=rc), name=name)
 
+    def per_channel(f, name):
+        return te.compute((s.n, s.c), f, name=name)
+
     rh, rw = te.reduce_axis((0, s.h), "rh"), te.reduce_axis((0, s.w), "rw")
-    csum = te.compute((s.n, s.c), lambda n, c: te.sum(x[n, rh, rw, c], axis=[rh, rw]), name="gn_csum")
+    csum = per_channel(lambda n, c: te.sum(x[n, rh, rw, c], axis=[rh, rw]), "gn_csum")
     total = per_group(csum, "gn_sum")
+    mean = per_channel(lambda n, c: total[n, c // cg] * inv, "gn_mean")
     rh, rw = te.reduce_axis((0, s.h), "rh"), te.reduce_axis((0, s.w), "rw")
-    csq = te.compute((s.n, s.c), lambda n, c: te.sum(
-        tirx.power(x[n, rh, rw, c] - total[n, c // cg] * inv, 2), axis=[rh, rw]), name="gn_csq")
+    csq = per_channel(lambda n, c: te.sum(square(x[n, rh, rw, c] - mean[n, c]), axis=[rh, rw]), "gn_csq")
     sq = per_group(csq, "gn_sq")
-    rstd = te.compute((s.n, s.groups), lambda n, g: tirx.rsqrt(sq[n, g] * inv + tirx.const(s.eps, "float32")),
-                      name="gn_rstd")
+    scale = per_channel(lambda n, c: tirx.rsqrt(sq[n, c // cg] * inv + tirx.const(s.eps, "float32")) * gamma[c],
+                        "gn_scale")
+    shift = per_channel(lambda n, c: beta[c] - mean[n, c] * scale[n, c], "gn_shift")
 
     def norm(n, i, j, c):
-        g = c // cg
-        v = (x[n, i, j, c] - total[n, g] * inv) * (rstd[n, g] * gamma[c]) + beta[c]
-        return v * tirx.sigmoid(v) if s.silu else v
+        v = x[n, i, j, c] * scale[n, c] + shift[n, c]
+        return vmath.silu(v) if s.silu else v
 
     y = te.compute((s.n, s.h, s.w, s.c), norm, name="Y")
     return te.create_prim_func([x, gamma, beta, y])
@@ -290,7 +300,7 @@ class EltwiseSpec:
 
 def silu_func(s: EltwiseSpec) -> tirx.PrimFunc:
     x = te.placeholder(s.shape, "float32", name="X")
-    y = te.compute(s.shape, lambda *i: x(*i) * tirx.sigmoid(x(*i)), name="Y")
+    y = te.compute(s.shape, lambda *i: vmath.silu(x(*i)), name="Y")
     return te.create_prim_func([x, y])
 
 

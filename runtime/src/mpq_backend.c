@@ -5,11 +5,17 @@
 #include "mpq_runtime.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MPQ_MAX_THREADS 64
+#define MPQ_SPINS (1 << 15)  /* pause loops a worker spins before it sleeps (about a millisecond) */
+
+/* C99 with the GCC/Clang atomic builtins */
+#define LOAD(v, order) __atomic_load_n(&(v), order)
+#define STORE(v, x) __atomic_store_n(&(v), x, __ATOMIC_SEQ_CST)
 
 typedef int (*mpq_launch_fn)(mpq_parallel_lambda, void *, int);
 typedef int (*mpq_barrier_fn)(int, mpq_parallel_env *);
@@ -22,49 +28,80 @@ extern void *__TVMBackendParallelBarrier __attribute__((weak));
 extern void *__TVMBackendAllocWorkspace __attribute__((weak));
 extern void *__TVMBackendFreeWorkspace __attribute__((weak));
 
+/* A launch is a new generation: the caller publishes fn/cdata/num_task, then bumps `gen`; workers
+ * spin on `gen` for a while and only then sleep on the condition variable, so that the ~200 short
+ * launches of a UNet call do not each pay a futex wake-up (which cost more than the second core
+ * gained). The caller spins on `pending`. */
 static struct {
     pthread_mutex_t mu;
-    pthread_cond_t go, done;
+    pthread_cond_t go;
     pthread_t tid[MPQ_MAX_THREADS];
-    int threads;            /* workers + the caller */
-    int started;            /* workers running */
-    unsigned long gen;      /* launch generation */
-    int stop;
+    int threads;                /* workers + the caller */
+    int started;                /* workers running */
+    unsigned long gen;          /* launch generation (atomic) */
+    int stop;                   /* atomic */
+    int sleepers;               /* workers waiting on `go` (atomic) */
     mpq_parallel_lambda fn;
     void *cdata;
     int num_task;
-    int pending;            /* workers still in the current launch */
-    int status;
+    int pending;                /* workers still in the current launch (atomic) */
+    int status;                 /* atomic */
     /* barrier */
     int bar_count;
     unsigned long bar_gen;
     pthread_cond_t bar;
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 1, 0, 0, 0,
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 1, 0, 0, 0, 0,
           NULL, NULL, 0, 0, 0, 0, 0, PTHREAD_COND_INITIALIZER};
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* The next generation after `seen`, or `seen` when stopping. */
+static unsigned long wait_launch(unsigned long seen) {
+    for (int spins = 0;; spins++) {
+        unsigned long g = LOAD(pool.gen, __ATOMIC_ACQUIRE);
+        if (g != seen || LOAD(pool.stop, __ATOMIC_SEQ_CST)) return g;
+        if (spins < MPQ_SPINS) {
+            cpu_relax();
+            continue;
+        }
+        pthread_mutex_lock(&pool.mu);
+        __atomic_add_fetch(&pool.sleepers, 1, __ATOMIC_SEQ_CST);
+        while (LOAD(pool.gen, __ATOMIC_SEQ_CST) == seen && !LOAD(pool.stop, __ATOMIC_SEQ_CST)) pthread_cond_wait(&pool.go, &pool.mu);
+        __atomic_sub_fetch(&pool.sleepers, 1, __ATOMIC_SEQ_CST);
+        pthread_mutex_unlock(&pool.mu);
+        spins = 0;
+    }
+}
 
 static void *worker(void *arg) {
     int id = (int)(intptr_t)arg;
     unsigned long seen = 0;
-    pthread_mutex_lock(&pool.mu);
     for (;;) {
-        while (!pool.stop && pool.gen == seen) pthread_cond_wait(&pool.go, &pool.mu);
-        if (pool.stop) break;
-        seen = pool.gen;
-        mpq_parallel_lambda fn = pool.fn;
-        void *cdata = pool.cdata;
+        seen = wait_launch(seen);
+        if (LOAD(pool.stop, __ATOMIC_SEQ_CST)) break;
         int n = pool.num_task;
-        pthread_mutex_unlock(&pool.mu);
         int st = 0;
         if (id < n) {
             mpq_parallel_env env = {NULL, n};
-            st = fn(id, &env, cdata);
+            st = pool.fn(id, &env, pool.cdata);
         }
-        pthread_mutex_lock(&pool.mu);
-        if (st != 0) pool.status = st;
-        if (--pool.pending == 0) pthread_cond_signal(&pool.done);
+        if (st != 0) STORE(pool.status, st);
+        __atomic_sub_fetch(&pool.pending, 1, __ATOMIC_RELEASE);
     }
-    pthread_mutex_unlock(&pool.mu);
     return NULL;
+}
+
+static void wake_sleepers(void) {
+    if (LOAD(pool.sleepers, __ATOMIC_SEQ_CST) == 0) return;   /* seq_cst against the sleeper's own check */
+    pthread_mutex_lock(&pool.mu);
+    pthread_cond_broadcast(&pool.go);
+    pthread_mutex_unlock(&pool.mu);
 }
 
 static int parallel_launch(mpq_parallel_lambda fn, void *cdata, int num_task) {
@@ -73,21 +110,20 @@ static int parallel_launch(mpq_parallel_lambda fn, void *cdata, int num_task) {
         mpq_parallel_env env = {NULL, 1};
         return fn(0, &env, cdata);
     }
-    pthread_mutex_lock(&pool.mu);
     pool.fn = fn;
     pool.cdata = cdata;
     pool.num_task = n;
-    pool.pending = pool.started;
-    pool.status = 0;
-    pool.gen++;
-    pthread_cond_broadcast(&pool.go);
-    pthread_mutex_unlock(&pool.mu);
+    STORE(pool.status, 0);
+    STORE(pool.pending, pool.started);
+    __atomic_add_fetch(&pool.gen, 1, __ATOMIC_SEQ_CST);            /* seq_cst: publishes the fields above */
+    wake_sleepers();
     mpq_parallel_env env = {NULL, n};
     int st = fn(0, &env, cdata);
-    pthread_mutex_lock(&pool.mu);
-    while (pool.pending > 0) pthread_cond_wait(&pool.done, &pool.mu);
-    if (st == 0) st = pool.status;
-    pthread_mutex_unlock(&pool.mu);
+    for (int spins = 0; LOAD(pool.pending, __ATOMIC_ACQUIRE) > 0; spins++) {
+        if (spins < MPQ_SPINS) cpu_relax();
+        else sched_yield();                    /* more threads than cores */
+    }
+    if (st == 0) st = LOAD(pool.status, __ATOMIC_SEQ_CST);
     return st;
 }
 
@@ -138,8 +174,8 @@ int mpq_backend_start(int threads) {
     if (threads > MPQ_MAX_THREADS) threads = MPQ_MAX_THREADS;
     mpq_backend_stop();
     pool.threads = threads;
-    pool.stop = 0;
-    pool.gen = 0;           /* new workers have seen generation 0: none runs an earlier launch */
+    STORE(pool.stop, 0);
+    STORE(pool.gen, 0);     /* new workers have seen generation 0: none runs an earlier launch */
     for (int i = 1; i < threads; i++) {
         if (pthread_create(&pool.tid[i], NULL, worker, (void *)(intptr_t)i) != 0) {
             pool.threads = i;       /* run with the workers we got */
@@ -152,13 +188,13 @@ int mpq_backend_start(int threads) {
 
 void mpq_backend_stop(void) {
     pthread_mutex_lock(&pool.mu);
-    pool.stop = 1;
+    STORE(pool.stop, 1);
     pthread_cond_broadcast(&pool.go);
     pthread_mutex_unlock(&pool.mu);
     for (int i = 1; i <= pool.started; i++) pthread_join(pool.tid[i], NULL);
     pool.started = 0;
     pool.threads = 1;
-    pool.stop = 0;
+    STORE(pool.stop, 0);
 }
 
 static void fill(void **slot, void *fn) {
