@@ -47,6 +47,15 @@ DDPM_CIFAR10 = dict(
 DDPM_CIFAR10_PARAMS = 35_746_307
 
 
+# Attention-heavy (speed only): the default UNet with attention at 16x16 as well as 8x8, 8-channel
+# heads and two layers per block; most of a quantized step is attention here.
+ATTENTION_HEAVY = dict(
+    DEFAULT_UNET, layers_per_block=2, attention_head_dim=8,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+)
+
+
 def ddpm_cifar10_unet(seed: int = 0) -> UNet2DModel:
     torch.manual_seed(seed)
     net = UNet2DModel(**DDPM_CIFAR10)

@@ -53,9 +53,9 @@ CONVS = [fp.Conv2dSpec(1, 7, 5, 12, 20, 3, 3, stride=2, pad=1),       # downsamp
 @pytest.mark.parametrize("s", CONVS, ids=lambda s: f"{s.kh}x{s.kw}s{s.stride}p{s.pad}-{s.c_out}")
 def test_conv2d(s, scheduled):
     rng = np.random.default_rng(1)
-    x, w, b = rand(rng, s.n, s.h, s.w, s.c_in), rand(rng, s.c_out, s.kh, s.kw, s.c_in), rand(rng, s.c_out)
+    x, w, b = rand(rng, s.n, s.h, s.w, s.c_in), rand(rng, s.kh, s.kw, s.c_in, s.c_out), rand(rng, s.c_out)
     got = run_host(fp.schedule_conv2d(s) if scheduled else fp.conv2d_func(s), [x, w, b], (s.n, s.ho, s.wo, s.c_out))
-    want = F.conv2d(nchw(x), torch.from_numpy(w).permute(0, 3, 1, 2), torch.from_numpy(b), s.stride, s.pad)
+    want = F.conv2d(nchw(x), torch.from_numpy(w).permute(3, 2, 0, 1), torch.from_numpy(b), s.stride, s.pad)
     np.testing.assert_allclose(got, nhwc(want), **TOL)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..tvm_compat import Schedule, te, tirx, tvm
 from . import vmath
-from .fp import check_ints, lanes, module, vectorize, vectorize_inner
+from .fp import check_ints, lanes, module, split_inner, vectorize, vectorize_inner
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,10 @@ def attention_func(s: AttentionSpec) -> tirx.PrimFunc:
     v = te.placeholder((s.n, s.l, s.c), "float32", name="V")
     d, f32 = s.d, "float32"
     scale = tirx.const(1.0 / math.sqrt(d), f32)
+    kt = te.compute((s.n, s.heads, d, s.l), lambda b, h, r, j: k[b, j, h * d + r], name="KT")   # keys along j
     rd = te.reduce_axis((0, d), "rd")
     score = te.compute((s.n, s.heads, s.l, s.l), lambda b, h, i, j: te.sum(
-        q[b, i, h * d + rd] * k[b, j, h * d + rd], axis=rd), name="score")     # unscaled q.k
+        q[b, i, h * d + rd] * kt[b, h, rd, j], axis=rd), name="score")     # unscaled q.k
     rj = te.reduce_axis((0, s.l), "rj")
     rmax = te.compute((s.n, s.heads, s.l), lambda b, h, i: te.max(score[b, h, i, rj], axis=rj), name="rmax")
     ex = te.compute(score.shape, lambda b, h, i, j: vmath.exp(score[b, h, i, j] * scale - rmax[b, h, i] * scale),
@@ -53,27 +54,47 @@ def attention_func(s: AttentionSpec) -> tirx.PrimFunc:
     return te.create_prim_func([q, k, v, out])
 
 
+QUERY_ROWS = (4, 2, 1)      # query rows per task (a divisor of l): their output rows share each v load
+
+
 def schedule_attention(s: AttentionSpec, name: str = "attention") -> tvm.IRModule:
-    """One parallel task per (sample, query row): its scores, softmax and output row are computed
-    there (heads x l floats of scratch per task, not the whole [heads, l, l] matrix)."""
+    """One parallel task per (sample, tile of query rows): their scores, softmax and output rows are
+    computed there (rows x heads x l floats of scratch per task, not the whole [heads, l, l] matrix).
+    K is transposed once (keys contiguous along j), so a row's scores accumulate a vector of keys in
+    a register over q's channels; the output accumulates one register per query row of the tile."""
     sch = Schedule(module(attention_func(s), name))
-    blk = {b: sch.get_sblock(b, func_name=name) for b in ("score", "rmax", "ex", "den", "prob", "O")}
+    blk = {b: sch.get_sblock(b, func_name=name) for b in ("KT", "score", "rmax", "ex", "den", "prob", "O")}
+    kb, kh = sch.get_loops(blk["KT"])[:2]              # the transposed keys first, (sample, head) parallel
+    sch.parallel(sch.fuse(kb, kh))
     b, i, c, rj = sch.get_loops(blk["O"])
+    rows = next(r for r in QUERY_ROWS if s.l % r == 0)
+    io, ii = sch.split(i, [None, rows])
     for p in ("prob", "den", "ex", "rmax", "score"):     # consumers first
-        sch.compute_at(blk[p], i, preserve_unit_loops=True)
+        sch.compute_at(blk[p], io, preserve_unit_loops=True)
+    sj, srd = sch.get_loops(blk["score"])[-2:]
+    sjo, sji = split_inner(sch, sj, s.l)
+    if sjo is not None and sji is not None:
+        sch.reorder(sjo, srd, sji)
+    elif sji is not None:
+        sch.reorder(srd, sji)
+    vectorize(sch, sji)
     for p in ("ex", "prob"):                              # rows over j: contiguous
         vectorize_inner(sch, sch.get_loops(blk[p])[-1])
-    # the output row: per head, the reduction over j outside a vector of the head's channels
+    # the output rows: per head (and channel vector), the reduction over j outside the tile's rows
     v = lanes(s.d)
-    _, cd = sch.split(c, [s.heads, s.d])
+    h, cd = sch.split(c, [s.heads, s.d])
     if v == s.d:
-        sch.reorder(rj, cd)
+        sch.reorder(h, rj, ii, cd)
         vectorize(sch, cd)
     elif v > 1:
-        _, cv = sch.split(cd, [None, v])
-        sch.reorder(rj, cv)
+        co, cv = sch.split(cd, [None, v])
+        sch.reorder(h, co, rj, ii, cv)
         vectorize(sch, cv)
-    sch.parallel(sch.fuse(b, i))
+    else:
+        sch.reorder(h, cd, rj, ii)
+    sch.unroll(ii)
+    sch.parallel(sch.fuse(b, io))
+    vectorize_inner(sch, sch.get_loops(sch.decompose_reduction(blk["score"], srd))[-1])
     init = sch.decompose_reduction(blk["O"], rj)
     if v > 1:                                # the init got its own copy of the vector loop
         vectorize(sch, sch.get_loops(init)[-1])

@@ -113,12 +113,13 @@ def schedule_reduction_vec(sch: Schedule, acc: str, out: str, name: str, n_par: 
 
 @dataclass(frozen=True)
 class Conv2dSpec(ConvGeometry):
-    """X [n, h, w, c_in] * W [c_out, kh, kw, c_in] + B [c_out] -> Y [n, ho, wo, c_out]; zero padding."""
+    """X [n, h, w, c_in] * W [kh, kw, c_in, c_out] + B [c_out] -> Y [n, ho, wo, c_out]; zero padding. The
+    weights are HWIO so that the output channels a vector accumulates are contiguous in memory."""
 
 
 def conv2d_func(s: Conv2dSpec) -> tirx.PrimFunc:
     x = te.placeholder((s.n, s.h, s.w, s.c_in), "float32", name="X")
-    wt = te.placeholder((s.c_out, s.kh, s.kw, s.c_in), "float32", name="W")
+    wt = te.placeholder((s.kh, s.kw, s.c_in, s.c_out), "float32", name="W")
     b = te.placeholder((s.c_out,), "float32", name="B")
     r, q, ci = te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q"), te.reduce_axis((0, s.c_in), "ci")
     if s.pad:      # a padded copy: the reduction then reads without bounds tests
@@ -129,7 +130,7 @@ def conv2d_func(s: Conv2dSpec) -> tirx.PrimFunc:
     else:
         xp = x
     acc = te.compute((s.n, s.ho, s.wo, s.c_out), lambda n, i, j, o: te.sum(
-        xp[n, i * s.stride + r, j * s.stride + q, ci] * wt[o, r, q, ci], axis=[r, q, ci]), name="acc")
+        xp[n, i * s.stride + r, j * s.stride + q, ci] * wt[r, q, ci, o], axis=[r, q, ci]), name="acc")
     y = te.compute(acc.shape, lambda n, i, j, o: acc[n, i, j, o] + b[o], name="Y")
     return te.create_prim_func([x, wt, b, y])
 

@@ -27,19 +27,26 @@ def save_rows(path: Path, rows: list[dict] | None, **extra) -> None:
 
 # ---- models shared by several benchmarks ------------------------------------------------------------
 
-def cifar_random(root: Path) -> Path:
-    """The DDPM CIFAR-10 configuration with random weights (seed 0): sizes and speed only."""
+def random_model(root: Path, name: str) -> Path:
+    """A configuration with random weights (seed 0), for sizes and speed only: "ddpm-cifar10" (the DDPM
+    CIFAR-10 UNet) or "attention-heavy" (frontend/fp_model.py's ATTENTION_HEAVY)."""
     import torch
 
-    from mpqdm.frontend.fp_model import ddpm_cifar10_unet, default_scheduler
+    from mpqdm.frontend.fp_model import ATTENTION_HEAVY, ddpm_cifar10_unet, default_scheduler, default_unet
 
-    path = root / "out" / "bench" / "ddpm-cifar10-random"
+    make = {"ddpm-cifar10": ddpm_cifar10_unet, "attention-heavy": lambda: default_unet(**ATTENTION_HEAVY)}
+    path = root / "out" / "bench" / f"{name}-random"
     if not (path / "config.json").is_file():
         torch.manual_seed(0)
-        ddpm_cifar10_unet().save_pretrained(str(path))
+        make[name]().save_pretrained(str(path))
     if not (path / "scheduler_config.json").is_file():       # profile lowers a PTQ export of it
         default_scheduler().save_pretrained(str(path))
     return path
+
+
+def cifar_random(root: Path) -> Path:
+    """The DDPM CIFAR-10 configuration with random weights (seed 0): sizes and speed only."""
+    return random_model(root, "ddpm-cifar10")
 
 
 def host_table_with(model: Path, root: Path) -> Path:
@@ -71,17 +78,21 @@ def cifar_stats(root: Path) -> Path:
     return path
 
 
-def cifar_w2a4_export(root: Path) -> Path:
-    """PTQ W2A4 (uniform) of cifar_random with a small random calibration: the sizes do not depend on
-    the weights' values."""
+def ptq_w2a4_export(model: Path, path: Path, plan: str = "uniform") -> Path:
+    """PTQ W2A4 of `model` into `path` (made when missing) with a small calibration: the kernels' sizes
+    and speed do not depend on the ranges. plan "omq": the released code's fixed 10% split."""
     from mpqdm.frontend.quant.calibrate import CalibConfig
     from mpqdm.frontend.quant.ptq import PTQConfig, quantize
 
-    path = root / "out" / "bench" / "ddpm-cifar10-W2A4"
     if not (path / "quant_export.json").is_file():
-        quantize(cifar_random(root), path, PTQConfig(plan="uniform", wbits=2, abits=4,
-                                                     calib=CalibConfig(samples=2, steps=4, batch=2)))
+        quantize(model, path, PTQConfig(plan=plan, wbits=2, abits=4, omq_fractions=(0.1,),
+                                        calib=CalibConfig(samples=2, steps=4, batch=2)))
     return path
+
+
+def cifar_w2a4_export(root: Path) -> Path:
+    """PTQ W2A4 (uniform) of cifar_random."""
+    return ptq_w2a4_export(cifar_random(root), root / "out" / "bench" / "ddpm-cifar10-W2A4")
 
 
 # the QAT ablation's variants: name -> (plan, TRD weight); OMQ uses the released code's fixed 10% split
