@@ -137,6 +137,7 @@ def ort_ms(op: str, fields: dict, repeats: int, warmup: int, work: Path) -> floa
 def our_ms(jobs: list, passes: int) -> dict[tuple[str, str], float]:
     """(op, shape) -> median ms of each FP job, timed the way `mpqdm profile` times the table."""
     from mpqdm.backend_tvm.farm import Farm
+    from mpqdm.backend_tvm.profile import BATCH
     from mpqdm.boards.registry import load_board
 
     got: dict[tuple[str, str], float] = {}
@@ -145,7 +146,7 @@ def our_ms(jobs: list, passes: int) -> dict[tuple[str, str], float]:
         for e in entries:
             got[(e["op"], e["shape"])] = e["median_ms"]
 
-    Farm.local(load_board("host")).run([jobs[i:i + 12] for i in range(0, len(jobs), 12)], "fp_ops", 1, 10, 20,
+    Farm.local(load_board("host")).run([jobs[i:i + BATCH] for i in range(0, len(jobs), BATCH)], "fp_ops", 1, 10, 20,
                                        done, passes)
     return got
 
