@@ -5,8 +5,9 @@ Runtime int8, on the default model, the DDPM CIFAR-10 configuration and an atten
 Engines (batch 1, one UNet call per sampling step):
 - mpqdm-W2A4: `mpqdm-run MODEL.mpq --bench` (the self-contained binary with the kernels linked in) of a W2A4 PTQ
   export made here from the model (the default model: OMQ's 10% split; timing does not depend on the ranges),
-  built by `mpqdm compile/build` for the host into out/runtime/<model>-host; seconds per step = the mean UNet step
-  time it prints over every step of the artifact's sampler x --count samples; peak_mb = the peak RSS it prints;
+  built by `mpqdm compile/build` for the host into out/runtime/<model>-host; seconds per step = the median UNet
+  step time it prints over every step of the artifact's sampler x --count samples (>= 20 steps, as the
+  peers' 20); peak_mb = the peak RSS it prints;
   size_mb = binary + model.mpq.
 - torch-fp32: the diffusers UNet2DModel, torch.set_num_threads(threads), inference_mode; median of
   --repeats calls after warm-up; size_mb = the fp32 safetensors.
@@ -18,13 +19,16 @@ Engines (batch 1, one UNet call per sampling step):
   MatMuls of Linear layers (a weight initializer as second input) are quantized; the attention QK^T and AV
   MatMuls (two activations) stay fp32. Calibration: 8 inputs x ~ N(0,1) at timesteps spread over the training
   schedule (MinMax).
-torch and ORT run each (engine, model, threads) in a fresh subprocess (`--worker ENGINE MODEL THREADS`, one
-JSON line out) so that peak_mb is that engine's own process peak RSS (ru_maxrss after the timed loop).
+Rounds: per model, every (engine, threads) runs once in turn, --rounds times (3); a row is the median of its
+rounds, and a ratio the median over rounds of the ratio within one round (a slow spell of this shared machine
+then slows both sides of it). torch and ORT run each (engine, model, threads) in a fresh subprocess
+(`--worker ENGINE MODEL THREADS`, one JSON line out) so that peak_mb is that engine's own process peak RSS
+(ru_maxrss after the timed loop).
 The ONNX files are made again in out/runtime/onnx/ on every run (frontend/onnx_int8.py).
 
 Run (on a quiet machine): .venv/bin/python benchmarks/runtime_host.py
   --quick                          default model, 1 thread, fewer repeats (for debugging)
-  --models default,ddpm-cifar10    --threads 1,2    --repeats 20
+  --models default,ddpm-cifar10    --threads 1,2    --repeats 20    --rounds 3
 Writes benchmarks/results/runtime_host.json and runtime_host.md (--quick: out/runtime/runtime_host_quick.*).
 """
 
@@ -52,7 +56,7 @@ NOTES_FILE = ROOT / "benchmarks" / "runtime_host_notes.json"   # hand-written: w
 
 OUT = ROOT / "out" / "runtime"
 ONNX_DIR = OUT / "onnx"
-SAMPLES = {"default": 2, "ddpm-cifar10": 1, "attention-heavy": 1}   # model -> samples per mpqdm-run --bench
+SAMPLES = {"default": 6, "ddpm-cifar10": 5, "attention-heavy": 5}   # samples per mpqdm-run --bench: >= 20 steps
 
 
 def fp_model(model: str) -> Path:
@@ -146,11 +150,13 @@ def engine_mpqdm(model: str, threads: int, count: int) -> dict:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
     lines = r.stdout.strip().splitlines()
     step = re.match(r"per step: ([0-9.]+) ms \(mean of (\d+) steps x (\d+) samples\)", lines[0])
+    median = re.match(r"median step: ([0-9.]+) ms", lines[1])
     peak = re.search(r"peak RSS ([0-9.]+) MB", lines[-1])
-    assert step and peak, f"unexpected mpqdm-run --bench output:\n{r.stdout[:500]}"
-    return {"seconds_per_step": float(step.group(1)) / 1e3, "peak_mb": float(peak.group(1)),
+    assert step and median and peak, f"unexpected mpqdm-run --bench output:\n{r.stdout[:500]}"
+    n = int(step.group(2)) * int(step.group(3))
+    return {"seconds_per_step": float(median.group(1)) / 1e3, "peak_mb": float(peak.group(1)),
             "size_mb": mb(binary.stat().st_size + art.stat().st_size),
-            "note": f"mean of {step.group(2)} steps x {step.group(3)} samples"}
+            "note": f"median of {n} steps ({step.group(2)} steps x {step.group(3)} samples; mean {step.group(1)} ms)"}
 
 
 def engine_torch(model: str, threads: int, repeats: int, warmup: int) -> dict:
@@ -204,22 +210,54 @@ def run_worker(engine: str, model: str, threads: int, repeats: int, warmup: int)
 
 def ratios(rows: list[dict]) -> list[dict]:
     """Per (model, threads): ours / each peer, and ours at 1 thread / ours at this many (the default
-    model's target at 2 threads: >= 1.6)."""
-    by = {(r["engine"], r["model"], r["threads"]): r["seconds_per_step"] for r in rows}
+    model's target at 2 threads: >= 1.6). Each is the median over rounds of the ratio within a round,
+    so that a slow spell of the machine, which both engines of a round share, cancels."""
+    by = {(r["engine"], r["model"], r["threads"]): r["rounds_s"] for r in rows}
+
+    def ratio(a: list[float] | None, b: list[float] | None) -> float | None:
+        return None if a is None or b is None else round(float(np.median(np.divide(a, b))), 3)
+
     out = []
     for (engine, model, threads), ours in by.items():
         if engine != "mpqdm-W2A4":
             continue
         row = {"model": model, "threads": threads}
         for peer in ENGINES[1:]:
-            other = by.get((peer, model, threads))
-            row[f"vs_{peer.replace('-', '_')}"] = None if other is None else round(ours / other, 3)
+            row[f"vs_{peer.replace('-', '_')}"] = ratio(ours, by.get((peer, model, threads)))
         vs = row.get("vs_ort_int8")
         row["target_vs_ort_int8"] = None if vs is None else ("met" if vs <= 1.0 else "missed")
-        one = by.get((engine, model, 1))
-        row["speedup_vs_1_thread"] = None if one is None or threads == 1 else round(one / ours, 3)
+        row["speedup_vs_1_thread"] = None if threads == 1 else ratio(by.get((engine, model, 1)), ours)
         out.append(row)
     return out
+
+
+def engine_round(engine: str, model: str, t: int, a) -> dict:
+    if engine == "mpqdm-W2A4":
+        return engine_mpqdm(model, t, 1 if a.quick else SAMPLES[model])
+    return run_worker(engine, model, t, a.repeats, a.warmup)
+
+
+def model_rows(model: str, threads: list[int], a) -> list[dict]:
+    """Every engine at every thread count, `a.rounds` times in turn; a row's time is the median of its rounds."""
+    fp32, err = onnx_fp32(model)
+    _, int8_note = onnx_int8(model, fp32)
+    notes = {"ort-fp32": f"rel. err vs torch {err:.1e}", "ort-int8": int8_note}
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for k in range(a.rounds):
+        for t in threads:
+            for engine in ENGINES:
+                res = engine_round(engine, model, t, a)
+                runs.setdefault((engine, t), []).append(res)
+                print(f"round {k + 1}/{a.rounds} {engine:11s} {model:13s} {t} thr: "
+                      f"{1e3 * res['seconds_per_step']:9.2f} ms/step, peak {res['peak_mb']} MB", flush=True)
+    rows = []
+    for (engine, t), rs in runs.items():
+        secs = [r["seconds_per_step"] for r in rs]
+        note = f"{rs[0]['note']}; median of {len(rs)} rounds"
+        rows.append({"engine": engine, "model": model, "threads": t, "seconds_per_step": float(np.median(secs)),
+                     "rounds_s": secs, "peak_mb": max(r["peak_mb"] for r in rs), "size_mb": rs[0]["size_mb"],
+                     "note": f"{note}; {notes[engine]}" if engine in notes else note})
+    return rows
 
 
 def write_markdown(path: Path, rows: list[dict], rat: list[dict], command: str, load: float, note: str) -> None:
@@ -231,7 +269,7 @@ def write_markdown(path: Path, rows: list[dict], rat: list[dict], command: str, 
     path.write_text(
         "# Host runtime: seconds per sampling step\n\n"
         f"Command: `{command}`; load average at start {load:.2f}\n\n"
-        "One UNet call per sampling step, batch 1. mpqdm-W2A4: the mean step time `mpqdm-run --bench` prints "
+        "One UNet call per sampling step, batch 1. mpqdm-W2A4: the median step time `mpqdm-run --bench` prints "
         "(every step of the artifact's sampler); torch and ONNX Runtime: median of the timed calls after warm-up, "
         "each engine and thread count in its own process (peak_mb: that process's peak RSS). size_mb: binary + "
         "model.mpq for mpqdm, the fp32 safetensors for torch, the .onnx file for ORT.\n\n"
@@ -248,6 +286,7 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="every engine and thread count in turn, this many times")
     ap.add_argument("--worker", nargs=3, metavar=("ENGINE", "MODEL", "THREADS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
@@ -256,28 +295,14 @@ def main() -> None:
         return
     models, threads = a.models.split(","), [int(t) for t in a.threads.split(",")]
     if a.quick:
-        models, threads, a.repeats, a.warmup = ["default"], [1], 5, 1
+        models, threads, a.repeats, a.warmup, a.rounds = ["default"], [1], 5, 1, 1
     for m in models:
         if m not in SAMPLES:
             ap.error(f"unknown model {m!r}; choose from {', '.join(SAMPLES)}")
 
     load, rows = os.getloadavg()[0], []
     for model in models:
-        fp32, err = onnx_fp32(model)
-        _, int8_note = onnx_int8(model, fp32)
-        notes = {"ort-fp32": f"rel. err vs torch {err:.1e}", "ort-int8": int8_note}
-        for t in threads:
-            for engine in ENGINES:
-                if engine == "mpqdm-W2A4":
-                    res = engine_mpqdm(model, t, 1 if a.quick else SAMPLES[model])
-                else:
-                    res = run_worker(engine, model, t, a.repeats, a.warmup)
-                if engine in notes:
-                    res["note"] = f"{res['note']}; {notes[engine]}"
-                row = {"engine": engine, "model": model, "threads": t, **res}
-                rows.append(row)
-                print(f"{engine:11s} {model:13s} {t} thr: {1e3 * row['seconds_per_step']:9.2f} ms/step, "
-                      f"peak {row['peak_mb']} MB, size {row['size_mb']} MB", flush=True)
+        rows += model_rows(model, threads, a)
 
     rat = ratios(rows)
     for r in rat:

@@ -72,7 +72,8 @@ def test_dense(s, scheduled):
 
 GROUP_NORMS = [fp.GroupNormSpec(2, 7, 5, 12, 3, silu=True),
                fp.GroupNormSpec(1, 7, 5, 12, 4, eps=1e-6),
-               fp.GroupNormSpec(1, 3, 5, 40, 8, silu=True)]           # 40 channels: 8-lane vectors
+               fp.GroupNormSpec(1, 3, 5, 40, 8, silu=True),           # 40 channels: 8-lane vectors
+               fp.GroupNormSpec(2, 9, 31, 48, 6, silu=True)]          # >= PARALLEL_MIN: channel vectors in parallel
 
 
 @SCHED

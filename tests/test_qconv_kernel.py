@@ -69,6 +69,7 @@ SHAPES = [
     ConvSpec(10, 1, 1, 40, 16, groups=((16, 4),), abits=8),               # vectorised dense, ragged row tile
     ConvSpec(1, 6, 5, 32, 16, 3, 3, 2, 1, ((8, 4), (8, 1)), 8),           # AVX2: 16-deep int16 pair sums at A8
     ConvSpec(1, 5, 6, 16, 16, 3, 3, 1, 1, ((8, 3), (8, 2)), 4),           # AVX2: 16-deep, pixel tile of 2
+    ConvSpec(1, 16, 5, 8, 20, 3, 3, 1, 1, ((4, 3), (16, 2)), 4),          # few channel tiles: rows split in chunks
 ]
 
 

@@ -9,7 +9,7 @@ from mpqdm.backend_tvm.tvm_compat import tensor, tvm
 from mpqdm.testing.reference import quantize_input
 
 
-@pytest.mark.parametrize("shape,abits", [((2, 7, 5, 12), 4), ((13, 33), 8)])
+@pytest.mark.parametrize("shape,abits", [((2, 7, 5, 12), 4), ((13, 33), 8), ((3, 5, 16), 4), ((130, 128), 8)])
 def test_codes_match_the_frontend(shape, abits):
     rng = np.random.default_rng(3)
     x = (rng.normal(size=shape) * 3).astype(np.float32)

@@ -18,6 +18,7 @@ from ..tvm_compat import Schedule, te, tirx, tvm
 from . import vmath
 
 MAX_LANES = 16      # widest vector we ask for (LLVM splits it into the target's registers)
+PARALLEL_MIN = 16384   # elements below which a pass runs on one thread (a launch costs more than it saves)
 
 
 # -- validation -----------------------------------------------------------------------------------------
@@ -268,12 +269,15 @@ def group_norm_func(s: GroupNormSpec) -> tirx.PrimFunc:
 def schedule_group_norm(s: GroupNormSpec, name: str = "group_norm") -> tvm.IRModule:
     sch = Schedule(module(group_norm_func(s), name))
     v = lanes(s.c)
+    big = s.n * s.h * s.w * s.c >= PARALLEL_MIN
     for blk in ("gn_csum", "gn_csq"):             # channel vectors, the image rows outside them
         b = sch.get_sblock(blk, func_name=name)
         n, c, rh, rw = sch.get_loops(b)
         if v > 1:
             co, cv = sch.split(c, [None, v])
             sch.reorder(n, co, rh, rw, cv)
+            if big and s.c > v:                   # channel vectors share out over the threads
+                sch.parallel(sch.fuse(n, co))
             sch.vectorize(cv)
             init = sch.decompose_reduction(b, rh)
             sch.vectorize(sch.get_loops(init)[-1])

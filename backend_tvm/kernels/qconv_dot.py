@@ -6,8 +6,9 @@ Same arguments and result as kernels/qconv.py; the work is arranged for a 4-deep
 - Wd_g: one tile of 8 output channels of group g decoded from the packed words into int8 [kq][8][4]
   (minus an offset where 8-bit codes must fit int8). It is built inside the loop over channel
   tiles, so only 8 x K bytes exist at a time: the packed weights are never expanded as a whole.
-- acc_g [N, Ho, Wo, 8 * tiles]: for each channel tile (parallel), every output pixel in tiles of
-  PIX (8) pixels accumulated in registers by the dot intrinsic (dot_intrin.py).
+- acc_g [N, Ho, Wo, 8 * tiles]: for each channel tile (parallel; with its rows split into chunks
+  where the tiles do not share out over the board's threads), every output pixel in tiles of PIX (8) pixels
+  accumulated in registers by the dot intrinsic (dot_intrin.py).
 - rowsum (the patch sums) from per-pixel channel sums, and the epilogue as in qconv.py: one pass
   over the output whatever the number of groups.
 """
@@ -26,6 +27,17 @@ PIX = 8
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def row_chunks(tiles: int, rows: int, threads: int) -> int:
+    """Row chunks per channel tile, so that a group's tasks (tiles x chunks) share out evenly over the
+    board's threads: the smallest divisor of `rows` that makes them a multiple of `threads`, or at
+    least 4 per thread. Each chunk decodes the tile's weights again (8 x K codes, about as dear as
+    the tile's dot products over 16-32 pixels), so tiles that already share out are not split."""
+    def fits(d: int) -> bool:
+        return rows % d == 0 and ((tiles * d) % threads == 0 or tiles * d >= 4 * threads)
+
+    return next((d for d in range(1, rows + 1) if fits(d)), rows)
 
 
 def _group_acc(s: ConvSpec, xp, wd, c4: int, n_g: int, g: int):
@@ -93,8 +105,8 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
 
 
 def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epilogue: bool = True,
-                       name: str = "qconv") -> tvm.IRModule:
-    """`intrins`: (intrinsic, k-quads per call) of every group."""
+                       name: str = "qconv", threads: int = 1) -> tvm.IRModule:
+    """`intrins`: (intrinsic, k-quads per call) of every group; `threads`: the board's."""
     func = te.create_prim_func(qconv_dot_compute(spec, [i for i, _ in intrins], with_epilogue))
     sch = Schedule(tvm.IRModule({name: func.with_attr("global_symbol", name)}))
     blk = lambda b: sch.get_sblock(b, func_name=name)  # noqa: E731
@@ -112,8 +124,16 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
         intrin, quads = intrins[g]
         cq, cqi = sch.split(cq, [None, quads])
         sch.reorder(ot, n, i, jt, r, q, cq, ji, cqi, ol, cc)
-        sch.parallel(ot)
-        sch.compute_at(blk(f"Wd{g}"), ot)
+        rows = i if spec.ho > 1 else n          # the output rows, or a dense layer's rows
+        chunks = row_chunks(_ceil(spec.groups[g][0], 8), spec.ho if spec.ho > 1 else spec.n, threads)
+        task = ot
+        if chunks > 1:          # few channel tiles: rows split too, so every thread gets work
+            rc, _ = sch.split(rows, [chunks, None])
+            if rows is i:
+                sch.reorder(ot, rc, n)
+            task = sch.fuse(ot, rc)
+        sch.parallel(task)
+        sch.compute_at(blk(f"Wd{g}"), task)
         local = sch.cache_write(acc, 0, "local")
         sch.reverse_compute_at(local, jt)
         init = sch.decompose_reduction(acc, r)

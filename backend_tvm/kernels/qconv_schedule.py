@@ -34,7 +34,7 @@ def dot_intrins(spec: ConvSpec, board) -> list[tuple[str, int]] | None:
 def schedule_qconv(spec: ConvSpec, board=None, with_epilogue: bool = True, name: str = "qconv") -> tvm.IRModule:
     intrins = dot_intrins(spec, board)
     if intrins is not None:
-        return schedule_qconv_dot(spec, intrins, with_epilogue, name)
+        return schedule_qconv_dot(spec, intrins, with_epilogue, name, board.threads)
     mod = tvm.IRModule({name: qconv_func(spec, with_epilogue).with_attr("global_symbol", name)})
     sch = Schedule(mod)
     y = sch.get_sblock("Y", func_name=name)

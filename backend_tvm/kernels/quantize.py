@@ -7,7 +7,12 @@ and the round-half-to-even match the frontend's integer reference bit for bit.
 
 from __future__ import annotations
 
+import math
+
 from ..tvm_compat import Schedule, te, tirx, tvm
+from .fp import PARALLEL_MIN
+
+LANES = 8                 # float32 lanes of a 256-bit vector
 
 
 def quantize_func(shape: tuple[int, ...], abits: int):
@@ -33,6 +38,8 @@ def schedule_quantize(shape: tuple[int, ...], abits: int, name: str = "quantize"
     mod = tvm.IRModule({name: quantize_func(shape, abits).with_attr("global_symbol", name)})
     sch = Schedule(mod)
     loops = sch.get_loops(sch.get_sblock("Q", func_name=name))
-    if len(loops) > 1:
+    if len(loops) > 1 and math.prod(shape) >= PARALLEL_MIN:
         sch.parallel(sch.fuse(*loops[:-1]))
+    if shape[-1] % LANES == 0:
+        sch.vectorize(sch.split(loops[-1], [None, LANES])[1])
     return sch.mod

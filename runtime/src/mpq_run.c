@@ -258,11 +258,21 @@ static int write_image(const char *dir, int i, const float *x, const int64_t *sh
     return fclose(f);
 }
 
-static void bench_report(const mpq_model *m, const double *call_s, const double *step_s, int runs) {
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* every_s: the time of each step of each sample (runs x steps), sorted here for the median */
+static void bench_report(const mpq_model *m, const double *call_s, double *every_s, int runs) {
     uint32_t n = mpq_calls(m), steps = mpq_steps(m);
+    size_t all = (size_t)steps * (size_t)runs;
     double total = 0;
-    for (uint32_t s = 0; s < steps; s++) total += step_s[s];
-    printf("per step: %.3f ms (mean of %u steps x %d samples)\n", 1e3 * total / (steps * (double)runs), steps, runs);
+    for (size_t s = 0; s < all; s++) total += every_s[s];
+    qsort(every_s, all, sizeof(double), cmp_double);
+    double median = all % 2 ? every_s[all / 2] : 0.5 * (every_s[all / 2 - 1] + every_s[all / 2]);
+    printf("per step: %.3f ms (mean of %u steps x %d samples)\n", 1e3 * total / (double)all, steps, runs);
+    printf("median step: %.3f ms (min %.3f, max %.3f)\n", 1e3 * median, 1e3 * every_s[0], 1e3 * every_s[all - 1]);
     printf("%-6s %-28s %-40s %10s\n", "call", "kernel", "op", "ms/call");
     for (uint32_t i = 0; i < n; i++)
         printf("%-6u %-28s %-40s %10.4f\n", i, mpq_call_kernel(m, i), mpq_call_op(m, i),
@@ -297,9 +307,9 @@ static int run(const options *o, mpq_model *m) {
     }
     uint32_t steps = mpq_steps(m);
     double *call_s = calloc(mpq_calls(m), sizeof(double)), *step_s = calloc(steps, sizeof(double));
-    double *acc_s = calloc(steps, sizeof(double));
+    double *every_s = calloc(steps * (size_t)(count > 0 ? count : 1), sizeof(double));
     float *eps = malloc(elems * sizeof(float));
-    int rc = (call_s && step_s && acc_s && eps) ? 0 : -1;
+    int rc = (call_s && step_s && every_s && eps) ? 0 : -1;
     if (rc) fprintf(stderr, "mpqdm-run: out of memory\n");
     if (o->bench) mpq_profile(m, call_s);
     for (int i = 0; i < count && rc == 0; i++) {
@@ -310,7 +320,7 @@ static int run(const options *o, mpq_model *m) {
             if (rc == 0) memcpy(x, eps, elems * sizeof(float));
         } else {
             rc = mpq_sample(m, x, step_s, err, sizeof err);
-            for (uint32_t s = 0; s < steps; s++) acc_s[s] += step_s[s];
+            memcpy(every_s + (size_t)i * steps, step_s, steps * sizeof(double));
             if (rc == 0 && write_image(o->out, i, x, shape) != 0) {
                 snprintf(err, sizeof err, "cannot write sample_%04d into %s: %s", i, o->out, strerror(errno));
                 rc = -1;
@@ -332,7 +342,7 @@ static int run(const options *o, mpq_model *m) {
         }
     }
     if (rc == 0) {
-        if (o->bench && o->unet_step < 0) bench_report(m, call_s, acc_s, count);
+        if (o->bench && o->unet_step < 0) bench_report(m, call_s, every_s, count);
         const char *ext = shape[3] == 1 ? "pgm" : "ppm";
         if (o->unet_step >= 0)
             fprintf(stderr, "mpqdm-run: wrote %d UNet output%s at step %d to %s (%s)\n", count, count == 1 ? "" : "s",
@@ -343,7 +353,7 @@ static int run(const options *o, mpq_model *m) {
             fprintf(stderr, "mpqdm-run: wrote %d samples to %s (sample_0000.%s .. sample_%04d.%s, %s)\n", count,
                     o->out, ext, count - 1, ext, name);
     }
-    free(all); free(call_s); free(step_s); free(acc_s); free(eps);
+    free(all); free(call_s); free(step_s); free(every_s); free(eps);
     return rc ? EXIT_RUN : EXIT_OK;
 }
 
