@@ -41,17 +41,31 @@ def attention_func(s: AttentionSpec) -> tirx.PrimFunc:
     rd = te.reduce_axis((0, d), "rd")
     score = te.compute((s.n, s.heads, s.l, s.l), lambda b, h, i, j: te.sum(
         q[b, i, h * d + rd] * kt[b, h, rd, j], axis=rd), name="score")     # unscaled q.k
-    rj = te.reduce_axis((0, s.l), "rj")
-    rmax = te.compute((s.n, s.heads, s.l), lambda b, h, i: te.max(score[b, h, i, rj], axis=rj), name="rmax")
+    jv = row_lanes(s.l)
+
+    def row_reduce(x, combine, label):
+        """Over j, as jv partial results a row (independent chains, one vector), then across them."""
+        ro = te.reduce_axis((0, s.l // jv), f"{label}_ro")
+        part = te.compute((s.n, s.heads, s.l, jv), lambda b, h, i, e: combine(
+            x[b, h, i, ro * jv + e], axis=ro), name=f"{label}_part")
+        re = te.reduce_axis((0, jv), f"{label}_re")
+        return te.compute((s.n, s.heads, s.l), lambda b, h, i: combine(part[b, h, i, re], axis=re), name=label)
+
+    rmax = row_reduce(score, te.max, "rmax")
     ex = te.compute(score.shape, lambda b, h, i, j: vmath.exp(score[b, h, i, j] * scale - rmax[b, h, i] * scale),
                     name="ex")
+    den = row_reduce(ex, te.sum, "den")
     rj = te.reduce_axis((0, s.l), "rj")
-    den = te.compute((s.n, s.heads, s.l), lambda b, h, i: te.sum(ex[b, h, i, rj], axis=rj), name="den")
-    prob = te.compute(score.shape, lambda b, h, i, j: ex[b, h, i, j] / den[b, h, i], name="prob")
-    rj = te.reduce_axis((0, s.l), "rj")
-    out = te.compute((s.n, s.l, s.c), lambda b, i, c: te.sum(
-        prob[b, c // d, i, rj] * v[b, rj, c], axis=rj), name="O")
+    acc = te.compute((s.n, s.l, s.c), lambda b, i, c: te.sum(ex[b, c // d, i, rj] * v[b, rj, c], axis=rj),
+                     name="acc")
+    out = te.compute((s.n, s.l, s.c), lambda b, i, c: acc[b, i, c] / den[b, c // d, i], name="O")
     return te.create_prim_func([q, k, v, out])
+
+
+def row_lanes(l: int) -> int:  # noqa: E741
+    """Partial results per row of a row reduction: a vector's worth where it divides l, else 1."""
+    v = lanes(l)
+    return v if 1 < v < l else 1
 
 
 QUERY_ROWS = (4, 2, 1)      # query rows per task (a divisor of l): their output rows share each v load
@@ -61,16 +75,21 @@ def schedule_attention(s: AttentionSpec, name: str = "attention") -> tvm.IRModul
     """One parallel task per (sample, tile of query rows): their scores, softmax and output rows are
     computed there (rows x heads x l floats of scratch per task, not the whole [heads, l, l] matrix).
     K is transposed once (keys contiguous along j), so a row's scores accumulate a vector of keys in
-    a register over q's channels; the output accumulates one register per query row of the tile."""
+    a register over q's channels; the row max and sum run as vectors of partial results (no chain of
+    dependent scalar ops); the output accumulates exp-weighted values, one register per query row of
+    the tile, and is divided by the row sum once at the end."""
+    names = ("KT", "score", "rmax_part", "rmax", "ex", "den_part", "den", "acc", "O")
     sch = Schedule(module(attention_func(s), name))
-    blk = {b: sch.get_sblock(b, func_name=name) for b in ("KT", "score", "rmax", "ex", "den", "prob", "O")}
+    blk = {b: sch.get_sblock(b, func_name=name) for b in names}
     kb, kh = sch.get_loops(blk["KT"])[:2]              # the transposed keys first, (sample, head) parallel
     sch.parallel(sch.fuse(kb, kh))
-    b, i, c, rj = sch.get_loops(blk["O"])
+    b, i, c = sch.get_loops(blk["O"])
     rows = next(r for r in QUERY_ROWS if s.l % r == 0)
     io, ii = sch.split(i, [None, rows])
-    for p in ("prob", "den", "ex", "rmax", "score"):     # consumers first
+    for p in ("acc", "den", "den_part", "ex", "rmax", "rmax_part", "score"):     # consumers first
         sch.compute_at(blk[p], io, preserve_unit_loops=True)
+    sch.parallel(sch.fuse(b, io))                      # before any reduction is split into init + update
+    vectorize_inner(sch, c)                            # O = acc / den, along the channels
     sj, srd = sch.get_loops(blk["score"])[-2:]
     sjo, sji = split_inner(sch, sj, s.l)
     if sjo is not None and sji is not None:
@@ -78,24 +97,29 @@ def schedule_attention(s: AttentionSpec, name: str = "attention") -> tvm.IRModul
     elif sji is not None:
         sch.reorder(srd, sji)
     vectorize(sch, sji)
-    for p in ("ex", "prob"):                              # rows over j: contiguous
-        vectorize_inner(sch, sch.get_loops(blk[p])[-1])
+    vectorize_inner(sch, sch.get_loops(blk["ex"])[-1])   # rows over j: contiguous
+    if row_lanes(s.l) > 1:
+        for p in ("rmax_part", "den_part"):             # partial results along j, the reduction outside
+            e, ro = sch.get_loops(blk[p])[-2:]
+            sch.reorder(ro, e)
+            vectorize(sch, e)
+            vectorize(sch, sch.get_loops(sch.decompose_reduction(blk[p], ro))[-1])
     # the output rows: per head (and channel vector), the reduction over j outside the tile's rows
+    ai, ac, rj = sch.get_loops(blk["acc"])[-3:]
     v = lanes(s.d)
-    h, cd = sch.split(c, [s.heads, s.d])
+    h, cd = sch.split(ac, [s.heads, s.d])
     if v == s.d:
-        sch.reorder(h, rj, ii, cd)
+        sch.reorder(h, rj, ai, cd)
         vectorize(sch, cd)
     elif v > 1:
         co, cv = sch.split(cd, [None, v])
-        sch.reorder(h, co, rj, ii, cv)
+        sch.reorder(h, co, rj, ai, cv)
         vectorize(sch, cv)
     else:
-        sch.reorder(h, cd, rj, ii)
-    sch.unroll(ii)
-    sch.parallel(sch.fuse(b, io))
+        sch.reorder(h, cd, rj, ai)
+    sch.unroll(ai)
     vectorize_inner(sch, sch.get_loops(sch.decompose_reduction(blk["score"], srd))[-1])
-    init = sch.decompose_reduction(blk["O"], rj)
+    init = sch.decompose_reduction(blk["acc"], rj)
     if v > 1:                                # the init got its own copy of the vector loop
         vectorize(sch, sch.get_loops(init)[-1])
     return sch.mod
