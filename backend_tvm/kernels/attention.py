@@ -90,13 +90,14 @@ def schedule_attention(s: AttentionSpec, name: str = "attention") -> tvm.IRModul
         sch.compute_at(blk[p], io, preserve_unit_loops=True)
     sch.parallel(sch.fuse(b, io))                      # before any reduction is split into init + update
     vectorize_inner(sch, c)                            # O = acc / den, along the channels
-    sj, srd = sch.get_loops(blk["score"])[-2:]
+    srow, sj, srd = sch.get_loops(blk["score"])[-3:]
     sjo, sji = split_inner(sch, sj, s.l)
     if sjo is not None and sji is not None:
-        sch.reorder(sjo, srd, sji)
+        sch.reorder(sjo, srd, srow, sji)
     elif sji is not None:
-        sch.reorder(srd, sji)
+        sch.reorder(srd, srow, sji)
     vectorize(sch, sji)
+    sch.unroll(srow)
     vectorize_inner(sch, sch.get_loops(blk["ex"])[-1])   # rows over j: contiguous
     if row_lanes(s.l) > 1:
         for p in ("rmax_part", "den_part"):             # partial results along j, the reduction outside
