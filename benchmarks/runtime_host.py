@@ -227,6 +227,9 @@ def ratios(rows: list[dict]) -> list[dict]:
         vs = row.get("vs_ort_int8")
         row["target_vs_ort_int8"] = None if vs is None else ("met" if vs <= 1.0 else "missed")
         row["speedup_vs_1_thread"] = None if threads == 1 else ratio(by.get((engine, model, 1)), ours)
+        # the control: what the machine let a peer gain from the same threads in the same rounds
+        row["ort_int8_speedup_vs_1_thread"] = None if threads == 1 else ratio(
+            by.get(("ort-int8", model, 1)), by.get(("ort-int8", model, threads)))
         out.append(row)
     return out
 
@@ -264,7 +267,7 @@ def write_markdown(path: Path, rows: list[dict], rat: list[dict], command: str, 
     show = [{**r, "ms_per_step": f"{1e3 * r['seconds_per_step']:.2f}"} for r in rows]
     cols = ["engine", "model", "threads", "ms_per_step", "peak_mb", "size_mb", "note"]
     rcols = ["model", "threads", "vs_ort_int8", "vs_torch_fp32", "vs_ort_fp32", "target_vs_ort_int8",
-             "speedup_vs_1_thread"]
+             "speedup_vs_1_thread", "ort_int8_speedup_vs_1_thread"]
     rshow = [{k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rat]
     path.write_text(
         "# Host runtime: seconds per sampling step\n\n"
