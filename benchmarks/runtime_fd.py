@@ -18,6 +18,7 @@ import numpy as np
 
 from mpqdm.backend_tvm.build import build
 from mpqdm.backend_tvm.compile import compile_export
+from mpqdm.core.machine import command
 from mpqdm.core.resources import DEFAULT_CLASSIFIER
 from mpqdm.frontend.classifier import load_classifier
 from mpqdm.frontend.evaluate import EvalConfig, eval_noise, evaluate, features, from_uint8, real_stats, to_uint8
@@ -50,7 +51,7 @@ def main() -> None:
                     "(the integer reference is slow: int64 matmuls)")
     ap.add_argument("--rerun", action="store_true", help="run the runtime again even if its samples exist")
     args = ap.parse_args()
-    export = Path(args.export) if args.export else default_w2a4_export(ROOT)
+    export = Path(args.export).resolve() if args.export else default_w2a4_export(ROOT)
     cfg = EvalConfig(samples=args.samples)
     torch_m = evaluate(export, export.parent / "eval", cfg)               # cached when already made
     d = WORK / "host"
@@ -85,7 +86,7 @@ def main() -> None:
     save_rows(RESULTS / "runtime_fd.json", [row])
     (RESULTS / "runtime_fd.md").write_text(
         "# FD of runtime-made samples (default model, same noise as the PyTorch evaluation)\n\n"
-        "Command: `.venv/bin/python benchmarks/runtime_fd.py`\n\n"
+        f"Command: `{command()}`\n\n"
         "PSNR over the model's [-1, 1] range between DDIM runs (20 steps) from the same noise: the C runtime, "
         "the frontend's exact integer reference (intref) and the PyTorch fake-quant model. The design asked for "
         "35 dB runtime vs fake-quant.\n\n" + markdown_table([row], list(row)) + "\n")
