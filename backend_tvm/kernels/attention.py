@@ -63,11 +63,14 @@ def attention_func(s: AttentionSpec) -> tirx.PrimFunc:
 
 
 def row_lanes(l: int) -> int:  # noqa: E741
-    """Partial results per row of a row reduction: a vector's worth where it divides l, else 1."""
-    v = lanes(l)
-    return v if 1 < v < l else 1
+    """Partial results per row of a row reduction: a vector's worth where it divides l, else 1.
+    Off (1) for now: with them the tiny RGB model's deploy check (tests/test_deploy.py) drifted to a
+    median relative error of 0.083 (bound 0.05) though the kernel alone matches torch to 3e-6; until
+    that is understood the row max and sum are scalar chains again."""
+    return lanes(l) if PARTIAL_ROWS and 1 < lanes(l) < l else 1
 
 
+PARTIAL_ROWS = False        # row max / sum as vectors of partial results (see row_lanes)
 QUERY_ROWS = (4, 2, 1)      # query rows per task (a divisor of l): their output rows share each v load
 
 
