@@ -78,9 +78,9 @@ def schedule_attention(s: AttentionSpec, name: str = "attention") -> tvm.IRModul
     """One parallel task per (sample, tile of query rows): their scores, softmax and output rows are
     computed there (rows x heads x l floats of scratch per task, not the whole [heads, l, l] matrix).
     K is transposed once (keys contiguous along j), so a row's scores accumulate a vector of keys in
-    a register over q's channels; the row max and sum run as vectors of partial results (no chain of
-    dependent scalar ops); the output accumulates exp-weighted values, one register per query row of
-    the tile, and is divided by the row sum once at the end."""
+    a register over q's channels; the row max and sum run as vectors of partial results where
+    PARTIAL_ROWS allows (off for now, see row_lanes); the output accumulates exp-weighted values,
+    one register per query row of the tile, and is divided by the row sum once at the end."""
     names = ("KT", "score", "rmax_part", "rmax", "ex", "den_part", "den", "acc", "O")
     sch = Schedule(module(attention_func(s), name))
     blk = {b: sch.get_sblock(b, func_name=name) for b in names}

@@ -124,12 +124,12 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
         intrin, quads = intrins[g]
         cq, cqi = sch.split(cq, [None, quads])
         sch.reorder(ot, n, i, jt, r, q, cq, ji, cqi, ol, cc)
-        rows = i if spec.ho > 1 else n          # the output rows, or a dense layer's rows
-        chunks = row_chunks(_ceil(spec.groups[g][0], 8), spec.ho if spec.ho > 1 else spec.n, threads)
+        dense = spec.ho == 1                    # a dense layer's rows are n, a conv's its output rows
+        chunks = row_chunks(_ceil(spec.groups[g][0], 8), spec.n if dense else spec.ho, threads)
         task = ot
         if chunks > 1:          # few channel tiles: rows split too, so every thread gets work
-            rc, _ = sch.split(rows, [chunks, None])
-            if rows is i:
+            rc, _ = sch.split(n if dense else i, [chunks, None])
+            if not dense:
                 sch.reorder(ot, rc, n)
             task = sch.fuse(ot, rc)
         sch.parallel(task)

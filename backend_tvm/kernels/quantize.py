@@ -10,9 +10,7 @@ from __future__ import annotations
 import math
 
 from ..tvm_compat import Schedule, te, tirx, tvm
-from .fp import PARALLEL_MIN
-
-LANES = 8                 # float32 lanes of a 256-bit vector
+from .fp import PARALLEL_MIN, vectorize_inner
 
 
 def quantize_func(shape: tuple[int, ...], abits: int):
@@ -40,6 +38,5 @@ def schedule_quantize(shape: tuple[int, ...], abits: int, name: str = "quantize"
     loops = sch.get_loops(sch.get_sblock("Q", func_name=name))
     if len(loops) > 1 and math.prod(shape) >= PARALLEL_MIN:
         sch.parallel(sch.fuse(*loops[:-1]))
-    if shape[-1] % LANES == 0:
-        sch.vectorize(sch.split(loops[-1], [None, LANES])[1])
+    vectorize_inner(sch, loops[-1])
     return sch.mod
