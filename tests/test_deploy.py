@@ -136,5 +136,7 @@ def test_a_model_the_fd_cannot_score_is_deployed_and_checked(tmp_path):
     model = tiny_unet(tmp_path / "rgb", in_channels=3, out_channels=3)
     info = deploy(model, tmp_path / "d", DeployConfig(**{**TINY, "qat_iterations": 0}), progress=False)
     assert info["fd"] is None and "samples" not in info["stage_seconds"]
-    assert info["check"]["median_rel_error"] <= verify.MEDIAN_BOUND
+    chk = info["check"]
+    assert chk["checked_inputs"] == 3 * verify.CHECK_SAMPLES
+    assert chk["median_rel_error"] < 1e-4      # most inputs agree to float rounding; a flip cascades in one
     assert "No FD" in (tmp_path / "d" / "report.md").read_text()

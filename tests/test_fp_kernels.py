@@ -122,8 +122,8 @@ ATTENTIONS = [AttentionSpec(2, 35, 12, 3),         # d = 4: whole-head vectors
               AttentionSpec(1, 9, 40, 1),          # one head of 40: 8-lane vectors
               AttentionSpec(1, 21, 34, 2),         # d = 17: scalar output loop
               AttentionSpec(1, 1, 6, 6),           # l = 1, d = 1: unit loops
-              AttentionSpec(2, 48, 16, 2),         # l = 48: 16 partial results a row where PARTIAL_ROWS is on
-              AttentionSpec(1, 36, 24, 3)]         # l = 36: 4 partial results a row where it is on
+              AttentionSpec(2, 48, 16, 2),         # l = 48: 16 partial results a row
+              AttentionSpec(1, 36, 24, 3)]         # l = 36: 4 partial results a row
 
 
 def attention_ref(s: AttentionSpec, q, k, v) -> np.ndarray:
