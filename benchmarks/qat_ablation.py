@@ -30,7 +30,7 @@ NOTES_FILE = ROOT / "benchmarks" / "qat_ablation_notes.json"   # hand-written: w
 # (config, wbits, abits, variant, seed); variants: mpqdm/testing/bench.py QAT_VARIANTS. OMQ uses the
 # released code's fixed 10% split: under PTQ costs the k search keeps k = 0 at W2 (ptq.md).
 ROWS = [("W2A4", 2, 4, "fp", 0)]
-ROWS += [("W2A4", 2, 4, v, s) for v, seeds in (("baseline", (0, 1)), ("omq", (0,)), ("trd", (0,)),
+ROWS += [("W2A4", 2, 4, v, s) for v, seeds in (("baseline", (0, 1)), ("omq", (0, 1)), ("trd", (0,)),
                                                 ("mpqdm", (0, 1))) for s in seeds]
 ROWS += [("W4A4", 4, 4, v, s) for v in ("baseline", "mpqdm") for s in (0, 1)]
 
@@ -194,6 +194,9 @@ def main() -> None:
     ap.add_argument("--report", action="store_true", help="only rewrite the JSON and Markdown (notes edited)")
     args = ap.parse_args()
     only = {k for k in args.only.split(",") if k}
+    unknown = sorted(only - {key(r) for r in ROWS})
+    if unknown:
+        ap.error(f"--only: no row {', '.join(unknown)}; rows: {', '.join(key(r) for r in ROWS)}")
     todo = [r for r in ROWS if key(r) not in finished(args) and (not only or key(r) in only)]
     if args.report or not todo:
         write_report(args)

@@ -232,7 +232,8 @@ def md_sections(info: dict) -> list[tuple[str, list[dict] | str]]:
         ("Quality", quality),
         ("Check of the built binary", calls),
         ("Check summary", f"Median relative error of one UNet call on one input against PyTorch "
-         f"{chk['median_rel_error']:.2e} (bound {chk['bound']:g}; {above_bound(chk)}); a 2-sample DDIM run is {chk['sampling_psnr_db_vs_pytorch']} dB from PyTorch's. "
+         f"{chk['median_rel_error']:.2e} (bound {chk['bound']:g}; {above_bound(chk)}); a 2-sample DDIM run is "
+         f"{chk['sampling_psnr_db_vs_pytorch']} dB from PyTorch's. "
          + (f"The {info['board']} binary ran under `{chk['runner']}`; identical to the host build: "
             f"{chk['identical_to_host']}." if chk["emulated"] else "The board binary ran natively.")),
         ("Stages", stages),
