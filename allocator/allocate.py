@@ -44,7 +44,7 @@ def to_plan(stats: dict, problems: list[LayerProblem], sol: Solution, group_size
 
 def plan_layers(plan: BitPlan, stats: dict) -> list[tuple]:
     """The quantized layers of a plan as LatencyTable.step_ms takes them."""
-    return [(stats["layers"][n]["shape"], p.c_out, partial_width(p.c_out),
+    return [(n, stats["layers"][n]["shape"], p.c_out, partial_width(p.c_out),
              [(g.stop - g.start, g.wbits) for g in p.groups], p.abits)
             for n, p in plan.layers.items() if isinstance(p, LayerPlan)]
 

@@ -17,7 +17,8 @@
 - Latency: the model of core/latency.py (LatencyTable.layer_ms): each width a layer uses pays
   its fixed cost t0_b once, each channel its slope_b; a plan's widths run in one contiguous block
   each (bits never increase along the kurtosis order), so this is the kernel the plan compiles to.
-  Each layer's input quantizer at its activation width (qt[a]), and the calls no plan changes
+  Each layer's input quantizer at its activation width (qt[a]; 0 where it runs inside the GroupNorm
+  before the layer, whose time is a fixed call), and the calls no plan changes
   (fixed_ms: GroupNorm, attention, ...), make the latency a whole UNet call.
 Layers the policy keeps at 8 bits are pinned (W8A8, their cost counted as constants); float layers
 are outside the problem.
@@ -97,7 +98,7 @@ def build(stats: dict, table: LatencyTable, threads: int, group_size: int, bits=
     if missing:
         raise UserError(f"the statistics have no costs for {missing}-bit weights (they cover {cand}). "
                         "Possible solutions: choose --bits among those, or re-run mpqdm stats")
-    out = []
+    out, fused = [], table.fused_quantizers(stats["model"]["sha256"][:16])
     for name, L in stats["layers"].items():
         if L["policy"] == "float":
             continue
@@ -112,7 +113,7 @@ def build(stats: dict, table: LatencyTable, threads: int, group_size: int, bits=
             p.cost[a] = {b: group_costs(L, cand, a, b, order, bounds, cost_model) for b in widths}
             for b in widths:
                 p.t0[a, b], p.slope[a, b] = table.fit(L["shape"], p.c_out, partial_width(p.c_out), b, a, threads)
-            p.qt[a] = table.time("quantize", L["shape"], 0, a, threads, 0)
+            p.qt[a] = 0.0 if name in fused else table.time("quantize", L["shape"], 0, a, threads, 0)
         p.gbytes = {b: np.array([group_bytes(k, n, b) for n in sizes]) for b in widths}
         out.append(p)
     if not out:

@@ -5,8 +5,10 @@ time embedding, conv_in, down blocks (resnets, attentions, downsamplers), the mi
 (skip concatenation, resnets, attentions, upsamplers), norm/SiLU/conv_out. A quantized layer becomes
 two calls: `quantize` (the SmoothQuant division and the input codes of the sampling step) and the
 packed mixed-precision `qconv` of the board; a float layer one fp32 conv or dense. GroupNorm + SiLU
-is one call. The time-embedding projection of a resnet is added to conv1's bias (a [C] add), so the
-broadcast add costs no pass over the feature map. Anything else is refused by name.
+is one call; where its output feeds one quantized conv only (a resnet's conv1 and conv2, conv_out)
+that conv's quantizer runs inside it and the quantize call goes. The time-embedding projection of a
+resnet is added to conv1's bias (a [C] add), so the broadcast add costs no pass over the feature map.
+Anything else is refused by name.
 """
 
 from __future__ import annotations
@@ -73,15 +75,17 @@ class Lowering:
         self.plan.call(self.kernel(kind, spec, build), args, op)
 
     # -- elementwise ops -------------------------------------------------------------------------------
-    def group_norm(self, gn: nn.GroupNorm, x: str, silu: bool, op: str) -> str:
+    def group_norm(self, gn: nn.GroupNorm, x: str, silu: bool, op: str, quantizer: tuple = ()) -> str:
+        """GroupNorm (+ SiLU) of x; with `quantizer` (the consuming layer's smooth, act, az, qmax and
+        codes tensors) it writes that layer's input codes instead of the float map."""
         n, h, w, c = self.shape(x)
         if not gn.affine:
             raise unsupported(f"{op}: GroupNorm without affine parameters")
-        spec = fp.GroupNormSpec(n, h, w, c, gn.num_groups, float(gn.eps), silu)
+        spec = fp.GroupNormSpec(n, h, w, c, gn.num_groups, float(gn.eps), silu, quantize=bool(quantizer))
         g = self.const(f"{op}.weight", gn.weight.detach().numpy(), "float32")
         b = self.const(f"{op}.bias", gn.bias.detach().numpy(), "float32")
-        y = self.act((n, h, w, c))
-        self.call("group_norm", spec, lambda s: fp.schedule_group_norm(spec, s), (x, g, b, y), op)
+        y = quantizer[-1] if quantizer else self.act((n, h, w, c))
+        self.call("group_norm", spec, lambda s: fp.schedule_group_norm(spec, s), (x, g, b, *quantizer[:-1], y), op)
         return y
 
     def eltwise(self, kind: str, xs: list[str], op: str) -> str:
@@ -110,12 +114,16 @@ class Lowering:
         return y
 
     # -- layers ----------------------------------------------------------------------------------------
-    def layer(self, name: str, x: str, bias: str | None = None) -> str:
+    def layer(self, name: str, x: str, bias: str | None = None, norm: tuple | None = None) -> str:
         """A Conv2d (x NHWC) or Linear (x [..., c_in]) of the model; `bias` replaces the layer's bias
-        by a tensor computed at run time (conv1 + time embedding)."""
+        by a tensor computed at run time (conv1 + time embedding). `norm` (GroupNorm, silu, op): the
+        layer's input is that GroupNorm of x, used by nothing else, so a quantized layer's input
+        quantizer runs inside the GroupNorm call (codes out, no float map, no quantize call)."""
         mod = self.unet.get_submodule(name)
         quant = isinstance(mod, QuantLayer)
         fpm = mod.fp if quant else mod
+        if norm is not None and not (quant and isinstance(fpm, nn.Conv2d)):
+            x, norm = self.group_norm(norm[0], x, norm[1], norm[2]), None
         shape = self.shape(x)
         if isinstance(fpm, nn.Conv2d):
             n, h, w, c_in = shape
@@ -136,7 +144,7 @@ class Lowering:
             bias = self.const(f"{name}.bias", b, "float32")
         y4 = self.act((geo[0], *out_shape[1:]) if len(out_shape) == 4 else (geo[0], 1, 1, geo[4]))
         if quant:
-            self.quantized(name, xin, bias, y4, geo)
+            self.quantized(name, xin, bias, y4, geo, norm)
         else:
             self.floating(name, fpm, xin, bias, y4, geo)
         return y4 if len(out_shape) == 4 else self.view(y4, out_shape)
@@ -154,7 +162,7 @@ class Lowering:
             xv, yv = self.view(x, (n, c_in)), self.view(y, (n, c_out))
             self.call("dense", spec, lambda sym: fp.schedule_dense(spec, sym), (xv, wc, bias, yv), name)
 
-    def quantized(self, name, x, bias, y, geo) -> None:
+    def quantized(self, name, x, bias, y, geo, norm=None) -> None:
         n, h, w, c_in, c_out, k, _, s, p = geo
         lp, meta, t = self.bitplan.layers[name], self.meta["layers"][name], self.t
         groups = tuple((g.stop - g.start, g.wbits) for g in lp.groups)
@@ -164,8 +172,13 @@ class Lowering:
         az = Arg(self.const(f"{name}.azero", t[f"{name}.azero"].numpy()[idx], "int32"), True)
         smooth = self.const(f"{name}.smooth", t[f"{name}.smooth"].numpy(), "float32")
         codes = self.act((n, h, w, c_in), "uint8")
-        qspec = ((n, h, w, c_in), abits)
-        self.call("quantize", qspec, lambda sym: schedule_quantize(*qspec, sym), (x, smooth, act, az, codes), name)
+        if norm is not None:
+            qmax = self.const(f"{name}.qmax", np.array([2 ** abits - 1], np.float32), "float32")
+            self.group_norm(norm[0], x, norm[1], norm[2], (smooth, act, az, qmax, codes))
+        else:
+            qspec = ((n, h, w, c_in), abits)
+            self.call("quantize", qspec, lambda sym: schedule_quantize(*qspec, sym), (x, smooth, act, az, codes),
+                      name)
         spec = ConvSpec(n, h, w, c_in, c_out, k, k, s, p, groups, abits)
         rows = weight_rows(t[f"{name}.wcodes"].numpy())                  # plan order
         wc = weight_constants(spec, rows, lp.order, t[f"{name}.wstep"].numpy(), t[f"{name}.wzero"].numpy())
@@ -185,7 +198,6 @@ class Lowering:
                          ("skip_time_act", not getattr(r, "skip_time_act", False))):
             if not ok:
                 raise unsupported(f"{name}: ResnetBlock2D with {attr}={getattr(r, attr, None)!r}")
-        h = self.group_norm(r.norm1, x, True, f"{name}.norm1")
         bias = None
         if r.time_emb_proj is not None:
             proj = self.layer(f"{name}.time_emb_proj", temb_silu)                  # [1, C]
@@ -194,9 +206,8 @@ class Lowering:
             b1 = self.const(f"{name}.conv1.bias", b.reshape(1, 1, 1, -1), "float32")
             proj = self.view(proj, (1, 1, 1, b.size))
             bias = self.view(self.eltwise("add", [b1, proj], f"{name}.temb_add"), (b.size,))
-        h = self.layer(f"{name}.conv1", h, bias)
-        h = self.group_norm(r.norm2, h, True, f"{name}.norm2")
-        h = self.layer(f"{name}.conv2", h)
+        h = self.layer(f"{name}.conv1", x, bias, norm=(r.norm1, True, f"{name}.norm1"))
+        h = self.layer(f"{name}.conv2", h, norm=(r.norm2, True, f"{name}.norm2"))
         if r.conv_shortcut is not None:
             x = self.layer(f"{name}.conv_shortcut", x)
         return self.eltwise("add", [x, h], f"{name}.residual")
@@ -263,8 +274,7 @@ class Lowering:
             h = self.block(f"up_blocks.{i}", blk, h, temb_silu, skips, up=True)
         if u.conv_norm_out is None:
             raise unsupported("UNet2DModel without conv_norm_out")
-        h = self.group_norm(u.conv_norm_out, h, True, "conv_norm_out")
-        h = self.layer("conv_out", h)
+        h = self.layer("conv_out", h, norm=(u.conv_norm_out, True, "conv_norm_out"))
         self.plan.tensors[h].kind = OUTPUT          # conv_out writes the noise prediction directly
         return self.plan
 

@@ -116,8 +116,9 @@ def conv_jobs(specs: dict[str, ConvSpec], wbits, abits, policy: LayerPolicy, boa
     return jobs
 
 
-def float_calls(folder: Path, board) -> tuple[list[Job], list[dict]]:
-    """The plan-independent kernels of the model's UNet call, lowered for the board, and their counts."""
+def float_calls(folder: Path, board) -> tuple[list[Job], list[dict], list[str]]:
+    """The plan-independent kernels of the model's UNet call, lowered for the board, their counts, and
+    the quantized layers with no quantize call (their quantizer runs inside the GroupNorm before them)."""
     from mpqdm.frontend.quant.calibrate import CalibConfig
     from mpqdm.frontend.quant.ptq import PTQConfig, quantize
 
@@ -144,7 +145,9 @@ def float_calls(folder: Path, board) -> tuple[list[Job], list[dict]]:
         func = plan.kernels[sym][sym]
         jobs.append(Job(op, shape, 0, 0, 0, lambda s, f=func: tvm.IRModule({s: f.with_attr("global_symbol", s)})))
         calls.append({"op": op, "shape": shape, "count": n})
-    return jobs, calls
+    ops = {(call_kind(c.kernel), c.op) for c in plan.calls}
+    fused = sorted(name for kind, name in ops if kind == "qconv" and ("quantize", name) not in ops)
+    return jobs, calls, fused
 
 
 def model_id(folder: Path) -> str:
@@ -186,10 +189,10 @@ def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFA
     with tempfile.TemporaryDirectory(prefix="mpqdm-profile-") as tmp:
         folder = model_folder(model_dir, Path(tmp))
         specs = layer_specs(load_model(folder).eval())
-        fp_jobs, calls = float_calls(folder, board)
+        fp_jobs, calls, fused = float_calls(folder, board)
         jobs = conv_jobs(specs, wbits, abits, LayerPolicy(), board) + fp_jobs
         mid = model_id(folder)
-    table.models[mid] = {"name": Path(str(model_dir)).name, "calls": calls}
+    table.models[mid] = {"name": Path(str(model_dir)).name, "calls": calls, "fused_quantizers": fused}
     todo = [j for j in jobs if fresh or table.entries.get(j.key(threads), {}).get("build_id") != build_id]
     table.save(path)
     if passes < 1:

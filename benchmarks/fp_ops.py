@@ -11,6 +11,8 @@ their input quantizers), one row per (op, shape), the models that use it listed.
   TorchScript exporter, as runtime_host.py exports the whole model) and run by ONNX Runtime (1 intra-op
   thread, all graph optimizations); per run the sum of its nodes' kernel times from ORT's own profiler
   (no Python call overhead in it), median over --repeats runs after warm-up.
+A GroupNorm with its consumer's quantizer fused in (quantize=True) is timed against ORT's GroupNorm
+(+ SiLU) alone: ours does the quantizer's work on top.
 Target (the host-step issue): per op kind, the median of ours / ORT over its shapes at most 1.0.
 
 Run (on a quiet machine): .venv/bin/python benchmarks/fp_ops.py [--models default,ddpm-cifar10,attention-heavy]
@@ -158,7 +160,8 @@ def fp_jobs(model: str) -> tuple[list, list[dict]]:
     from mpqdm.testing.bench import random_model
 
     folder = DEFAULT_MODEL if model == "default" else random_model(ROOT, model)
-    return float_calls(Path(folder), load_board("host"))
+    jobs, calls, _ = float_calls(Path(folder), load_board("host"))
+    return jobs, calls
 
 
 def summary(rows: list[dict]) -> list[dict]:

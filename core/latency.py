@@ -7,7 +7,8 @@ the allocator and the reports.
               "build_id": "...", "measured": "2026-11-23T01:50:00Z",
               "key": "rpi5", "cpu": "Cortex-A76", "features": ["neon", "dotprod"], "emulated": false}, ...],
  "models": {"<model sha256[:16]>": {"name": "mnist-default",
-            "calls": [{"op": "group_norm", "shape": "GroupNormSpec(...)", "count": 27}, ...]}}}
+            "calls": [{"op": "group_norm", "shape": "GroupNormSpec(...)", "count": 27}, ...],
+            "fused_quantizers": ["down_blocks.0.resnets.0.conv1", ...]}}}
 
 Entries: one per call kind of a compiled plan (backend_tvm/plan.py), each timed as the C runtime runs
 it (its own thread pool). Keyed by (op, shape, wbits, abits, threads, channels):
@@ -22,7 +23,9 @@ Where each came from: the RPC key of the board that ran it (local: "local"), the
 features it reported, threads, build id, date; `emulated` marks a board under qemu (its times prove
 that a kernel loads and runs, they are no milliseconds).
 `models` lists, per profiled model, the plan-independent calls of one UNet call (every op but qconv
-and quantize) with their counts, so that a plan's latency is a whole UNet call (step_ms).
+and quantize) with their counts, so that a plan's latency is a whole UNet call (step_ms), and the
+quantized layers whose input quantizer runs inside the producing GroupNorm call (its time is in that
+call's entry: such a layer pays no quantize entry; absent in tables written before the fusion).
 Merging replaces entries with the same key and keeps the others, so tables of several models share
 one file. Latency of a layer with a bit mix: per width b, t(n) = t0_b + n * slope_b through the full
 and the partial measurement, and
@@ -90,6 +93,10 @@ def _check_models(path: Path, models) -> dict:
                 and isinstance(c.get("count"), int) and c["count"] >= 1 for c in calls):
             raise UserError(f"{where}[{sha!r}] needs calls [{{op, shape, count}}, ...]. Possible solutions: "
                             "profile again")
+        fused = m.get("fused_quantizers", [])
+        if not isinstance(fused, list) or not all(isinstance(n, str) for n in fused):
+            raise UserError(f"{where}[{sha!r}] fused_quantizers must be a list of layer names. Possible "
+                            "solutions: profile again")
     return models
 
 
@@ -215,18 +222,24 @@ class LatencyTable:
 
     def step_ms(self, model: str, layers, threads: int) -> dict[str, float]:
         """Predicted ms of one UNet call of `model` (its sha256[:16]) by op: `layers` are the quantized
-        layers' (shape, c_out, partial, groups [(channels, bits), ...], abits)."""
+        layers' (name, shape, c_out, partial, groups [(channels, bits), ...], abits)."""
         m = self.models.get(model)
         if m is None:
             raise UserError(f"latency table for {self.board!r} has no whole-step calls of model {model} (its "
                             f"float calls). Possible solutions: mpqdm profile --board {self.board} MODEL")
         out: dict[str, float] = {"qconv": 0.0, "quantize": 0.0}
-        for shape, c_out, partial, groups, abits in layers:
+        fused = self.fused_quantizers(model)
+        for name, shape, c_out, partial, groups, abits in layers:
             out["qconv"] += self.layer_ms(shape, c_out, partial, groups, abits, threads)
-            out["quantize"] += self.time("quantize", shape, 0, abits, threads, 0)
+            if name not in fused:
+                out["quantize"] += self.time("quantize", shape, 0, abits, threads, 0)
         for c in m["calls"]:
             out[c["op"]] = out.get(c["op"], 0.0) + c["count"] * self.time(c["op"], c["shape"], 0, 0, threads, 0)
         return out
+
+    def fused_quantizers(self, model: str) -> set[str]:
+        """The layers of `model` whose input quantizer runs inside the GroupNorm call before them."""
+        return set(self.models.get(model, {}).get("fused_quantizers", []))
 
     def fixed_ms(self, model: str, threads: int) -> float:
         """The plan-independent part of one UNet call (every op but qconv and quantize)."""

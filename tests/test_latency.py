@@ -57,13 +57,16 @@ def test_whole_step_counts_quantizers_and_float_calls():
              entry("GroupNormSpec(x)", 0, 0, 0, 0.5, op="group_norm"), entry("AddSpec(y)", 0, 0, 0, 0.1, op="add")])
     t.models["m" * 16] = {"name": "m", "calls": [{"op": "group_norm", "shape": "GroupNormSpec(x)", "count": 3},
                                                  {"op": "add", "shape": "AddSpec(y)", "count": 2}]}
-    got = t.step_ms("m" * 16, [("s", 64, 64, [(64, 2)], 4)] * 2, threads=2)
+    got = t.step_ms("m" * 16, [("a", "s", 64, 64, [(64, 2)], 4), ("b", "s", 64, 64, [(64, 2)], 4)], threads=2)
     assert got == pytest.approx({"qconv": 2.0, "quantize": 0.5, "group_norm": 1.5, "add": 0.2})
+    t.models["m" * 16]["fused_quantizers"] = ["b"]         # b's quantizer runs inside a GroupNorm call
+    got = t.step_ms("m" * 16, [("a", "s", 64, 64, [(64, 2)], 4), ("b", "s", 64, 64, [(64, 2)], 4)], threads=2)
+    assert got["quantize"] == pytest.approx(0.25)
     assert t.fixed_ms("m" * 16, 2) == pytest.approx(1.7)
     with pytest.raises(UserError, match="no whole-step calls of model"):
         t.step_ms("z" * 16, [], 2)
     with pytest.raises(UserError, match=r"no entry op=quantize shape=s wbits=0 abits=8.*host --threads 2 MODEL"):
-        t.step_ms("m" * 16, [("s", 64, 64, [(64, 2)], 8)], 2)
+        t.step_ms("m" * 16, [("a", "s", 64, 64, [(64, 2)], 8)], 2)
 
 
 def test_a_table_of_another_cpu_is_refused():

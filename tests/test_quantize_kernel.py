@@ -34,3 +34,37 @@ def test_bad_input():
         schedule_quantize((2, 3), 3)
     with pytest.raises(ValueError, match="positive"):
         schedule_quantize((0, 3), 4)
+
+
+# GroupNorm (+ SiLU) with the consumer's quantizer fused in (kernels/fp.py GroupNormSpec.quantize):
+# the same codes, bit for bit, as GroupNorm's float output through the quantize kernel, built for
+# the host board's target (its FMA contraction included)
+FUSED = [((2, 7, 5, 12, 3), True, 4), ((1, 3, 5, 40, 8), False, 8), ((1, 9, 31, 48, 6), True, 4),
+         ((1, 1, 3, 6, 2), True, 8)]
+
+
+@pytest.mark.parametrize("dims,silu,abits", FUSED, ids=lambda v: str(v))
+def test_group_norm_with_the_quantizer_fused_equals_the_two_calls(dims, silu, abits):
+    from mpqdm.backend_tvm.kernels import fp
+    from mpqdm.boards.registry import load_board
+
+    tgt = load_board("host").tvm_target_dict()
+    plain, fused = fp.GroupNormSpec(*dims, silu=silu), fp.GroupNormSpec(*dims, silu=silu, quantize=True)
+    rng = np.random.default_rng(11)
+    shape = dims[:4]
+    x = (rng.normal(size=shape) * 3 + 1).astype(np.float32)
+    gamma, beta = (rng.normal(size=shape[-1]).astype(np.float32) for _ in range(2))
+    smooth = rng.uniform(0.3, 3.0, size=shape[-1]).astype(np.float32)
+    step, zero, qmax = np.float32(2.5 / 2 ** abits), 2 ** (abits - 2), 2 ** abits - 1
+    y = np.zeros(shape, np.float32)
+    gn = tvm.compile(fp.schedule_group_norm(plain), target=tgt)
+    gn.mod["group_norm"](*[tensor(a) for a in (x, gamma, beta)], yt := tensor(y))
+    q = tvm.compile(schedule_quantize(shape, abits), target=tgt)
+    consts = [np.array([step], np.float32), np.array([zero], np.int32)]
+    q.mod["quantize"](yt, *[tensor(a) for a in (smooth, *consts)], want := tensor(np.zeros(shape, np.uint8)))
+    both = tvm.compile(fp.schedule_group_norm(fused), target=tgt)
+    args = [tensor(a) for a in (x, gamma, beta, smooth, *consts, np.array([qmax], np.float32))]
+    both.mod["group_norm"](*args, got := tensor(np.zeros(shape, np.uint8)))
+    assert np.array_equal(got.numpy(), want.numpy())
+    codes = got.numpy()
+    assert len(np.unique(codes)) >= min(codes.size, qmax) // 2       # spread over the codes, not clamped

@@ -206,7 +206,10 @@ def schedule_dense(s: DenseSpec, name: str = "dense") -> tvm.IRModule:
 
 @dataclass(frozen=True)
 class GroupNormSpec:
-    """torch.nn.GroupNorm(groups, c, eps, affine=True) on X [n, h, w, c]; then SiLU when `silu`."""
+    """torch.nn.GroupNorm(groups, c, eps, affine=True) on X [n, h, w, c]; then SiLU when `silu`; with
+    `quantize` the output is the consuming quantized layer's input codes (uint8, vmath.act_code), its
+    smooth [c], act [1], az [1] and code maximum qmax [1] (float32: one kernel serves A4 and A8) as
+    inputs after beta, so the float map is never written."""
     n: int
     h: int
     w: int
@@ -214,6 +217,7 @@ class GroupNormSpec:
     groups: int
     eps: float = 1e-5
     silu: bool = False
+    quantize: bool = False
 
     def __post_init__(self):
         check_ints("group_norm", self, ("n", "h", "w", "c", "groups"))
@@ -221,8 +225,9 @@ class GroupNormSpec:
             raise ValueError(f"group_norm groups={self.groups} does not divide c={self.c}")
         if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or not self.eps > 0:
             raise ValueError(f"group_norm eps must be a float > 0, got {self.eps!r}")
-        if not isinstance(self.silu, bool):
-            raise ValueError(f"group_norm silu must be a bool, got {self.silu!r}")
+        for f in ("silu", "quantize"):
+            if not isinstance(getattr(self, f), bool):
+                raise ValueError(f"group_norm {f} must be a bool, got {getattr(self, f)!r}")
 
 
 def square(v: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -262,8 +267,15 @@ def group_norm_func(s: GroupNormSpec) -> tirx.PrimFunc:
         v = x[n, i, j, c] * scale[n, c] + shift[n, c]
         return vmath.silu(v) if s.silu else v
 
-    y = te.compute((s.n, s.h, s.w, s.c), norm, name="Y")
-    return te.create_prim_func([x, gamma, beta, y])
+    if not s.quantize:
+        return te.create_prim_func([x, gamma, beta, te.compute((s.n, s.h, s.w, s.c), norm, name="Y")])
+    smooth = te.placeholder((s.c,), "float32", name="smooth")
+    act, qmax = (te.placeholder((1,), "float32", name=nm) for nm in ("act", "qmax"))
+    az = te.placeholder((1,), "int32", name="az")
+    yf = te.compute((s.n, s.h, s.w, s.c), norm, name="Yf")        # one pixel's floats at a time (schedule)
+    y = te.compute((s.n, s.h, s.w, s.c), lambda n, i, j, c: vmath.act_code(
+        yf[n, i, j, c], smooth[c], act[0], az[0], qmax[0]), name="Y")
+    return te.create_prim_func([x, gamma, beta, smooth, act, az, qmax, y])
 
 
 def schedule_group_norm(s: GroupNormSpec, name: str = "group_norm") -> tvm.IRModule:
@@ -282,6 +294,10 @@ def schedule_group_norm(s: GroupNormSpec, name: str = "group_norm") -> tvm.IRMod
             init = sch.decompose_reduction(b, rh)
             sch.vectorize(sch.get_loops(init)[-1])
     schedule_pointwise(sch, "Y", name)
+    if s.quantize:          # the floats of one pixel in a small local buffer, then its codes
+        yf = sch.get_sblock("Yf", func_name=name)
+        sch.compute_at(yf, sch.get_loops(sch.get_sblock("Y", func_name=name))[1], preserve_unit_loops=True)
+        vectorize_inner(sch, sch.get_loops(yf)[-1])
     return sch.mod
 
 

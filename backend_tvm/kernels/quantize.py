@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from ..tvm_compat import Schedule, te, tirx, tvm
+from . import vmath
 from .fp import PARALLEL_MIN, vectorize_inner
 
 
@@ -24,11 +25,8 @@ def quantize_func(shape: tuple[int, ...], abits: int):
     az = te.placeholder((1,), "int32", name="az")
     qmax = float(2 ** abits - 1)
 
-    def code(*idx):
-        v = tirx.round(x[idx] / smooth[idx[-1]] / act[0]) + az[0].astype("float32")
-        return tirx.max(tirx.min(v, qmax), 0.0).astype("uint8")
-
-    q = te.compute(tuple(shape), code, name="Q")
+    q = te.compute(tuple(shape), lambda *i: vmath.act_code(x[i], smooth[i[-1]], act[0], az[0],
+                                                             tirx.const(qmax, "float32")), name="Q")
     return te.create_prim_func([x, smooth, act, az, q])
 
 

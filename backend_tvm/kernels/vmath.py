@@ -43,3 +43,10 @@ def sigmoid(x: tirx.PrimExpr) -> tirx.PrimExpr:
 def silu(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """x * sigmoid(x), as x / (1 + e^-x): one division, and -0 rather than NaN far below zero."""
     return x / (c(1.0) + exp(-x))
+
+
+def act_code(v, smooth, act, az, qmax):
+    """A quantized layer's input code of v (kernels/quantize.py): clamp(round(v / smooth / act) + az,
+    0, qmax) as uint8, in the frontend integer reference's order of operations."""
+    q = tirx.round(v / smooth / act) + az.astype(F32)
+    return tirx.max(tirx.min(q, qmax), tirx.const(0.0, F32)).astype("uint8")

@@ -51,7 +51,7 @@ def predicted(export: Path, plan: BitPlan, meta: dict, board, table_path: Path, 
     specs = layer_specs(load_unet(export).eval())
     try:
         by_kind = table.step_ms(plan.model_sha256[:16], [
-            (specs[n].shape_key(), p.c_out, partial_width(p.c_out), [(g.stop - g.start, g.wbits) for g in p.groups],
+            (n, specs[n].shape_key(), p.c_out, partial_width(p.c_out), [(g.stop - g.start, g.wbits) for g in p.groups],
              p.abits) for n, p in layers.items()], threads)
     except UserError as exc:
         out["latency_note"] = str(exc).split(". Possible")[0]
