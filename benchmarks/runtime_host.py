@@ -19,6 +19,10 @@ Engines (batch 1, one UNet call per sampling step):
   MatMuls of Linear layers (a weight initializer as second input) are quantized; the attention QK^T and AV
   MatMuls (two activations) stay fp32. Calibration: 8 inputs x ~ N(0,1) at timesteps spread over the training
   schedule (MinMax).
+- mpqdm-W2A4-procs (the machine's control, at 2 threads and more): as many 1-thread mpqdm-run processes
+  at once as threads; its time is their mean, and `machine_speedup` = threads x our 1-thread time / it,
+  the speed-up that independent streams of our work got from the cores in that round (these shared
+  machines' second core is often slower than the first): a ceiling for any threading of ours.
 Rounds: per model, every (engine, threads) runs once in turn, --rounds times (3); a row is the median of its
 rounds, and a ratio the median over rounds of the ratio within one round (a slow spell of this shared machine
 then slows both sides of it). torch and ORT run each (engine, model, threads) in a fresh subprocess
@@ -69,6 +73,7 @@ def export_of(model: str) -> Path:
     model with OMQ's mixed-bit split, the others uniform)."""
     return ptq_w2a4_export(fp_model(model), OUT / f"{model}-W2A4", "omq" if model == "default" else "uniform")
 ENGINES = ["mpqdm-W2A4", "torch-fp32", "ort-fp32", "ort-int8"]
+CONTROL = "mpqdm-W2A4-procs"     # the machine control: `threads` 1-thread processes at once (machine_control)
 CALIB_SAMPLES = 8
 
 
@@ -139,13 +144,13 @@ def onnx_int8(model: str, fp32: Path) -> tuple[Path, str]:
 
 # ---------------------------------------------------------------- engines
 
-def engine_mpqdm(model: str, threads: int, count: int) -> dict:
+def mpqdm_cmd(model: str, threads: int, count: int, out: str) -> list[str]:
     binary = mpqdm_binary(model)
-    art = binary.parent / "model.mpq"
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [str(binary), str(art), "--seed", "0", "--count", str(count), "--threads", str(threads), "--out", tmp,
-               "--bench"]
-        r = spawn(cmd)
+    return [str(binary), str(binary.parent / "model.mpq"), "--seed", "0", "--count", str(count),
+            "--threads", str(threads), "--out", out, "--bench"]
+
+
+def parse_bench(cmd: list[str], r) -> dict:
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
     lines = r.stdout.strip().splitlines()
@@ -153,10 +158,35 @@ def engine_mpqdm(model: str, threads: int, count: int) -> dict:
     median = re.match(r"median step: ([0-9.]+) ms", lines[1])
     peak = re.search(r"peak RSS ([0-9.]+) MB", lines[-1])
     assert step and median and peak, f"unexpected mpqdm-run --bench output:\n{r.stdout[:500]}"
+    binary, art = Path(cmd[0]), Path(cmd[1])
     n = int(step.group(2)) * int(step.group(3))
     return {"seconds_per_step": float(median.group(1)) / 1e3, "peak_mb": float(peak.group(1)),
             "size_mb": mb(binary.stat().st_size + art.stat().st_size),
             "note": f"median of {n} steps ({step.group(2)} steps x {step.group(3)} samples; mean {step.group(1)} ms)"}
+
+
+def engine_mpqdm(model: str, threads: int, count: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = mpqdm_cmd(model, threads, count, tmp)
+        return parse_bench(cmd, spawn(cmd))
+
+
+def machine_control(model: str, procs: int, count: int) -> dict:
+    """`procs` 1-thread mpqdm-run processes at once: what this machine gives `procs` independent
+    streams of our work at this moment (no shared memory, no barriers). Its seconds per step is the
+    processes' mean; (procs x the 1-thread time) / it is the speed-up any `procs`-thread code could
+    reach in that round."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmds = [mpqdm_cmd(model, 1, count, f"{tmp}/{k}") for k in range(procs)]
+        running = [subprocess.Popen(["/bin/sh", "-c", '"$@"; exit $?', "sh", *c], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, cwd=ROOT) for c in cmds]
+        results = []
+        for c, pr in zip(cmds, running, strict=True):
+            out, err = pr.communicate()
+            results.append(parse_bench(c, subprocess.CompletedProcess(c, pr.returncode, out, err)))
+    return {"seconds_per_step": float(np.mean([r["seconds_per_step"] for r in results])),
+            "peak_mb": max(r["peak_mb"] for r in results), "size_mb": results[0]["size_mb"],
+            "note": f"{procs} processes of mpqdm-run --threads 1 at once, mean of their medians"}
 
 
 def engine_torch(model: str, threads: int, repeats: int, warmup: int) -> dict:
@@ -221,20 +251,26 @@ def ratios(rows: list[dict]) -> list[dict]:
     for (engine, model, threads), ours in by.items():
         if engine != "mpqdm-W2A4":
             continue
+        control = by.get((CONTROL, model, threads))
         row = {"model": model, "threads": threads}
         for peer in ENGINES[1:]:
             row[f"vs_{peer.replace('-', '_')}"] = ratio(ours, by.get((peer, model, threads)))
         vs = row.get("vs_ort_int8")
         row["target_vs_ort_int8"] = None if vs is None else ("met" if vs <= 1.0 else "missed")
-        row["speedup_vs_1_thread"] = None if threads == 1 else ratio(by.get((engine, model, 1)), ours)
+        ours_1 = by.get((engine, model, 1))
+        row["speedup_vs_1_thread"] = None if threads == 1 else ratio(ours_1, ours)
         # the control: what the machine let a peer gain from the same threads in the same rounds
         row["ort_int8_speedup_vs_1_thread"] = None if threads == 1 else ratio(
             by.get(("ort-int8", model, 1)), by.get(("ort-int8", model, threads)))
+        capacity = None if threads == 1 else ratio(ours_1, control)
+        row["machine_speedup"] = None if capacity is None else round(threads * capacity, 3)
         out.append(row)
     return out
 
 
 def engine_round(engine: str, model: str, t: int, a) -> dict:
+    if engine == CONTROL:
+        return machine_control(model, t, 1 if a.quick else SAMPLES[model])
     if engine == "mpqdm-W2A4":
         return engine_mpqdm(model, t, 1 if a.quick else SAMPLES[model])
     return run_worker(engine, model, t, a.repeats, a.warmup)
@@ -248,7 +284,7 @@ def model_rows(model: str, threads: list[int], a) -> list[dict]:
     runs: dict[tuple[str, int], list[dict]] = {}
     for k in range(a.rounds):
         for t in threads:
-            for engine in ENGINES:
+            for engine in ENGINES + ([CONTROL] if t > 1 else []):
                 res = engine_round(engine, model, t, a)
                 runs.setdefault((engine, t), []).append(res)
                 print(f"round {k + 1}/{a.rounds} {engine:11s} {model:13s} {t} thr: "
@@ -267,7 +303,7 @@ def write_markdown(path: Path, rows: list[dict], rat: list[dict], command: str, 
     show = [{**r, "ms_per_step": f"{1e3 * r['seconds_per_step']:.2f}"} for r in rows]
     cols = ["engine", "model", "threads", "ms_per_step", "peak_mb", "size_mb", "note"]
     rcols = ["model", "threads", "vs_ort_int8", "vs_torch_fp32", "vs_ort_fp32", "target_vs_ort_int8",
-             "speedup_vs_1_thread", "ort_int8_speedup_vs_1_thread"]
+             "speedup_vs_1_thread", "ort_int8_speedup_vs_1_thread", "machine_speedup"]
     rshow = [{k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rat]
     path.write_text(
         "# Host runtime: seconds per sampling step\n\n"
@@ -275,7 +311,10 @@ def write_markdown(path: Path, rows: list[dict], rat: list[dict], command: str, 
         "One UNet call per sampling step, batch 1. mpqdm-W2A4: the median step time `mpqdm-run --bench` prints "
         "(every step of the artifact's sampler); torch and ONNX Runtime: median of the timed calls after warm-up, "
         "each engine and thread count in its own process (peak_mb: that process's peak RSS). size_mb: binary + "
-        "model.mpq for mpqdm, the fp32 safetensors for torch, the .onnx file for ORT.\n\n"
+        "model.mpq for mpqdm, the fp32 safetensors for torch, the .onnx file for ORT. mpqdm-W2A4-procs: "
+        "the machine's control, as many 1-thread mpqdm-run processes at once as threads (machine_speedup: "
+        "threads x our 1-thread time / their mean time, what independent streams got from the cores in "
+        "the same rounds).\n\n"
         + markdown_table(show, cols)
         + "\n## Ratios (mpqdm-W2A4 seconds / peer seconds; target: <= 1.0 against ort-int8)\n\n"
         + markdown_table(rshow, rcols)
