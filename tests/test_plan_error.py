@@ -69,5 +69,6 @@ def test_layer_errors_in_one_batch_equal_one_layer_at_a_time(tiny_unet_dir):
                         out = q(traj.x[i], torch.full((2,), traj.t[i])).sample
                     total += float((out - traj.eps[i]).double().pow(2).mean())
                 want = total / len(steps)
-                assert abs(got[name][str(a)][k] - want) <= 1e-5 * want + 1e-12, (name, a, b)
+                # float32 sums in another order (a batch of variants; AVX-512 kernels): 1.2e-5 seen
+                assert abs(got[name][str(a)][k] - want) <= 1e-4 * want + 1e-12, (name, a, b)
         assert got[name]["4"][0] > got[name]["8"][2]      # W1A4 worse than W8A8
