@@ -1,5 +1,7 @@
 """Quantized conv / dense kernels (host build) against the NumPy integer reference: exact."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -24,12 +26,18 @@ def random_layer(spec: ConvSpec, rng):
 
 
 HOST_BOARD = load_board("host")
-SCHEDULES = ["dot", "portable", "plain"]
+# the host's own dot-product schedule, and on a host with VNNI also the AVX2 one it would otherwise get
+AVX2_BOARD = replace(HOST_BOARD, cpu_features=tuple(f for f in HOST_BOARD.cpu_features if "vnni" not in f))
+SCHEDULES = ["dot", "avx2", "portable", "plain"]
+BOARDS = {"dot": HOST_BOARD, "avx2": AVX2_BOARD}
 
 
 def needs_dot(schedule: str) -> None:
-    if schedule == "dot" and dot_intrins(ConvSpec(1, 1, 1, 4, 8, groups=((8, 2),), abits=4), HOST_BOARD) is None:
-        pytest.skip(f"this host has no dot-product instruction we use (features: {HOST_BOARD.cpu_features})")
+    board = BOARDS.get(schedule)
+    if board is not None and dot_intrins(ConvSpec(1, 1, 1, 4, 8, groups=((8, 2),), abits=4), board) is None:
+        pytest.skip(f"this host has no dot-product instruction we use (features: {board.cpu_features})")
+    if schedule == "avx2" and not set(HOST_BOARD.cpu_features) - set(AVX2_BOARD.cpu_features):
+        pytest.skip("this host has no VNNI: its dot schedule is the AVX2 one, tested as 'dot'")
 
 
 def run(spec: ConvSpec, rng, with_epilogue: bool, scheduled: str = "dot"):
@@ -48,7 +56,7 @@ def run(spec: ConvSpec, rng, with_epilogue: bool, scheduled: str = "dot"):
     y = np.zeros((spec.n, spec.ho, spec.wo, spec.c_out), out_dtype)
     needs_dot(scheduled)
     if scheduled != "plain":   # our CPU schedules: tensorised for this machine's features, or portable
-        board = HOST_BOARD if scheduled == "dot" else None
+        board = BOARDS.get(scheduled)
         ex = tvm.compile(schedule_qconv(spec, board, with_epilogue=with_epilogue),
                          target=target(HOST_BOARD.tvm_target_dict()))
     else:                      # the plain loop nest
@@ -80,7 +88,7 @@ def test_integer_accumulators_exact(spec, scheduled):
     assert np.array_equal(got.astype(np.int64), ref)
 
 
-@pytest.mark.parametrize("scheduled", SCHEDULES[:2])
+@pytest.mark.parametrize("scheduled", SCHEDULES[:3])
 @pytest.mark.parametrize("abits", [4, 8])
 @pytest.mark.parametrize("bits", range(1, 9))
 def test_every_weight_width(bits, abits, scheduled):
@@ -98,6 +106,7 @@ def test_dot_intrinsic_choice_keeps_int16_sums_exact():
     assert dot_intrin(avx2, 8, 6, 64) == (dot_intrin_mod.AVX2, 1)         # 2 * 255 * 63 = 32130
     assert dot_intrin(avx2, 8, 8, 64) == (dot_intrin_mod.AVX2_SPLIT, 1)   # pairs would saturate
     assert dot_intrin(avx2, 4, 2, 24) == (dot_intrin_mod.DEEP[2], 2)      # c_in holds whole calls only
+    assert dot_intrin((*avx2, "avx512f", "avx_vnni"), 8, 8, 64) == (dot_intrin_mod.VNNI, 1)  # int32 sums
     assert dot_intrin(("neon", "dotprod"), 8, 8, 64) == (dot_intrin_mod.UDOT, 1)
     assert dot_intrin(("neon",), 4, 2, 64) is None
 

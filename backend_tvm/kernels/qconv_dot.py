@@ -1,4 +1,4 @@
-"""Quantized conv on CPUs with an integer dot-product instruction (x86 AVX2, Arm dot product).
+"""Quantized conv on CPUs with an integer dot-product instruction (x86 AVX2 or AVX-VNNI, Arm dot product).
 
 Same arguments and result as kernels/qconv.py; the work is arranged for a 4-deep dot product:
 - Xp: the input with its padding (the zero code za) and c_in rounded up to 4 (zeros), so the 4
@@ -11,6 +11,9 @@ Same arguments and result as kernels/qconv.py; the work is arranged for a 4-deep
   accumulated in registers by the dot intrinsic (dot_intrin.py).
 - rowsum (the patch sums) from per-pixel channel sums, and the epilogue as in qconv.py: one pass
   over the output whatever the number of groups.
+Parallel launches (each ends in a barrier): Xp with the per-pixel channel sums, every group's tiles
+together (each of the board's threads takes its share of each group, where the shares come out even;
+otherwise a launch per group), and the epilogue.
 """
 
 from __future__ import annotations
@@ -111,37 +114,54 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
     sch = Schedule(tvm.IRModule({name: func.with_attr("global_symbol", name)}))
     blk = lambda b: sch.get_sblock(b, func_name=name)  # noqa: E731
     pix = next(p for p in (PIX, 4, 2, 1) if spec.wo % p == 0)
+    dense = spec.ho == 1                        # a dense layer's rows are n, a conv's its output rows
+    rows = spec.n if dense else spec.ho
+    chunks = [row_chunks(_ceil(n_g, 8), rows, threads) for n_g, _ in spec.groups]
+    # the groups' tasks as one parallel launch, `threads` slices each taking its share of every
+    # group (no barrier between groups: they write disjoint accumulators), where they divide evenly
+    merged = threads > 1 and len(spec.groups) > 1 and all(
+        _ceil(n_g, 8) * c % threads == 0 for (n_g, _), c in zip(spec.groups, chunks, strict=True))
     if not (spec.pad == 0 and spec.c_in % 4 == 0):
         n, i, j, c = sch.get_loops(blk("Xp"))
-        sch.parallel(sch.fuse(n, i))
+        padded = sch.fuse(n, i)
+        sch.parallel(padded)
         if spec.c_in % 4 == 0 and spec.c_in <= 64:
             sch.vectorize(c)
+        sch.reverse_compute_at(blk("xsum"), padded)     # the patch sums' pixel sums in the same launch
+    else:
+        n, i = sch.get_loops(blk("xsum"))[:2]
+        sch.parallel(sch.fuse(n, i))
+    slices, inner = [], []
     for g in range(len(spec.groups)):
-        acc = blk(f"acc{g}")
-        n, i, j, o, r, q, cq, cc = sch.get_loops(acc)
+        n, i, j, o, r, q, cq, cc = sch.get_loops(blk(f"acc{g}"))
         ot, ol = sch.split(o, [None, 8])
         jt, ji = sch.split(j, [None, pix])
-        intrin, quads = intrins[g]
-        cq, cqi = sch.split(cq, [None, quads])
+        cq, cqi = sch.split(cq, [None, intrins[g][1]])
         sch.reorder(ot, n, i, jt, r, q, cq, ji, cqi, ol, cc)
-        dense = spec.ho == 1                    # a dense layer's rows are n, a conv's its output rows
-        chunks = row_chunks(_ceil(spec.groups[g][0], 8), spec.n if dense else spec.ho, threads)
         task = ot
-        if chunks > 1:          # few channel tiles: rows split too, so every thread gets work
-            rc, _ = sch.split(n if dense else i, [chunks, None])
+        if chunks[g] > 1:       # few channel tiles: rows split too, so every thread gets work
+            rc, _ = sch.split(n if dense else i, [chunks[g], None])
             if not dense:
                 sch.reorder(ot, rc, n)
             task = sch.fuse(ot, rc)
-        sch.parallel(task)
+        if merged:
+            part, task = sch.split(task, [threads, None])
+            slices.append(part)
+        else:
+            sch.parallel(task)
+        inner.append((task, jt, r, ji, cqi, ol))
+    if merged:
+        sch.parallel(sch.merge(*slices))
+    for g, (task, jt, r, ji, cqi, ol) in enumerate(inner):
+        acc = blk(f"acc{g}")
         sch.compute_at(blk(f"Wd{g}"), task)
         local = sch.cache_write(acc, 0, "local")
         sch.reverse_compute_at(local, jt)
         init = sch.decompose_reduction(acc, r)
         sch.vectorize(sch.get_loops(init)[-1])
+        intrin, quads = intrins[g]
         sch.tensorize(cqi if quads > 1 else ol, intrin)
         sch.unroll(ji)
-    n, i = sch.get_loops(blk("xsum"))[:2]
-    sch.parallel(sch.fuse(n, i))
     y = blk("Y")
     n, i, j, c = sch.get_loops(y)
     sch.parallel(sch.fuse(n, i))

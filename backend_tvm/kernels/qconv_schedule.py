@@ -6,7 +6,7 @@ LANES packed words serves LANES channels (the packing interleaves them), one shi
 their codes for one k, and the unrolled pixel loop reuses those codes PIXELS times. Rows (or row
 tiles) run in parallel. `schedule_qconv(spec, board)` returns an IRModule holding one PrimFunc.
 
-A board whose CPU has an integer dot product we use (AVX2 on x86-64, the Arm dot product) gets
+A board whose CPU has an integer dot product we use (AVX2 or AVX-VNNI on x86-64, the Arm dot product) gets
 the tensorised kernel of qconv_dot.py instead; this plain schedule serves the rest (Cortex-A72).
 """
 
