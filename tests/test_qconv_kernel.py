@@ -78,6 +78,8 @@ SHAPES = [
     ConvSpec(1, 6, 5, 32, 16, 3, 3, 2, 1, ((8, 4), (8, 1)), 8),           # AVX2: 16-deep int16 pair sums at A8
     ConvSpec(1, 5, 6, 16, 16, 3, 3, 1, 1, ((8, 3), (8, 2)), 4),           # AVX2: 16-deep, pixel tile of 2
     ConvSpec(1, 16, 5, 8, 20, 3, 3, 1, 1, ((4, 3), (16, 2)), 4),          # few channel tiles: rows split in chunks
+    ConvSpec(1, 5, 7, 20, 37, 3, 3, 1, 1, ((21, 2), (16, 8)), 8),         # 16-lane tiles (AVX512-VNNI), ragged
+    ConvSpec(1, 16, 16, 32, 64, 3, 3, 1, 1, ((8, 3), (48, 2), (8, 1)), 4),  # OMQ split: launches merged or not
 ]
 
 
@@ -92,7 +94,7 @@ def test_integer_accumulators_exact(spec, scheduled):
 @pytest.mark.parametrize("abits", [4, 8])
 @pytest.mark.parametrize("bits", range(1, 9))
 def test_every_weight_width(bits, abits, scheduled):
-    spec = ConvSpec(1, 4, 3, 5, 11, 3, 3, 1, 1, ((11, bits),), abits)
+    spec = ConvSpec(1, 4, 3, 5, 19, 3, 3, 1, 1, ((19, bits),), abits)     # 19: a ragged 16- or 8-lane tile
     got, ref, *_ = run(spec, np.random.default_rng(bits * 10 + abits), False, scheduled)
     assert np.array_equal(got.astype(np.int64), ref)
 
@@ -107,6 +109,9 @@ def test_dot_intrinsic_choice_keeps_int16_sums_exact():
     assert dot_intrin(avx2, 8, 8, 64) == (dot_intrin_mod.AVX2_SPLIT, 1)   # pairs would saturate
     assert dot_intrin(avx2, 4, 2, 24) == (dot_intrin_mod.DEEP[2], 2)      # c_in holds whole calls only
     assert dot_intrin((*avx2, "avx512f", "avx_vnni"), 8, 8, 64) == (dot_intrin_mod.VNNI, 1)  # int32 sums
+    vnni512 = (*avx2, "avx512f", "avx512bw", "avx512vnni", "avx_vnni")
+    assert dot_intrin(vnni512, 4, 2, 64, 16) == (dot_intrin_mod.VNNI512, 1)   # 16 channels a call
+    assert dot_intrin(vnni512, 4, 2, 64, 12) == (dot_intrin_mod.VNNI, 1)      # a small group: 8-lane tiles
     assert dot_intrin(("neon", "dotprod"), 8, 8, 64) == (dot_intrin_mod.UDOT, 1)
     assert dot_intrin(("neon",), 4, 2, 64) is None
 

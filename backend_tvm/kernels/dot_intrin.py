@@ -10,6 +10,7 @@ implementation maps it to one CPU's instructions:
   holds one product, |product| <= 255 * 128 fits int16): exact for every 8-bit input, twice the work.
 - "mpq_dot8x4_vnni": one vpdpbusd (AVX-VNNI, 256-bit: u8 x s8, 4 products summed into int32, no
   saturation): exact for every width, one instruction where AVX2 needs two to four.
+- "mpq_dot16x4_vnni": the same on 512 bits (AVX512-VNNI), 16 channels a call, for groups of >= 16.
 - "mpq_dot8x4_udot": two Arm udot (u8 x u8 -> u32, 4 lanes each); weights are unsigned codes.
 - "mpq_dot8x8_avx2", "mpq_dot8x16_avx2": 2 or 4 quads per call, their int16 pair sums added
   before one vpmaddwd (low-bit weights and activations leave room in int16).
@@ -25,16 +26,16 @@ from ..tvm_compat import s_tir, tirx
 LANES, DEPTH = 8, 4
 
 
-def _desc(wdtype: str):
+def _desc(wdtype: str, lanes: int = 8):
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-        B = T.match_buffer(b, (8, 4), wdtype, offset_factor=1)
-        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        B = T.match_buffer(b, (lanes, 4), wdtype, offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1, scope="local")
         with T.sblock("root"):
-            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-            T.writes(C[0:8])
-            for i, k in T.grid(8, 4):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, 4):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
                     C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
@@ -92,6 +93,20 @@ def _vnni(a: T.handle, b: T.handle, c: T.handle) -> None:
         C[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
             T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"), C.vload([0], dtype="int32x8"),
             T.reinterpret(T.broadcast(a4, 8), dtype="int8x32"), B.vload([0, 0], dtype="int8x32"), dtype="int32x8")
+
+
+@T.prim_func(s_tir=True)
+def _vnni512(a: T.handle, b: T.handle, c: T.handle) -> None:
+    A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
+    B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
+    C = T.match_buffer(c, (16,), "int32", offset_factor=1, scope="local")
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        a4 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), C.vload([0], dtype="int32x16"),
+            T.reinterpret(T.broadcast(a4, 16), dtype="int8x64"), B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
 
 
 @T.prim_func(s_tir=True)
@@ -158,12 +173,18 @@ def _avx2_deep(q: int):
 
 
 AVX2, AVX2_SPLIT, UDOT = "mpq_dot8x4_avx2", "mpq_dot8x4_avx2_split", "mpq_dot8x4_udot"
-VNNI = "mpq_dot8x4_vnni"
+VNNI, VNNI512 = "mpq_dot8x4_vnni", "mpq_dot16x4_vnni"
 DEEP = {q: f"mpq_dot8x{4 * q}_avx2" for q in (2, 4)}
 s_tir.TensorIntrin.register(AVX2, _desc("int8"), _avx2)
 s_tir.TensorIntrin.register(AVX2_SPLIT, _desc("int8"), _avx2_split)
 s_tir.TensorIntrin.register(UDOT, _desc("uint8"), _udot)
 s_tir.TensorIntrin.register(VNNI, _desc("int8"), _vnni)
+s_tir.TensorIntrin.register(VNNI512, _desc("int8", 16), _vnni512)
+
+
+def lanes(intrin: str) -> int:
+    """Output channels per call: a channel tile of the tensorised conv."""
+    return 16 if intrin == VNNI512 else LANES
 for _q, _name in DEEP.items():
     s_tir.TensorIntrin.register(_name, _deep_desc(_q), _avx2_deep(_q))
 
@@ -173,13 +194,15 @@ def weight_offset(intrin: str | None, wbits: int) -> int:
     return 128 if intrin is not None and intrin != UDOT and wbits == 8 else 0
 
 
-def dot_intrin(features, abits: int, wbits: int, c_in: int = 4) -> tuple[str, int] | None:
+def dot_intrin(features, abits: int, wbits: int, c_in: int = 4, n_out: int = 8) -> tuple[str, int] | None:
     """(intrinsic, quads per call) for this CPU and widths, or None. On AVX2 the pair sums of up to
     4 quads add in int16 (one vpmaddwd per 16 k instead of per 4) where they cannot overflow and
     c_in holds whole calls: the low-bit configurations do less work per MAC."""
     f = set(features or ())
     if "dotprod" in f:
         return UDOT, 1
+    if "avx512vnni" in f and n_out >= 16:      # a group of at least 16 channels: 16-lane tiles
+        return VNNI512, 1
     if "avx_vnni" in f:
         return VNNI, 1
     if "avx2" in f:

@@ -3,7 +3,8 @@
 Same arguments and result as kernels/qconv.py; the work is arranged for a 4-deep dot product:
 - Xp: the input with its padding (the zero code za) and c_in rounded up to 4 (zeros), so the 4
   codes of one dot product are contiguous (the input itself where there is neither).
-- Wd_g: one tile of 8 output channels of group g decoded from the packed words into int8 [kq][8][4]
+- Wd_g: one tile of 8 output channels (16 with AVX512-VNNI: dot_intrin.lanes) of group g decoded from
+  the packed words into int8 [kq][8][4]
   (minus an offset where 8-bit codes must fit int8). It is built inside the loop over channel
   tiles, so only 8 x K bytes exist at a time: the packed weights are never expanded as a whole.
 - acc_g [N, Ho, Wo, 8 * tiles]: for each channel tile (parallel; with its rows split into chunks
@@ -43,12 +44,12 @@ def row_chunks(tiles: int, rows: int, threads: int) -> int:
     return next((d for d in range(1, rows + 1) if fits(d)), rows)
 
 
-def _group_acc(s: ConvSpec, xp, wd, c4: int, n_g: int, g: int):
+def _group_acc(s: ConvSpec, xp, wd, c4: int, n_g: int, g: int, tw: int):
     r, q = te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q")
     cq, cc = te.reduce_axis((0, c4 // 4), "cq"), te.reduce_axis((0, 4), "cc")
-    return te.compute((s.n, s.ho, s.wo, _ceil(n_g, 8) * 8), lambda n, i, j, o: te.sum(
+    return te.compute((s.n, s.ho, s.wo, _ceil(n_g, tw) * tw), lambda n, i, j, o: te.sum(
         xp[n, i * s.stride + r, j * s.stride + q, cq * 4 + cc].astype("int32")
-        * wd[tirx.floordiv(o, 8), (r * s.kw + q) * (c4 // 4) + cq, tirx.floormod(o, 8), cc].astype("int32"),
+        * wd[tirx.floordiv(o, tw), (r * s.kw + q) * (c4 // 4) + cq, tirx.floormod(o, tw), cc].astype("int32"),
         axis=[r, q, cq, cc]), name=f"acc{g}")
 
 
@@ -68,22 +69,23 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
     direct = s.pad == 0 and s.c_in == c4
     xp = x if direct else te.compute((s.n, s.h + 2 * s.pad, s.w + 2 * s.pad, c4), xp_value, name="Xp")
 
-    def decoded(g, off, n_g, b, intrin):
+    def decoded(g, off, n_g, b, intrin, tw):
         wdtype = "uint8" if intrin == dot_intrin.UDOT else "int8"
         offset = dot_intrin.weight_offset(intrin, b)
         cq = c4 // 4
 
         def value(t, kq, lane, cc):
-            o = t * 8 + lane
+            o = t * tw + lane
             rq, ci = tirx.floordiv(kq, cq), tirx.floormod(kq, cq) * 4 + cc
             code = weight_code(wp, off, o, rq * s.c_in + ci, s.k, b) - offset
             return tirx.if_then_else(tirx.all(o < n_g, ci < s.c_in), code, 0).astype(wdtype)
 
-        return te.compute((_ceil(n_g, 8), s.kh * s.kw * cq, 8, 4), value, name=f"Wd{g}")
+        return te.compute((_ceil(n_g, tw), s.kh * s.kw * cq, tw, 4), value, name=f"Wd{g}")
 
     accs, start, off = [], 0, 0
     for g, (n_g, b) in enumerate(s.groups):
-        acc = _group_acc(s, xp, decoded(g, off, n_g, b, intrins[g]), c4, n_g, g)
+        tw = dot_intrin.lanes(intrins[g])
+        acc = _group_acc(s, xp, decoded(g, off, n_g, b, intrins[g], tw), c4, n_g, g, tw)
         accs.append((start, n_g, acc, dot_intrin.weight_offset(intrins[g], b)))
         start += n_g
         off += group_words(s.k, n_g, b)
@@ -116,11 +118,16 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
     pix = next(p for p in (PIX, 4, 2, 1) if spec.wo % p == 0)
     dense = spec.ho == 1                        # a dense layer's rows are n, a conv's its output rows
     rows = spec.n if dense else spec.ho
-    chunks = [row_chunks(_ceil(n_g, 8), rows, threads) for n_g, _ in spec.groups]
+    tws = [dot_intrin.lanes(i) for i, _ in intrins]
+    chunks = [row_chunks(_ceil(n_g, tw), rows, threads) for (n_g, _), tw in zip(spec.groups, tws, strict=True)]
     # the groups' tasks as one parallel launch, `threads` slices each taking its share of every
     # group (no barrier between groups: they write disjoint accumulators), where they divide evenly
+    def even(tiles: int, c: int) -> bool:      # tiles x c tasks cut into `threads` slices along tiles or chunks
+        per = tiles * c // threads
+        return tiles * c % threads == 0 and (per % c == 0 or c % per == 0)
+
     merged = threads > 1 and len(spec.groups) > 1 and all(
-        _ceil(n_g, 8) * c % threads == 0 for (n_g, _), c in zip(spec.groups, chunks, strict=True))
+        even(_ceil(n_g, tw), c) for (n_g, _), c, tw in zip(spec.groups, chunks, tws, strict=True))
     if not (spec.pad == 0 and spec.c_in % 4 == 0):
         n, i, j, c = sch.get_loops(blk("Xp"))
         padded = sch.fuse(n, i)
@@ -134,7 +141,7 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
     slices, inner = [], []
     for g in range(len(spec.groups)):
         n, i, j, o, r, q, cq, cc = sch.get_loops(blk(f"acc{g}"))
-        ot, ol = sch.split(o, [None, 8])
+        ot, ol = sch.split(o, [None, tws[g]])
         jt, ji = sch.split(j, [None, pix])
         cq, cqi = sch.split(cq, [None, intrins[g][1]])
         sch.reorder(ot, n, i, jt, r, q, cq, ji, cqi, ol, cc)

@@ -27,7 +27,7 @@ def dot_intrins(spec: ConvSpec, board) -> list[tuple[str, int]] | None:
     """The dot-product intrinsic (and quads per call) of every group on this board, or None for the
     plain schedule."""
     features = board.cpu_features if board is not None else ()
-    intrins = [dot_intrin(features, spec.abits, b, spec.c_in) for _, b in spec.groups]
+    intrins = [dot_intrin(features, spec.abits, b, spec.c_in, n) for n, b in spec.groups]
     return None if None in intrins else intrins
 
 
