@@ -45,16 +45,18 @@ SCHED = pytest.mark.parametrize("scheduled", [False, True], ids=["te", "sched"])
 # -- against torch --------------------------------------------------------------------------------------
 
 CONVS = [fp.Conv2dSpec(1, 7, 5, 12, 20, 3, 3, stride=2, pad=1),       # downsample, 4-lane channel vectors
+         fp.Conv2dSpec(1, 9, 17, 8, 32, 3, 3, stride=2, pad=0),         # stride 2, 8-pixel tiles when wide
          fp.Conv2dSpec(2, 7, 5, 12, 17, 1, 1),                          # 1x1 shortcut, 17 outputs: scalar
          fp.Conv2dSpec(1, 6, 9, 5, 12, 3, 2, stride=1, pad=2)]          # uneven kernel, wide padding
 
 
-@SCHED
+@pytest.mark.parametrize("scheduled", [False, True, "wide"], ids=["te", "sched", "wide"])
 @pytest.mark.parametrize("s", CONVS, ids=lambda s: f"{s.kh}x{s.kw}s{s.stride}p{s.pad}-{s.c_out}")
 def test_conv2d(s, scheduled):
     rng = np.random.default_rng(1)
     x, w, b = rand(rng, s.n, s.h, s.w, s.c_in), rand(rng, s.kh, s.kw, s.c_in, s.c_out), rand(rng, s.c_out)
-    got = run_host(fp.schedule_conv2d(s) if scheduled else fp.conv2d_func(s), [x, w, b], (s.n, s.ho, s.wo, s.c_out))
+    mod = fp.schedule_conv2d(s, wide=scheduled == "wide") if scheduled else fp.conv2d_func(s)
+    got = run_host(mod, [x, w, b], (s.n, s.ho, s.wo, s.c_out))
     want = F.conv2d(nchw(x), torch.from_numpy(w).permute(3, 2, 0, 1), torch.from_numpy(b), s.stride, s.pad)
     np.testing.assert_allclose(got, nhwc(want), **TOL)
 

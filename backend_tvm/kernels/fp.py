@@ -137,12 +137,19 @@ def conv2d_func(s: Conv2dSpec) -> tirx.PrimFunc:
 
 
 CONV_PIXELS = (4, 2, 1)     # output pixels per register tile (a divisor of the row width)
+WIDE_PIXELS = (8, 4, 2, 1)  # with 32 vector registers (AVX-512): 8 accumulators keep both FMA pipes busy
 
 
-def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d") -> tvm.IRModule:
+def wide_registers(board) -> bool:
+    """Whether the board's CPU has 32 vector registers (x86 AVX-512)."""
+    return board is not None and "avx512f" in board.cpu_features
+
+
+def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False) -> tvm.IRModule:
     """Per output row (parallel): tiles of PIX pixels x V channels accumulate in registers with the
     reduction (kh, kw, c_in) outside them; each weight vector serves PIX pixels, each input value V
-    channels. The padded input is built first (its rows in parallel)."""
+    channels. The padded input is built first (its rows in parallel). `wide`: the CPU has 32 vector
+    registers (wide_registers(board)), so PIX goes up to 8 (at 16 ymm registers 8 x 16 lanes spill)."""
     sch = Schedule(module(conv2d_func(s), name))
     v = lanes(s.c_out)
     if v < 4:                                   # odd channel counts: the plain vector schedule
@@ -150,7 +157,7 @@ def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d") -> tvm.IRModule:
             sch.compute_inline(sch.get_sblock("Xp", func_name=name))
         schedule_reduction_vec(sch, "acc", "Y", name, n_par=2)
         return sch.mod
-    pix = next(p for p in CONV_PIXELS if s.wo % p == 0)
+    pix = next(p for p in (WIDE_PIXELS if wide else CONV_PIXELS) if s.wo % p == 0)
     y = sch.get_sblock("Y", func_name=name)
     n, i, j, o = sch.get_loops(y)
     jo, ji = sch.split(j, [None, pix])
