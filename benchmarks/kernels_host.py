@@ -387,7 +387,8 @@ def run_notes(repeats: int, min_ms: int, tgt: dict) -> dict:
         "timing": f"median of {repeats} repeats, each the mean of enough calls to last >= {min_ms} ms "
                   "(TVM time_evaluator; ORT the same loop in Python over run_with_iobinding, after 2 warm-up runs)",
         "spread": "(p90 - p10) / median over the repeats",
-        "ours": "schedule_qconv(spec, host board) compiled for the host target: on AVX2 the tensorised kernel "
+        "ours": "schedule_qconv(spec, host board) compiled for the host target: the tensorised kernel; with "
+                "VNNI one vpdpbusd per 4 k (16-channel tiles on AVX512-VNNI); on AVX2 "
                 "(kernels/qconv_dot.py: weights decoded per 8-channel tile, 4-deep u8 x s8 dot by vpmaddubsw + "
                 "vpmaddwd, 8 pixels x 8 channels accumulated in registers, int16 pair sums of up to 16 k added "
                 "before vpmaddwd where they cannot overflow; W7/W8 at A8 split odd and even k so "

@@ -1,4 +1,4 @@
-"""Our 8-lane x 4-deep integer dot-product intrinsics for tensorize:
+"""Our 8-lane (16 with AVX512-VNNI) x 4-deep integer dot-product intrinsics for tensorize:
 
     C[i] += sum_k int32(A[k]) * int32(B[i, k])      A: 4 activation codes (uint8), B: 8 lanes x 4 weights
 
@@ -14,7 +14,8 @@ implementation maps it to one CPU's instructions:
 - "mpq_dot8x4_udot": two Arm udot (u8 x u8 -> u32, 4 lanes each); weights are unsigned codes.
 - "mpq_dot8x8_avx2", "mpq_dot8x16_avx2": 2 or 4 quads per call, their int16 pair sums added
   before one vpmaddwd (low-bit weights and activations leave room in int16).
-`dot_intrin(board_features, abits, wbits, c_in)` picks one, or None where the plain loop must be used.
+`dot_intrin(board_features, abits, wbits, c_in, n_out)` picks one, or None where the plain loop must be
+used; `lanes(intrin)` is its channel tile.
 """
 
 from __future__ import annotations
@@ -81,32 +82,24 @@ def _avx2_split(a: T.handle, b: T.handle, c: T.handle) -> None:
                                       dtype="int32x8"))
 
 
-@T.prim_func(s_tir=True)
-def _vnni(a: T.handle, b: T.handle, c: T.handle) -> None:
-    A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-    B = T.match_buffer(b, (8, 4), "int8", offset_factor=1)
-    C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        a4 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-        C[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"), C.vload([0], dtype="int32x8"),
-            T.reinterpret(T.broadcast(a4, 8), dtype="int8x32"), B.vload([0, 0], dtype="int8x32"), dtype="int32x8")
+def _vnni(lanes: int):
+    """One vpdpbusd: 256-bit (AVX-VNNI) for 8 lanes, 512-bit (AVX512-VNNI) for 16."""
+    name = f"llvm.x86.avx512.vpdpbusd.{32 * lanes}"
 
-
-@T.prim_func(s_tir=True)
-def _vnni512(a: T.handle, b: T.handle, c: T.handle) -> None:
-    A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-    B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
-    C = T.match_buffer(c, (16,), "int32", offset_factor=1, scope="local")
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        a4 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), C.vload([0], dtype="int32x16"),
-            T.reinterpret(T.broadcast(a4, 16), dtype="int8x64"), B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            a4 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(name), C.vload([0], dtype=f"int32x{lanes}"),
+                T.reinterpret(T.broadcast(a4, lanes), dtype=f"int8x{4 * lanes}"),
+                B.vload([0, 0], dtype=f"int8x{4 * lanes}"), dtype=f"int32x{lanes}")
+    return impl
 
 
 @T.prim_func(s_tir=True)
@@ -178,8 +171,8 @@ DEEP = {q: f"mpq_dot8x{4 * q}_avx2" for q in (2, 4)}
 s_tir.TensorIntrin.register(AVX2, _desc("int8"), _avx2)
 s_tir.TensorIntrin.register(AVX2_SPLIT, _desc("int8"), _avx2_split)
 s_tir.TensorIntrin.register(UDOT, _desc("uint8"), _udot)
-s_tir.TensorIntrin.register(VNNI, _desc("int8"), _vnni)
-s_tir.TensorIntrin.register(VNNI512, _desc("int8", 16), _vnni512)
+s_tir.TensorIntrin.register(VNNI, _desc("int8"), _vnni(8))
+s_tir.TensorIntrin.register(VNNI512, _desc("int8", 16), _vnni(16))
 
 
 def lanes(intrin: str) -> int:
