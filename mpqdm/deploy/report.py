@@ -50,6 +50,7 @@ def predicted(export: Path, plan: BitPlan, meta: dict, board, table_path: Path, 
     table = LatencyTable.load(table_path, board.name)
     specs = layer_specs(load_unet(export).eval())
     try:
+        table.check_measured_on(board, table_path)     # a table of other kernel features predicts nothing here
         by_kind = table.step_ms(plan.model_sha256[:16], [
             (n, specs[n].shape_key(), p.c_out, partial_width(p.c_out), [(g.stop - g.start, g.wbits) for g in p.groups],
              p.abits) for n, p in layers.items()], threads)
