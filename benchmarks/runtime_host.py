@@ -94,8 +94,12 @@ def spawn(cmd: list[str]) -> subprocess.CompletedProcess:
     process that calls exec into the new program's ru_maxrss, so a child exec'd straight from this (large)
     process would report our peak; a shell that forks the command (no exec: another command follows) hands
     it a small one."""
-    return subprocess.run(["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd], capture_output=True, text=True,
-                          cwd=ROOT)
+    return subprocess.run(forked(cmd), capture_output=True, text=True, cwd=ROOT)
+
+
+def forked(cmd: list[str]) -> list[str]:
+    """cmd run by a shell that forks it (see spawn)."""
+    return ["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd]
 
 
 def median_seconds(call, repeats: int, warmup: int) -> float:
@@ -144,8 +148,7 @@ def onnx_int8(model: str, fp32: Path) -> tuple[Path, str]:
 
 # ---------------------------------------------------------------- engines
 
-def mpqdm_cmd(model: str, threads: int, count: int, out: str) -> list[str]:
-    binary = mpqdm_binary(model)
+def mpqdm_cmd(binary: Path, threads: int, count: int, out: str) -> list[str]:
     return [str(binary), str(binary.parent / "model.mpq"), "--seed", "0", "--count", str(count),
             "--threads", str(threads), "--out", out, "--bench"]
 
@@ -167,7 +170,7 @@ def parse_bench(cmd: list[str], r) -> dict:
 
 def engine_mpqdm(model: str, threads: int, count: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = mpqdm_cmd(model, threads, count, tmp)
+        cmd = mpqdm_cmd(mpqdm_binary(model), threads, count, tmp)
         return parse_bench(cmd, spawn(cmd))
 
 
@@ -177,9 +180,10 @@ def machine_control(model: str, procs: int, count: int) -> dict:
     processes' mean; (procs x the 1-thread time) / it is the speed-up any `procs`-thread code could
     reach in that round."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmds = [mpqdm_cmd(model, 1, count, f"{tmp}/{k}") for k in range(procs)]
-        running = [subprocess.Popen(["/bin/sh", "-c", '"$@"; exit $?', "sh", *c], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, cwd=ROOT) for c in cmds]
+        binary = mpqdm_binary(model)
+        cmds = [mpqdm_cmd(binary, 1, count, f"{tmp}/{k}") for k in range(procs)]
+        running = [subprocess.Popen(forked(c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                   for c in cmds]
         results = []
         for c, pr in zip(cmds, running, strict=True):
             out, err = pr.communicate()

@@ -174,12 +174,13 @@ s_tir.TensorIntrin.register(UDOT, _desc("uint8"), _udot)
 s_tir.TensorIntrin.register(VNNI, _desc("int8"), _vnni(8))
 s_tir.TensorIntrin.register(VNNI512, _desc("int8", 16), _vnni(16))
 
+for _q, _name in DEEP.items():
+    s_tir.TensorIntrin.register(_name, _deep_desc(_q), _avx2_deep(_q))
+
 
 def lanes(intrin: str) -> int:
     """Output channels per call: a channel tile of the tensorised conv."""
     return 16 if intrin == VNNI512 else LANES
-for _q, _name in DEEP.items():
-    s_tir.TensorIntrin.register(_name, _deep_desc(_q), _avx2_deep(_q))
 
 
 def weight_offset(intrin: str | None, wbits: int) -> int:

@@ -3,10 +3,10 @@
 Same arguments and result as kernels/qconv.py; the work is arranged for a 4-deep dot product:
 - Xp: the input with its padding (the zero code za) and c_in rounded up to 4 (zeros), so the 4
   codes of one dot product are contiguous (the input itself where there is neither).
-- Wd_g: one tile of 8 output channels (16 with AVX512-VNNI: dot_intrin.lanes) of group g decoded from
-  the packed words into int8 [kq][8][4]
-  (minus an offset where 8-bit codes must fit int8). It is built inside the loop over channel
-  tiles, so only 8 x K bytes exist at a time: the packed weights are never expanded as a whole.
+- Wd_g: one tile of TW output channels of group g (8; 16 with AVX512-VNNI: dot_intrin.lanes) decoded
+  from the packed words into int8 [kq][TW][4] (minus an offset where 8-bit codes must fit int8). It
+  is built inside the loop over channel tiles, so only TW x K bytes exist at a time: the packed
+  weights are never expanded as a whole.
 - acc_g [N, Ho, Wo, 8 * tiles]: for each channel tile (parallel; with its rows split into chunks
   where the tiles do not share out over the board's threads), every output pixel in tiles of PIX (8) pixels
   accumulated in registers by the dot intrinsic (dot_intrin.py).
