@@ -13,8 +13,9 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 # Debian 12 arm64: python3.11 (binary, stdlib) and the shared libraries of it, its extension modules and the wheels
 APT_PKGS="python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 libgcc-s1 libstdc++6 libexpat1 zlib1g
 libssl3 libffi8 libbz2-1.0 liblzma5 libcrypt1 libuuid1 libsqlite3-0 libncursesw6 libtinfo6 libreadline8"
-# aarch64 wheels (the RPC server: TVM with its rpc extras); versions from pyproject.toml where it pins them
-PIP_PKGS="apache-tvm apache-tvm-ffi numpy tornado psutil cloudpickle"
+# aarch64 wheels (the RPC server: TVM with its rpc extras; the int8 peer on ARM: ONNX Runtime and what it imports);
+# versions from pyproject.toml where it pins them
+PIP_PKGS="apache-tvm apache-tvm-ffi numpy tornado psutil cloudpickle onnxruntime flatbuffers packaging protobuf"
 PIP_PLATFORM="manylinux_2_28_aarch64"
 # wheel files a board does not need, removed after pip: TVM's compiler library (240 MB, LLVM inside) doubles
 # the import time under qemu; without it TVM loads its runtime only, all an RPC server runs
@@ -82,8 +83,14 @@ say "compileall (stdlib)"
 "$PY" -m compileall -q -j 0 "$NEW/usr/lib/python3.11" >/dev/null || die "compileall failed on the stdlib"
 
 say "smoke test: import tvm under qemu-aarch64"
-SMOKE='import platform, numpy, tornado, psutil, cloudpickle, tvm, tvm.rpc
-print(platform.machine(), "python", platform.python_version(), "tvm", tvm.__version__, "numpy", numpy.__version__)'
+SMOKE='import platform, numpy, tornado, psutil, cloudpickle, tvm, tvm.rpc, onnxruntime
+print(platform.machine(), "python", platform.python_version(), "tvm", tvm.__version__, "numpy", numpy.__version__,
+      "onnxruntime", onnxruntime.__version__)'
+# onnxruntime's CPU detection (cpuinfo) crashes on the host's x86 /proc/cpuinfo, which qemu-user 7.2 passes
+# through; qemu looks for absolute paths under -L first, so the guest reads a Pi's one from DIR/proc
+# (mpqdm/testing/emulated.py writes one per emulated CPU, in DIR/cpu/NAME; this one is the Pi 5's)
+mkdir -p "$NEW/proc"
+printf 'processor\t: 0\nFeatures\t: fp asimd asimddp\nCPU implementer\t: 0x41\nCPU part\t: 0xd0b\n\n' >"$NEW/proc/cpuinfo"
 PYV="$(qemu-aarch64 -L "$NEW" -E "PYTHONHOME=$NEW/usr" -E "PYTHONPATH=$NEW/site" -E PYTHONNOUSERSITE=1 \
   "$NEW/usr/bin/python3.11" -c "$SMOKE" 2>&1)" \
   || die "the sysroot's python cannot import tvm under qemu-aarch64: $(echo "$PYV" | tail -5)"

@@ -21,6 +21,11 @@ SYSROOT = REPO / "out" / "arm-sysroot"
 SCRIPT = REPO / "scripts" / "arm_sysroot.sh"
 PYTHON = "usr/bin/python3.11"      # the guest interpreter, inside the sysroot
 REGISTER_TIMEOUT = 300             # seconds: two TVM imports under qemu, ~10 s each on an idle machine
+# what a Pi's kernel prints in /proc/cpuinfo (one core): qemu-user 7.2 passes the host's x86 one through, on
+# which onnxruntime's CPU detection crashes. Instruction-set features reach the guest through qemu's HWCAP.
+CPUINFO = {"cortex-a72": ("0x0", "0xd08", "3", "fp asimd evtstrm crc32 cpuid"),
+           "cortex-a76": ("0x4", "0xd0b", "1", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp "
+                                            "cpuid asimdrdm lrcpc dcpop asimddp")}
 
 
 def build_sysroot(sysroot: str | Path = SYSROOT) -> Path:
@@ -42,13 +47,39 @@ def _checked(sysroot: str | Path) -> tuple[Path, str]:
     return sysroot, qemu
 
 
+def cpu_root(sysroot: str | Path, cpu: str) -> Path:
+    """The guest's root for one emulated CPU (qemu -L): the sysroot's folders linked in, and that CPU's
+    /proc/cpuinfo (qemu looks for an absolute path under -L first). Made in the sysroot (cpu/NAME)."""
+    sysroot = Path(sysroot).resolve()
+    if cpu not in CPUINFO:
+        raise ValueError(f"no /proc/cpuinfo known for qemu -cpu {cpu!r}; known: {sorted(CPUINFO)}")
+    root = sysroot / "cpu" / cpu
+    (root / "proc").mkdir(parents=True, exist_ok=True)
+    for entry in sysroot.iterdir():
+        link = root / entry.name
+        if entry.name not in {"cpu", "proc", "emu", ".stamp"} and not link.is_symlink():
+            try:
+                link.symlink_to(entry)
+            except FileExistsError:       # another process made it meanwhile
+                pass
+    variant, part, rev, features = CPUINFO[cpu]
+    text = (f"processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
+            f"CPU architecture: 8\nCPU variant\t: {variant}\nCPU part\t: {part}\nCPU revision\t: {rev}\n\n")
+    info = root / "proc" / "cpuinfo"
+    if not info.is_file() or info.read_text() != text:
+        tmp = info.with_name(f".cpuinfo.{os.getpid()}")
+        tmp.write_text(text)
+        tmp.replace(info)
+    return root
+
+
 def emulated_python(sysroot: str | Path, cpu: str, argv0: str | None = None) -> list[str]:
     """The command prefix running the sysroot's aarch64 python3.11 under qemu-aarch64 -cpu `cpu`.
     The guest's environment is set here (qemu -E), so the host's PYTHONPATH or venv never leaks in."""
     sysroot, qemu = _checked(sysroot)
     env = {"PYTHONHOME": sysroot / "usr", "PYTHONPATH": sysroot / "site", "PYTHONNOUSERSITE": "1",
            "TVM_USE_RUNTIME_LIB": "1"}     # a board runs kernels: TVM's runtime library only
-    cmd = [qemu, "-L", str(sysroot), "-cpu", cpu]
+    cmd = [qemu, "-L", str(cpu_root(sysroot, cpu)), "-cpu", cpu]
     if argv0:
         cmd += ["-0", argv0]
     for k, v in env.items():

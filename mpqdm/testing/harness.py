@@ -73,19 +73,29 @@ def insn_plugin(work: Path) -> Path:
     return out
 
 
+def counted(qemu_cmd: list[str], plugin: Path, timeout: float = 1200) -> dict[str, int]:
+    """Run a qemu-user command line (qemu first) under the counting plugin: {"insns", "dots"} (executed
+    instructions, of them Arm dot-product instructions)."""
+    cmd = [qemu_cmd[0], "-plugin", str(plugin), "-d", "plugin", *qemu_cmd[1:]]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(qemu_cmd[-3:])} under qemu exited with {r.returncode}: {r.stderr.strip()[-2000:]}")
+    found = {}
+    for line in (r.stdout + r.stderr).splitlines():
+        key, _, value = line.partition(": ")
+        if key in ("insns", "dots") and value.strip().isdigit():
+            found[key] = int(value)
+    if "insns" not in found:
+        raise RuntimeError(f"no instruction count from the plugin: {(r.stdout + r.stderr)[-1000:]}")
+    return found
+
+
 def count_instructions(exe: Path, board: Board, arrays: list[np.ndarray], outputs: set[int], work: Path) -> int:
     """Guest instructions of one kernel call under qemu (1 thread): a run with 2 calls minus one with 1."""
     if not board.is_cross or not board.qemu:
         raise ValueError(f"board {board.name!r} does not run under qemu")
     plugin = insn_plugin(work)
     write_args(work / "args.bin", arrays, outputs)
-    counts = []
-    for calls in (1, 2):
-        cmd = [board.qemu, "-plugin", str(plugin), "-d", "plugin", *board.qemu_command(exe)[1:]]
-        r = subprocess.run([*cmd, str(work / "args.bin"), str(work / "out.bin"), "1", str(calls)],
-                           capture_output=True, text=True, timeout=1200)
-        if r.returncode != 0:
-            raise RuntimeError(f"{exe.name} under qemu exited with {r.returncode}: {r.stderr.strip()[-2000:]}")
-        line = [x for x in (r.stdout + r.stderr).splitlines() if x.startswith("insns: ")]
-        counts.append(int(line[-1].split()[1]))
+    counts = [counted([*board.qemu_command(exe), str(work / "args.bin"), str(work / "out.bin"), "1", str(calls)],
+                      plugin)["insns"] for calls in (1, 2)]
     return counts[1] - counts[0]
