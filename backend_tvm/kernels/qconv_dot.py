@@ -1,4 +1,5 @@
-"""Quantized conv on CPUs with an integer dot-product instruction (x86 AVX2 or AVX-VNNI, Arm dot product).
+"""Quantized conv on CPUs with an integer dot product we use (x86 AVX2 or AVX-VNNI, Arm dot product) or,
+for low widths, Arm NEON's uint8 lane sums (dot_intrin.py).
 
 Same arguments and result as kernels/qconv.py; the work is arranged for a 4-deep dot product:
 - Xp: the input with its padding (the zero code za) and c_in rounded up to 4 (zeros), so the 4
@@ -70,7 +71,7 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
     xp = x if direct else te.compute((s.n, s.h + 2 * s.pad, s.w + 2 * s.pad, c4), xp_value, name="Xp")
 
     def decoded(g, off, n_g, b, intrin, tw):
-        wdtype = "uint8" if intrin == dot_intrin.UDOT else "int8"
+        wdtype = "uint8" if intrin in dot_intrin.UNSIGNED else "int8"
         offset = dot_intrin.weight_offset(intrin, b)
         cq = c4 // 4
 
@@ -123,8 +124,8 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
     # the groups' tasks as one parallel launch, `threads` slices each taking its share of every
     # group (no barrier between groups: they write disjoint accumulators), where they divide evenly
     def even(tiles: int, c: int) -> bool:      # tiles x c tasks cut into `threads` slices along tiles or chunks
-        per = tiles * c // threads
-        return tiles * c % threads == 0 and (per % c == 0 or c % per == 0)
+        per = tiles * c // threads             # (slices inside a tile's chunks only for one tile: TVM cannot
+        return tiles * c % threads == 0 and (per % c == 0 or (tiles == 1 and c % per == 0))  # tensorize others)
 
     merged = threads > 1 and len(spec.groups) > 1 and all(
         even(_ceil(n_g, tw), c) for (n_g, _), c, tw in zip(spec.groups, chunks, tws, strict=True))
