@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from mpqdm.backend_tvm.kernels.qconv_schedule import schedule_qconv
+from mpqdm.backend_tvm.kernels.qconv_schedule import dot_intrins, schedule_qconv
 from mpqdm.backend_tvm.tvm_compat import tvm
 from mpqdm.boards.registry import load_board
 from mpqdm.core.packing import pack_layer
@@ -43,6 +43,8 @@ def check(board_name: str, spec: ConvSpec, tmp_path, seed: int) -> None:
         dis = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(obj)], capture_output=True, text=True,
                              check=True).stdout
         assert any(f"\t{op}\t" in dis for op in ("sdot", "udot", "usdot")) == (board_name == "rpi5")
+        if board_name == "rpi4" and dot_intrins(spec, board) is not None:   # the uint8 lane sums
+            assert "\tuaddlp\t" in dis
     exe = harness.link([obj], board, "qconv", tmp_path / "harness")
     (y,) = harness.run(exe, board, arrays, {len(arrays) - 1}, tmp_path, threads=2)
     ref = qconv_int(x, rows, order, zw, za, spec.kh, spec.kw, spec.stride, spec.pad)
@@ -59,6 +61,40 @@ def test_kernel_from_c_matches_reference(board, tmp_path):
 @pytest.mark.parametrize("spec", SLOW, ids=lambda s: f"{s.kh}x{s.kw}-{s.groups}-a{s.abits}")
 def test_kernel_from_c_matches_reference_all(board, spec, tmp_path):
     check(board, spec, tmp_path, seed=hash(spec) % 2**32)
+
+
+# the Pi 4's uint8 lane sums (dot_intrin NEON): every quads-per-call, ragged channel tiles, odd c_in, stride 2
+NEON_SPECS = [ConvSpec(1, 5, 6, 32, 19, 3, 3, 1, 1, ((11, 1), (8, 2)), 4),       # 8 and 4 quads a call
+              ConvSpec(1, 7, 5, 5, 13, 3, 3, 2, 1, ((13, 4),), 4),                # 1 quad, c_in padded to 8
+              ConvSpec(1, 6, 6, 24, 16, 3, 3, 1, 1, ((8, 3), (8, 2)), 4),         # 2 quads (W3A4), 2 (24 % 16)
+              ConvSpec(9, 1, 1, 64, 20, groups=((20, 1),), abits=4),              # dense, W1A4: 8 quads
+              ConvSpec(1, 9, 9, 64, 128, 3, 3, 1, 1, ((16, 3), (96, 2), (16, 1)), 4)]   # OMQ's split, 4 threads
+
+
+@pytest.mark.parametrize("spec", NEON_SPECS, ids=lambda s: f"{s.kh}x{s.kw}s{s.stride}-{s.groups}-a{s.abits}")
+def test_neon_uint8_lane_sums_match_reference_under_qemu(spec, tmp_path):
+    from mpqdm.backend_tvm.kernels import dot_intrin
+
+    assert all(i in dot_intrin.NEON.values() for i, _ in dot_intrins(spec, load_board("rpi4")))
+    check("rpi4", spec, tmp_path, seed=hash(spec) % 2**32)
+
+
+@pytest.mark.parametrize("spec", NEON_SPECS, ids=lambda s: f"{s.kh}x{s.kw}s{s.stride}-{s.groups}-a{s.abits}")
+def test_udot_by_element_matches_reference_under_qemu(spec, tmp_path):
+    """The Pi 5's udot: 4 quads a call by element where c_in holds them (the same odd shapes)."""
+    check("rpi5", spec, tmp_path, seed=hash(spec) % 2**32 + 1)
+
+
+def test_neon_path_only_where_uint8_sums_stay_exact():
+    from mpqdm.backend_tvm.kernels import dot_intrin
+
+    pi4 = load_board("rpi4").cpu_features
+    assert dot_intrin.dot_intrin(pi4, 4, 2, 64) == (dot_intrin.NEON[4], 4)      # 5 x 45 <= 255: 4 quads
+    assert dot_intrin.dot_intrin(pi4, 4, 1, 64) == (dot_intrin.NEON[8], 8)      # 17 x 15
+    assert dot_intrin.dot_intrin(pi4, 4, 4, 64) == (dot_intrin.NEON[1], 1)      # 225
+    assert dot_intrin.dot_intrin(pi4, 4, 2, 24) == (dot_intrin.NEON[2], 2)      # c_in holds whole calls only
+    assert dot_intrin.dot_intrin(pi4, 4, 5, 64) is None                         # 465 > 255: the portable loop
+    assert dot_intrin.dot_intrin(pi4, 8, 2, 64) is None
 
 
 def test_instruction_count_of_one_call_grows_with_the_work(tmp_path):

@@ -120,8 +120,8 @@ def test_dot_intrinsic_choice_keeps_int16_sums_exact():
     vnni512 = (*avx2, "avx512f", "avx512bw", "avx512vnni", "avx_vnni")
     assert dot_intrin(vnni512, 4, 2, 64, 16) == (dot_intrin_mod.VNNI512, 1)   # 16 channels a call
     assert dot_intrin(vnni512, 4, 2, 64, 12) == (dot_intrin_mod.VNNI, 1)      # a small group: 8-lane tiles
-    assert dot_intrin(("neon", "dotprod"), 8, 8, 64) == (dot_intrin_mod.UDOT, 1)
-    assert dot_intrin(("neon",), 4, 2, 64) is None
+    assert dot_intrin(("neon", "dotprod"), 8, 8, 64) == (dot_intrin_mod.UDOT4, 4)   # 4 quads, by element
+    assert dot_intrin(("neon", "dotprod"), 8, 8, 24) == (dot_intrin_mod.UDOT, 1)
 
 
 def test_float_epilogue():

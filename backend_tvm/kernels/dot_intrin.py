@@ -12,8 +12,14 @@ implementation maps it to one CPU's instructions:
   saturation): exact for every width, one instruction where AVX2 needs two to four.
 - "mpq_dot16x4_vnni": the same on 512 bits (AVX512-VNNI), 16 channels a call, for groups of >= 16.
 - "mpq_dot8x4_udot": two Arm udot (u8 x u8 -> u32, 4 lanes each); weights are unsigned codes.
+- "mpq_dot8x16_udot": 4 quads a call from one 16-byte load of A, each quad's udot by element (no
+  ld1r and address add per quad: about half the instructions around the udot).
 - "mpq_dot8x8_avx2", "mpq_dot8x16_avx2": 2 or 4 quads per call, their int16 pair sums added
   before one vpmaddwd (low-bit weights and activations leave room in int16).
+- "mpq_dot8x{4q}_neon" (q = 1, 2, 4, 8): Arm NEON without the dot product (Cortex-A72): q quads of
+  u8 x u8 products summed in uint8 lanes (mul/mla .16b: 16 products an instruction, where an int8
+  kernel's smull/sadalp gets 8 per two), then two pairwise widening adds (uaddlp) to int32 per call.
+  Exact while q (2^a - 1)(2^w - 1) <= 255: low widths get more quads a call, 8-bit ones none.
 `dot_intrin(board_features, abits, wbits, c_in, n_out)` picks one, or None where the plain loop must be
 used; `lanes(intrin)` is its channel tile.
 """
@@ -119,12 +125,12 @@ def _udot(a: T.handle, b: T.handle, c: T.handle) -> None:
                 a16, B.vload([h * 4, 0], dtype="uint8x16"), dtype="uint32x4"), dtype="int32x4")
 
 
-def _deep_desc(q: int):
+def _deep_desc(q: int, wdtype: str = "int8"):
     """C[i] += sum over q quads of A[4 kq + k] * B[kq, i, k]: q consecutive k-quads in one call."""
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4 * q,), "uint8", offset_factor=1)
-        B = T.match_buffer(b, (q, 8, 4), "int8", offset_factor=1)
+        B = T.match_buffer(b, (q, 8, 4), wdtype, offset_factor=1)
         C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
         with T.sblock("root"):
             T.reads(C[0:8], A[0:4 * q], B[0:q, 0:8, 0:4])
@@ -165,6 +171,68 @@ def _avx2_deep(q: int):
     return impl
 
 
+def _quad(A, q: int, j: int):
+    """Quad j of A's q quads in all four 32-bit lanes (uint8x16): one load of the q quads, then a lane
+    broadcast (dup / the by-element forms), where a load per quad costs an address add and ld1r each."""
+    if q == 1:
+        return tirx.reinterpret("uint8x16", tirx.Broadcast(tirx.reinterpret("int32", A.vload([0], "uint8x4")), 4))
+    quads = tirx.reinterpret(f"int32x{q}", A.vload([0], f"uint8x{4 * q}"))
+    inputs = [quads] * max(1, 4 // q)           # a shuffle yields at most as many lanes as it reads
+    return tirx.reinterpret("uint8x16", tirx.Shuffle(inputs, [tirx.const(j, "int32")] * 4))
+
+
+def _udot_quads(C, A, B, q: int):
+    """C[0:8] after q quads of udot, 4 channels a call."""
+    acc = [C.vload([h * 4], dtype="int32x4") for h in range(2)]
+    for j in range(q):
+        a16 = _quad(A, q, j)
+        for h in range(2):
+            acc[h] = tirx.reinterpret("int32x4", tirx.call_llvm_pure_intrin(
+                "uint32x4", "llvm.aarch64.neon.udot.v4i32.v16i8", tirx.reinterpret("uint32x4", acc[h]),
+                B.vload([j, h * 4, 0], "uint8x16"), a16))
+    return acc
+
+
+@T.prim_func(s_tir=True)
+def _udot4(a: T.handle, b: T.handle, c: T.handle) -> None:
+    A = T.match_buffer(a, (16,), "uint8", offset_factor=1)
+    B = T.match_buffer(b, (4, 8, 4), "uint8", offset_factor=1)
+    C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+    with T.sblock("root"):
+        T.reads(C[0:8], A[0:16], B[0:4, 0:8, 0:4])
+        T.writes(C[0:8])
+        acc = T.meta_var(_udot_quads(C, A, B, 4))
+        C[T.ramp(T.int32(0), 1, 4)] = acc[0]
+        C[T.ramp(T.int32(4), 1, 4)] = acc[1]
+
+
+def _neon_u8(A, B, q: int, half: int):
+    """Channels 4 half .. 4 half + 3: q quads of u8 products summed in uint8 lanes (channel, k), then
+    pairwise-widened twice (uaddlp) to one int32 per channel."""
+    total = None
+    for j in range(q):
+        p = _quad(A, q, j) * B.vload([j, 4 * half, 0], "uint8x16")
+        total = p if total is None else total + p
+    h = tirx.call_llvm_pure_intrin("uint16x8", "llvm.aarch64.neon.uaddlp.v8i16.v16i8", total)
+    return tirx.reinterpret("int32x4", tirx.call_llvm_pure_intrin("uint32x4", "llvm.aarch64.neon.uaddlp.v4i32.v8i16", h))
+
+
+def _neon(q: int):
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4 * q,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (q, 8, 4), "uint8", offset_factor=1)
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4 * q], B[0:q, 0:8, 0:4])
+            T.writes(C[0:8])
+            lo = T.meta_var(_neon_u8(A, B, q, 0))
+            hi = T.meta_var(_neon_u8(A, B, q, 1))
+            C[T.ramp(T.int32(0), 1, 4)] += lo
+            C[T.ramp(T.int32(4), 1, 4)] += hi
+    return impl
+
+
 AVX2, AVX2_SPLIT, UDOT = "mpq_dot8x4_avx2", "mpq_dot8x4_avx2_split", "mpq_dot8x4_udot"
 VNNI, VNNI512 = "mpq_dot8x4_vnni", "mpq_dot16x4_vnni"
 DEEP = {q: f"mpq_dot8x{4 * q}_avx2" for q in (2, 4)}
@@ -176,6 +244,12 @@ s_tir.TensorIntrin.register(VNNI512, _desc("int8", 16), _vnni(16))
 
 for _q, _name in DEEP.items():
     s_tir.TensorIntrin.register(_name, _deep_desc(_q), _avx2_deep(_q))
+NEON = {q: f"mpq_dot8x{4 * q}_neon" for q in (1, 2, 4, 8)}
+for _q, _name in NEON.items():
+    s_tir.TensorIntrin.register(_name, _desc("uint8") if _q == 1 else _deep_desc(_q, "uint8"), _neon(_q))
+UDOT4 = "mpq_dot8x16_udot"
+s_tir.TensorIntrin.register(UDOT4, _deep_desc(4, "uint8"), _udot4)
+UNSIGNED = {UDOT, UDOT4, *NEON.values()}       # weights as unsigned codes (no offset: u8 x u8 products)
 
 
 def lanes(intrin: str) -> int:
@@ -185,7 +259,7 @@ def lanes(intrin: str) -> int:
 
 def weight_offset(intrin: str | None, wbits: int) -> int:
     """What the decoded weights subtract so they fit the intrinsic's int8 (8-bit codes on x86)."""
-    return 128 if intrin is not None and intrin != UDOT and wbits == 8 else 0
+    return 128 if intrin is not None and intrin not in UNSIGNED and wbits == 8 else 0
 
 
 def dot_intrin(features, abits: int, wbits: int, c_in: int = 4, n_out: int = 8) -> tuple[str, int] | None:
@@ -193,12 +267,16 @@ def dot_intrin(features, abits: int, wbits: int, c_in: int = 4, n_out: int = 8) 
     4 quads add in int16 (one vpmaddwd per 16 k instead of per 4) where they cannot overflow and
     c_in holds whole calls: the low-bit configurations do less work per MAC."""
     f = set(features or ())
-    if "dotprod" in f:
-        return UDOT, 1
+    if "dotprod" in f:       # 4 quads a call where c_in holds them: one 16-byte load of A, by-element udot
+        return (UDOT4, 4) if c_in % 16 == 0 else (UDOT, 1)
     if "avx512vnni" in f and n_out >= 16:      # a group of at least 16 channels: 16-lane tiles
         return VNNI512, 1
     if "avx_vnni" in f:
         return VNNI, 1
+    if "neon" in f and "avx2" not in f:     # uint8 lane sums: as many quads a call as stay exact
+        most = 255 // (((1 << abits) - 1) * ((1 << wbits) - 1))
+        q = next((q for q in (8, 4, 2) if q <= most and c_in % (4 * q) == 0), 1)
+        return (NEON[q], q) if most >= 1 else None
     if "avx2" in f:
         pair = 2 * ((1 << abits) - 1) * (128 if wbits == 8 else (1 << wbits) - 1)
         if pair > 32767:

@@ -7,7 +7,8 @@ their codes for one k, and the unrolled pixel loop reuses those codes PIXELS tim
 tiles) run in parallel. `schedule_qconv(spec, board)` returns an IRModule holding one PrimFunc.
 
 A board whose CPU has an integer dot product we use (AVX2 or AVX-VNNI on x86-64, the Arm dot product) gets
-the tensorised kernel of qconv_dot.py instead; this plain schedule serves the rest (Cortex-A72).
+the tensorised kernel of qconv_dot.py instead, as do the low widths on Arm NEON without it (Cortex-A72:
+uint8 lane sums); this plain schedule serves the rest.
 """
 
 from __future__ import annotations
