@@ -143,7 +143,8 @@ def write(rows: list[dict], out: Path) -> None:
     save_rows(out.with_suffix(".json"), rows, summary=head, threads=1, notes=notes,
               note="executed guest instructions of one UNet call under qemu-aarch64 ((3 calls - 1 call) / 2)")
     md = ["# One default-model UNet call on ARM: ours (W2A4) beside ONNX Runtime int8 (qemu-aarch64, 1 thread)",
-          "", "Command: `.venv/bin/python benchmarks/runtime_arm.py` (executed guest instructions of one call: 3 calls minus 1, halved)",
+          "", "Command: `.venv/bin/python benchmarks/runtime_arm.py` (executed guest instructions of one call: "
+          "3 calls minus 1, halved)",
           "", markdown_table(head, list(head[0])) if head else "", "",
           markdown_table(rows, ["cpu", "engine", "instructions", "kernel_path"]), ""]
     md += [f"- {r['engine']}: {r['config']}" for r in rows if r["cpu"] == "cortex-a76"]

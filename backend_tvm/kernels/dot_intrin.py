@@ -214,7 +214,8 @@ def _neon_u8(A, B, q: int, half: int):
         p = _quad(A, q, j) * B.vload([j, 4 * half, 0], "uint8x16")
         total = p if total is None else total + p
     h = tirx.call_llvm_pure_intrin("uint16x8", "llvm.aarch64.neon.uaddlp.v8i16.v16i8", total)
-    return tirx.reinterpret("int32x4", tirx.call_llvm_pure_intrin("uint32x4", "llvm.aarch64.neon.uaddlp.v4i32.v8i16", h))
+    w = tirx.call_llvm_pure_intrin("uint32x4", "llvm.aarch64.neon.uaddlp.v4i32.v8i16", h)
+    return tirx.reinterpret("int32x4", w)
 
 
 def _neon(q: int):

@@ -79,7 +79,8 @@ def counted(qemu_cmd: list[str], plugin: Path, timeout: float = 1200) -> dict[st
     cmd = [qemu_cmd[0], "-plugin", str(plugin), "-d", "plugin", *qemu_cmd[1:]]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(qemu_cmd[-3:])} under qemu exited with {r.returncode}: {r.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"{' '.join(qemu_cmd[-3:])} under qemu exited with {r.returncode}: "
+                           f"{r.stderr.strip()[-2000:]}")
     found = {}
     for line in (r.stdout + r.stderr).splitlines():
         key, _, value = line.partition(": ")
