@@ -53,6 +53,8 @@ static struct {
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 1, 0, 0, 0, 0,
           NULL, NULL, 0, 0, 0, 0, 0, PTHREAD_COND_INITIALIZER};
 
+static void arena_release(void);
+
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -94,6 +96,7 @@ static void *worker(void *arg) {
         if (st != 0) STORE(pool.status, st);
         __atomic_sub_fetch(&pool.pending, 1, __ATOMIC_RELEASE);
     }
+    arena_release();
     return NULL;
 }
 
@@ -142,16 +145,50 @@ static int parallel_barrier(int task_id, mpq_parallel_env *penv) {
     return 0;
 }
 
-/* Kernel temporaries of 1 KiB or more: aligned heap blocks the kernel frees itself. */
+/* Kernel temporaries of 1 KiB or more (TVM's workspace: a task's decoded weight tile, a padded
+ * input): bumped off a per-thread arena, which is reset when the thread's last block is freed (a task
+ * frees what it allocated), so the thousands a UNet call makes cost a few instructions each instead
+ * of an aligned malloc and free. What the arena cannot hold comes from the heap, and the arena grows
+ * to the most a thread held at once the next time it is empty. */
+#define WS_ALIGN 64
+static __thread struct { char *base; size_t cap, top, want; int live; } arena;
+
+static void arena_release(void) {
+    free(arena.base);
+    memset(&arena, 0, sizeof arena);
+}
+
 static void *workspace_alloc(int device_type, int device_id, uint64_t nbytes, int code_hint, int bits_hint) {
     (void)device_type; (void)device_id; (void)code_hint; (void)bits_hint;
+    size_t n = ((size_t)(nbytes ? nbytes : 1) + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN;
+    if (arena.live == 0 && arena.want > arena.cap) {
+        void *p = NULL;
+        if (posix_memalign(&p, WS_ALIGN, arena.want) == 0) {
+            free(arena.base);
+            arena.base = p;
+            arena.cap = arena.want;
+        }
+        arena.top = 0;
+    }
+    if (arena.cap - arena.top >= n) {
+        void *p = arena.base + arena.top;
+        arena.top += n;
+        arena.live++;
+        return p;
+    }
+    if (arena.top + n > arena.want) arena.want = arena.top + n;
     void *p = NULL;
-    return posix_memalign(&p, 64, (size_t)(nbytes ? nbytes : 1)) == 0 ? p : NULL;
+    return posix_memalign(&p, WS_ALIGN, n) == 0 ? p : NULL;
 }
 
 static int workspace_free(int device_type, int device_id, void *ptr) {
     (void)device_type; (void)device_id;
-    free(ptr);
+    char *c = ptr;
+    if (arena.base != NULL && c >= arena.base && c < arena.base + arena.cap) {
+        if (--arena.live == 0) arena.top = 0;
+    } else {
+        free(ptr);
+    }
     return 0;
 }
 
@@ -192,6 +229,7 @@ void mpq_backend_stop(void) {
     pthread_cond_broadcast(&pool.go);
     pthread_mutex_unlock(&pool.mu);
     for (int i = 1; i <= pool.started; i++) pthread_join(pool.tid[i], NULL);
+    arena_release();            /* the caller's; each worker released its own */
     pool.started = 0;
     pool.threads = 1;
     STORE(pool.stop, 0);
