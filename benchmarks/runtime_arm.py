@@ -11,6 +11,8 @@ Engines (the default model, batch 1):
 kernel_path: which kernels ran, read off the count of executed SDOT/UDOT instructions (the plugin's "dots"):
 zero on the A72 (which has none; qemu would fault), and for the peer on the A76 where MLAS takes its
 dot-product kernels. Counts are a cost proxy (both cores are out of order), exact and repeatable.
+Ours is also split by call kind (the plugin's per-block counts charged to the binary's symbols: the
+kernels mpq_<kind>_<n>_compute_, the rest as "runtime"): where the instructions go.
 
 Run: .venv/bin/python benchmarks/runtime_arm.py [--report]
 Writes benchmarks/results/runtime_arm.json and runtime_arm.md (notes: benchmarks/runtime_arm_notes.json).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -79,10 +82,27 @@ def peer(work: Path) -> tuple[Path, Path, str]:
 CALLS = (1, 3)      # one call = (a run of 3 calls - a run of 1) / 2: start-up and the first call's set-up cancel
 
 
-def one_call(commands, plugin: Path) -> dict[str, int]:
-    """commands(calls) -> the qemu command line; the counts of one steady call (CALLS)."""
-    lo, hi = (harness.counted(commands(n), plugin, timeout=3600) for n in CALLS)
-    return {k: (hi[k] - lo[k]) // (CALLS[1] - CALLS[0]) for k in lo}
+def one_call(commands, plugin: Path, binary: Path | None = None) -> dict:
+    """commands(calls) -> the qemu command line; the counts of one steady call (CALLS), and for a
+    static `binary` its instructions by call kind ("split")."""
+    blocks = {n: binary.parent / f"blocks{n}.txt" if binary else None for n in CALLS}
+    lo, hi = (harness.counted(commands(n), plugin, timeout=3600, blocks=blocks[n]) for n in CALLS)
+    out = {k: (hi[k] - lo[k]) // (CALLS[1] - CALLS[0]) for k in lo}
+    if binary:
+        lo_s, hi_s = (by_kind(harness.by_symbol(blocks[n], binary)) for n in CALLS)
+        out["split"] = {k: (v - lo_s.get(k, 0)) // (CALLS[1] - CALLS[0]) for k, v in hi_s.items()}
+    return out
+
+
+def by_kind(symbols: dict[str, int]) -> dict[str, int]:
+    """Instructions per call kind: kernel symbols mpq_<kind>_<n>_compute_ (and their helpers) by kind, the
+    rest (the runtime, libc) as "runtime"."""
+    out: dict[str, int] = {}
+    for name, n in symbols.items():
+        m = re.match(r"mpq_([a-z_0-9]+?)_\d+", name)
+        kind = m.group(1) if m and not name.startswith("mpq_run") else "runtime"
+        out[kind] = out.get(kind, 0) + n
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def kernel_path(engine: str, cpu: str, dots: int) -> str:
@@ -117,10 +137,11 @@ def measure() -> list[dict]:
 
             for engine, commands, config in (("mpqdm-W2A4", run_ours, "W2A4 PTQ, OMQ 10% split"),
                                              ("ort-int8", run_peer, note)):
-                c = one_call(commands, plugin)
+                c = one_call(commands, plugin, binary if engine == "mpqdm-W2A4" else None)
                 rows.append({"cpu": cpu, "engine": engine, "model": "default", "config": config,
                              "instructions": c["insns"], "dot_instructions": c.get("dots", 0),
-                             "kernel_path": kernel_path(engine, cpu, c.get("dots", 0))})
+                             "kernel_path": kernel_path(engine, cpu, c.get("dots", 0)),
+                             **({"split": c["split"]} if "split" in c else {})})
                 print(f"   {engine}: {c['insns'] / 1e6:.1f} M instructions", flush=True)
     return rows
 
@@ -137,6 +158,15 @@ def summary(rows: list[dict]) -> list[dict]:
     return out
 
 
+def split_table(rows: list[dict]) -> list[dict]:
+    """Ours by call kind, a column per CPU."""
+    ours_rows = {r["cpu"]: r["split"] for r in rows if r["engine"] == "mpqdm-W2A4" and "split" in r}
+    kinds = sorted({k for s in ours_rows.values() for k in s},
+                   key=lambda k: -max(s.get(k, 0) for s in ours_rows.values()))
+    return [{"kind": k, **{f"{cpu}_minstr": round(s.get(k, 0) / 1e6, 2) for cpu, s in ours_rows.items()}}
+            for k in kinds]
+
+
 def write(rows: list[dict], out: Path) -> None:
     notes = json.loads(NOTES_FILE.read_text()) if NOTES_FILE.is_file() else {}
     head = summary(rows)
@@ -148,6 +178,10 @@ def write(rows: list[dict], out: Path) -> None:
           "", markdown_table(head, list(head[0])) if head else "", "",
           markdown_table(rows, ["cpu", "engine", "instructions", "kernel_path"]), ""]
     md += [f"- {r['engine']}: {r['config']}" for r in rows if r["cpu"] == "cortex-a76"]
+    split = split_table(rows)
+    if split:
+        md += ["", "Ours by call kind (millions of instructions of one call; `runtime`: our C runtime and libc):",
+               "", markdown_table(split, list(split[0]))]
     md += ["", *[f"- {k}: {v}" for k, v in notes.items()]]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md[4:6]))

@@ -111,3 +111,24 @@ def test_instruction_count_of_one_call_grows_with_the_work(tmp_path):
                                                  {9}, work))
     assert counts[0] > 10_000
     assert 1.5 < counts[1] / counts[0] < 2.7       # twice the rows, about twice the instructions
+
+
+def test_per_block_counts_add_up_and_charge_the_kernel(tmp_path):
+    """The plugin's per-block counts (tbs=) sum to its total, and by_symbol charges the kernel call's
+    instructions to the kernel's functions: 8 calls of a layer cost it about 8 times one call's."""
+    board = load_board("rpi4")
+    spec = ConvSpec(1, 6, 8, 8, 16, 3, 3, 1, 1, ((16, 2),), 4)
+    exe = harness.link([harness.compile_object(schedule_qconv(spec), board, tmp_path / "k.o")], board, "qconv",
+                       tmp_path / "harness")
+    harness.write_args(tmp_path / "args.bin", random_args(spec, np.random.default_rng(3)).ordered(), {9})
+    plugin = harness.insn_plugin(tmp_path)
+    per_call = {}
+    for calls in (1, 9):
+        blocks = tmp_path / f"blocks{calls}.txt"
+        total = harness.counted([*board.qemu_command(exe), str(tmp_path / "args.bin"), str(tmp_path / "out.bin"),
+                                 "1", str(calls)], plugin, blocks=blocks)["insns"]
+        split = harness.by_symbol(blocks, exe)
+        assert sum(split.values()) == total
+        per_call[calls] = sum(v for k, v in split.items() if "qconv" in k)
+    assert per_call[1] > 10_000
+    assert 7.5 < per_call[9] / per_call[1] < 9.5

@@ -73,10 +73,12 @@ def insn_plugin(work: Path) -> Path:
     return out
 
 
-def counted(qemu_cmd: list[str], plugin: Path, timeout: float = 1200) -> dict[str, int]:
+def counted(qemu_cmd: list[str], plugin: Path, timeout: float = 1200, blocks: Path | None = None) -> dict[str, int]:
     """Run a qemu-user command line (qemu first) under the counting plugin: {"insns", "dots"} (executed
-    instructions, of them Arm dot-product instructions)."""
-    cmd = [qemu_cmd[0], "-plugin", str(plugin), "-d", "plugin", *qemu_cmd[1:]]
+    instructions, of them Arm dot-product instructions); `blocks`: also write the per-block counts
+    there (by_symbol reads them)."""
+    arg = str(plugin) + (f",tbs={Path(blocks).resolve()}" if blocks is not None else "")
+    cmd = [qemu_cmd[0], "-plugin", arg, "-d", "plugin", *qemu_cmd[1:]]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(qemu_cmd[-3:])} under qemu exited with {r.returncode}: "
@@ -89,6 +91,22 @@ def counted(qemu_cmd: list[str], plugin: Path, timeout: float = 1200) -> dict[st
     if "insns" not in found:
         raise RuntimeError(f"no instruction count from the plugin: {(r.stdout + r.stderr)[-1000:]}")
     return found
+
+
+def by_symbol(blocks: Path, binary: Path, nm: str = "aarch64-linux-gnu-nm") -> dict[str, int]:
+    """Executed instructions per function of a statically linked `binary`, from the plugin's per-block
+    counts (`counted(..., blocks=)`): each block is charged to the last symbol at or below its address."""
+    out = subprocess.run([nm, "-n", "--defined-only", str(binary)], capture_output=True, text=True, check=True).stdout
+    syms = [(int(a, 16), name) for a, kind, name in (ln.split(maxsplit=2) for ln in out.splitlines()
+                                                      if ln.count(" ") >= 2) if kind.lower() in "tw"]
+    addrs = np.array([a for a, _ in syms], dtype=np.uint64)
+    totals: dict[str, int] = {}
+    for line in Path(blocks).read_text().splitlines():
+        vaddr, n, execs = line.split()
+        i = int(np.searchsorted(addrs, np.uint64(int(vaddr, 16)), side="right")) - 1
+        name = syms[i][1] if i >= 0 else "?"
+        totals[name] = totals.get(name, 0) + int(n) * int(execs)
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 def count_instructions(exe: Path, board: Board, arrays: list[np.ndarray], outputs: set[int], work: Path) -> int:
