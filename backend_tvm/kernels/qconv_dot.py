@@ -98,11 +98,13 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
         xsum[n, i * s.stride + r, j * s.stride + q], axis=[r, q]), name="rowsum")
 
     def corrected(n, i, j, ch):
-        p = perm[ch]
-        out = tirx.const(0, "int32")
-        for st, n_g, acc, offset in reversed(accs):
-            v = acc[n, i, j, p - st] + (offset * rowsum[n, i, j] if offset else 0)
-            out = tirx.if_then_else(tirx.all(p >= st, p < st + n_g), v, out)
+        # every group's accumulator read at a clamped (always valid) position and the channel's picked by
+        # Select, not by branches: the epilogue vectorises over channels (the reads become a gather)
+        p, out = perm[ch], None
+        for st, n_g, acc, offset in reversed(accs):      # the last group's where no earlier one holds p
+            at = tirx.max(tirx.min(p - st, acc.shape[-1] - 1), 0)
+            v = acc[n, i, j, at] + (offset * rowsum[n, i, j] if offset else 0)
+            out = v if out is None else tirx.Select(tirx.all(p >= st, p < st + n_g), v, out)
         za = az[0]
         return out - za * colsum[ch] - zw[ch] * rowsum[n, i, j] + s.k * zw[ch] * za
 
