@@ -164,7 +164,7 @@ def split_table(rows: list[dict]) -> list[dict]:
     kinds = sorted({k for s in ours_rows.values() for k in s},
                    key=lambda k: -max(s.get(k, 0) for s in ours_rows.values()))
     return [{"kind": k, **{f"{cpu}_minstr": round(s.get(k, 0) / 1e6, 2) for cpu, s in ours_rows.items()}}
-            for k in kinds]
+            for k in kinds if max(s.get(k, 0) for s in ours_rows.values()) >= 5000]
 
 
 def write(rows: list[dict], out: Path) -> None:
