@@ -3,6 +3,7 @@ how kernel tests reach the aarch64 builds without libtvm on the 'board'."""
 
 from __future__ import annotations
 
+import bisect
 import shutil
 import struct
 import subprocess
@@ -99,11 +100,11 @@ def by_symbol(blocks: Path, binary: Path, nm: str = "aarch64-linux-gnu-nm") -> d
     out = subprocess.run([nm, "-n", "--defined-only", str(binary)], capture_output=True, text=True, check=True).stdout
     syms = [(int(a, 16), name) for a, kind, name in (ln.split(maxsplit=2) for ln in out.splitlines()
                                                       if ln.count(" ") >= 2) if kind.lower() in "tw"]
-    addrs = np.array([a for a, _ in syms], dtype=np.uint64)
+    addrs = [a for a, _ in syms]
     totals: dict[str, int] = {}
     for line in Path(blocks).read_text().splitlines():
         vaddr, n, execs = line.split()
-        i = int(np.searchsorted(addrs, np.uint64(int(vaddr, 16)), side="right")) - 1
+        i = bisect.bisect_right(addrs, int(vaddr, 16)) - 1
         name = syms[i][1] if i >= 0 else "?"
         totals[name] = totals.get(name, 0) + int(n) * int(execs)
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
