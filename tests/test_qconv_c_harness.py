@@ -79,6 +79,24 @@ def test_neon_uint8_lane_sums_match_reference_under_qemu(spec, tmp_path):
     check("rpi4", spec, tmp_path, seed=hash(spec) % 2**32)
 
 
+# the Pi 4's wide widths (u16 products): 4, 2 and 1 quads a call, ragged tiles, c_in padded, a dense
+# layer, one output channel (conv_out), and a layer mixing both NEON paths
+NEON16_SPECS = [ConvSpec(1, 6, 5, 32, 13, 3, 3, 1, 1, ((13, 8),), 8),
+                ConvSpec(1, 5, 7, 24, 16, 3, 3, 2, 1, ((8, 8), (8, 5)), 4),
+                ConvSpec(1, 7, 6, 3, 9, 3, 3, 1, 1, ((9, 8),), 8),
+                ConvSpec(5, 1, 1, 48, 20, groups=((20, 8),), abits=8),
+                ConvSpec(1, 8, 8, 32, 1, 3, 3, 1, 1, ((1, 8),), 8),
+                ConvSpec(1, 6, 6, 16, 24, 3, 3, 1, 1, ((8, 6), (16, 2)), 4)]
+
+
+@pytest.mark.parametrize("spec", NEON16_SPECS, ids=lambda s: f"{s.kh}x{s.kw}s{s.stride}-{s.groups}-a{s.abits}")
+def test_neon_u16_products_match_reference_under_qemu(spec, tmp_path):
+    from mpqdm.backend_tvm.kernels import dot_intrin
+
+    assert any(i in dot_intrin.NEON16.values() for i, _ in dot_intrins(spec, load_board("rpi4")))
+    check("rpi4", spec, tmp_path, seed=hash(spec) % 2**32)
+
+
 @pytest.mark.parametrize("spec", NEON_SPECS, ids=lambda s: f"{s.kh}x{s.kw}s{s.stride}-{s.groups}-a{s.abits}")
 def test_udot_by_element_matches_reference_under_qemu(spec, tmp_path):
     """The Pi 5's udot: 4 quads a call by element where c_in holds them (the same odd shapes)."""
@@ -93,8 +111,9 @@ def test_neon_path_only_where_uint8_sums_stay_exact():
     assert dot_intrin.dot_intrin(pi4, 4, 1, 64) == (dot_intrin.NEON[8], 8)      # 17 x 15
     assert dot_intrin.dot_intrin(pi4, 4, 4, 64) == (dot_intrin.NEON[1], 1)      # 225
     assert dot_intrin.dot_intrin(pi4, 4, 2, 24) == (dot_intrin.NEON[2], 2)      # c_in holds whole calls only
-    assert dot_intrin.dot_intrin(pi4, 4, 5, 64) is None                         # 465 > 255: the portable loop
-    assert dot_intrin.dot_intrin(pi4, 8, 2, 64) is None
+    assert dot_intrin.dot_intrin(pi4, 4, 5, 64) == (dot_intrin.NEON16[4], 4)    # 465 > 255: u16 products
+    assert dot_intrin.dot_intrin(pi4, 8, 2, 64) == (dot_intrin.NEON16[4], 4)
+    assert dot_intrin.dot_intrin(pi4, 8, 8, 24) == (dot_intrin.NEON16[2], 2)
 
 
 def test_instruction_count_of_one_call_grows_with_the_work(tmp_path):

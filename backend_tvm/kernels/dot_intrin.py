@@ -19,7 +19,10 @@ implementation maps it to one CPU's instructions:
 - "mpq_dot8x{4q}_neon" (q = 1, 2, 4, 8): Arm NEON without the dot product (Cortex-A72): q quads of
   u8 x u8 products summed in uint8 lanes (mul/mla .16b: 16 products an instruction, where an int8
   kernel's smull/sadalp gets 8 per two), then two pairwise widening adds (uaddlp) to int32 per call.
-  Exact while q (2^a - 1)(2^w - 1) <= 255: low widths get more quads a call, 8-bit ones none.
+  Exact while q (2^a - 1)(2^w - 1) <= 255: low widths get more quads a call.
+- "mpq_dot8x{4q}_neon16" (q = 1, 2, 4): the Cortex-A72's wide widths (8-bit layers, W4A8, ...), where a
+  uint8 lane cannot hold a product: umull (u8 x u8 -> u16, 8 products) and a pairwise widening add
+  into int32 (channel, k-pair) sums per quad, the k pairs added once a call (addp).
 `dot_intrin(board_features, abits, wbits, c_in, n_out)` picks one, or None where the plain loop must be
 used; `lanes(intrin)` is its channel tile.
 """
@@ -234,6 +237,37 @@ def _neon(q: int):
     return impl
 
 
+def _neon16_quads(A, B, q: int, half: int):
+    """Channels 4 half .. 4 half + 3 after q quads of u16 products: [ch 4h, 4h+1] and [4h+2, 4h+3] pair
+    sums (uint32x4 each, pairwise-widened per quad), their k pairs added by addp."""
+    sums = [None, None]
+    for j in range(q):
+        a8 = tirx.reinterpret("uint8x8", tirx.Broadcast(tirx.reinterpret("int32", A.vload([4 * j], "uint8x4")), 2))
+        for side in range(2):
+            p = tirx.call_llvm_pure_intrin("uint16x8", "llvm.aarch64.neon.umull.v8i16", a8,
+                                           B.vload([j, 4 * half + 2 * side, 0], "uint8x8"))
+            w = tirx.call_llvm_pure_intrin("uint32x4", "llvm.aarch64.neon.uaddlp.v4i32.v8i16", p)
+            sums[side] = w if sums[side] is None else sums[side] + w
+    return tirx.reinterpret("int32x4", tirx.call_llvm_pure_intrin("uint32x4", "llvm.aarch64.neon.addp.v4i32",
+                                                                   sums[0], sums[1]))
+
+
+def _neon16(q: int):
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4 * q,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (q, 8, 4), "uint8", offset_factor=1)
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4 * q], B[0:q, 0:8, 0:4])
+            T.writes(C[0:8])
+            lo = T.meta_var(_neon16_quads(A, B, q, 0))
+            hi = T.meta_var(_neon16_quads(A, B, q, 1))
+            C[T.ramp(T.int32(0), 1, 4)] += lo
+            C[T.ramp(T.int32(4), 1, 4)] += hi
+    return impl
+
+
 AVX2, AVX2_SPLIT, UDOT = "mpq_dot8x4_avx2", "mpq_dot8x4_avx2_split", "mpq_dot8x4_udot"
 VNNI, VNNI512 = "mpq_dot8x4_vnni", "mpq_dot16x4_vnni"
 DEEP = {q: f"mpq_dot8x{4 * q}_avx2" for q in (2, 4)}
@@ -248,9 +282,12 @@ for _q, _name in DEEP.items():
 NEON = {q: f"mpq_dot8x{4 * q}_neon" for q in (1, 2, 4, 8)}
 for _q, _name in NEON.items():
     s_tir.TensorIntrin.register(_name, _desc("uint8") if _q == 1 else _deep_desc(_q, "uint8"), _neon(_q))
+NEON16 = {q: f"mpq_dot8x{4 * q}_neon16" for q in (1, 2, 4)}
+for _q, _name in NEON16.items():
+    s_tir.TensorIntrin.register(_name, _desc("uint8") if _q == 1 else _deep_desc(_q, "uint8"), _neon16(_q))
 UDOT4 = "mpq_dot8x16_udot"
 s_tir.TensorIntrin.register(UDOT4, _deep_desc(4, "uint8"), _udot4)
-UNSIGNED = {UDOT, UDOT4, *NEON.values()}       # weights as unsigned codes (no offset: u8 x u8 products)
+UNSIGNED = {UDOT, UDOT4, *NEON.values(), *NEON16.values()}     # weights as unsigned codes (u8 x u8 products)
 
 
 def lanes(intrin: str) -> int:
@@ -276,8 +313,11 @@ def dot_intrin(features, abits: int, wbits: int, c_in: int = 4, n_out: int = 8) 
         return VNNI, 1
     if "neon" in f and "avx2" not in f:     # uint8 lane sums: as many quads a call as stay exact
         most = 255 // (((1 << abits) - 1) * ((1 << wbits) - 1))
+        if most == 0:                        # a product needs 16 bits
+            q = next((q for q in (4, 2) if c_in % (4 * q) == 0), 1)
+            return NEON16[q], q
         q = next((q for q in (8, 4, 2) if q <= most and c_in % (4 * q) == 0), 1)
-        return (NEON[q], q) if most >= 1 else None
+        return NEON[q], q
     if "avx2" in f:
         pair = 2 * ((1 << abits) - 1) * (128 if wbits == 8 else (1 << wbits) - 1)
         if pair > 32767:
