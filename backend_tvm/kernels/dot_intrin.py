@@ -221,7 +221,11 @@ def _neon_u8(A, B, q: int, half: int):
     return tirx.reinterpret("int32x4", w)
 
 
-def _neon(q: int):
+def _neon(q: int, halves=None):
+    """q quads a call, each 4-channel half's int32x4 sums from `halves(A, B, q, half)` (uint8 lane sums
+    by default)."""
+    halves = halves or _neon_u8
+
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4 * q,), "uint8", offset_factor=1)
@@ -230,8 +234,8 @@ def _neon(q: int):
         with T.sblock("root"):
             T.reads(C[0:8], A[0:4 * q], B[0:q, 0:8, 0:4])
             T.writes(C[0:8])
-            lo = T.meta_var(_neon_u8(A, B, q, 0))
-            hi = T.meta_var(_neon_u8(A, B, q, 1))
+            lo = T.meta_var(halves(A, B, q, 0))
+            hi = T.meta_var(halves(A, B, q, 1))
             C[T.ramp(T.int32(0), 1, 4)] += lo
             C[T.ramp(T.int32(4), 1, 4)] += hi
     return impl
@@ -252,22 +256,6 @@ def _neon16_quads(A, B, q: int, half: int):
                                                                    sums[0], sums[1]))
 
 
-def _neon16(q: int):
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (4 * q,), "uint8", offset_factor=1)
-        B = T.match_buffer(b, (q, 8, 4), "uint8", offset_factor=1)
-        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
-        with T.sblock("root"):
-            T.reads(C[0:8], A[0:4 * q], B[0:q, 0:8, 0:4])
-            T.writes(C[0:8])
-            lo = T.meta_var(_neon16_quads(A, B, q, 0))
-            hi = T.meta_var(_neon16_quads(A, B, q, 1))
-            C[T.ramp(T.int32(0), 1, 4)] += lo
-            C[T.ramp(T.int32(4), 1, 4)] += hi
-    return impl
-
-
 AVX2, AVX2_SPLIT, UDOT = "mpq_dot8x4_avx2", "mpq_dot8x4_avx2_split", "mpq_dot8x4_udot"
 VNNI, VNNI512 = "mpq_dot8x4_vnni", "mpq_dot16x4_vnni"
 DEEP = {q: f"mpq_dot8x{4 * q}_avx2" for q in (2, 4)}
@@ -284,7 +272,7 @@ for _q, _name in NEON.items():
     s_tir.TensorIntrin.register(_name, _desc("uint8") if _q == 1 else _deep_desc(_q, "uint8"), _neon(_q))
 NEON16 = {q: f"mpq_dot8x{4 * q}_neon16" for q in (1, 2, 4)}
 for _q, _name in NEON16.items():
-    s_tir.TensorIntrin.register(_name, _desc("uint8") if _q == 1 else _deep_desc(_q, "uint8"), _neon16(_q))
+    s_tir.TensorIntrin.register(_name, _desc("uint8") if _q == 1 else _deep_desc(_q, "uint8"), _neon(_q, _neon16_quads))
 UDOT4 = "mpq_dot8x16_udot"
 s_tir.TensorIntrin.register(UDOT4, _deep_desc(4, "uint8"), _udot4)
 UNSIGNED = {UDOT, UDOT4, *NEON.values(), *NEON16.values()}     # weights as unsigned codes (u8 x u8 products)
