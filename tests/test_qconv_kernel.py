@@ -80,6 +80,7 @@ SHAPES = [
     ConvSpec(1, 16, 5, 8, 20, 3, 3, 1, 1, ((4, 3), (16, 2)), 4),          # few channel tiles: rows split in chunks
     ConvSpec(1, 5, 7, 20, 37, 3, 3, 1, 1, ((21, 2), (16, 8)), 8),         # 16-lane tiles (AVX512-VNNI), ragged
     ConvSpec(1, 16, 16, 32, 64, 3, 3, 1, 1, ((8, 3), (48, 2), (8, 1)), 4),  # OMQ split: launches merged or not
+    ConvSpec(1, 4, 5, 12, 19, 3, 3, 1, 1, ((5, 5), (6, 6), (8, 4)), 4),  # quad unpacking at 5 and 6 bits
 ]
 
 

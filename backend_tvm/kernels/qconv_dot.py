@@ -20,11 +20,12 @@ otherwise a launch per group), and the epilogue.
 
 from __future__ import annotations
 
-from mpqdm.core.packing import group_words
+from mpqdm.core.packing import LANES, group_words, words_per_row
 from mpqdm.core.scheme import ConvSpec, QConvArgs
 
 from ..tvm_compat import Schedule, te, tirx, tvm
 from . import dot_intrin
+from .unpack_intrin import unpack_intrin, unpacked
 from .qconv import qconv_inputs, qconv_output, weight_code
 
 PIX = 8
@@ -74,6 +75,9 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
         wdtype = "uint8" if intrin in dot_intrin.UNSIGNED else "int8"
         offset = dot_intrin.weight_offset(intrin, b)
         cq = c4 // 4
+        shape = (_ceil(n_g, tw), s.kh * s.kw * cq, tw, 4)
+        if s.c_in == c4:        # whole quads: quad kq is codes 4 kq .. 4 kq + 3, 4b bits of one word pair
+            return quad_decoded(g, off, n_g, b, tw, shape, offset, wdtype)
 
         def value(t, kq, lane, cc):
             o = t * tw + lane
@@ -81,7 +85,29 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
             code = weight_code(wp, off, o, rq * s.c_in + ci, s.k, b) - offset
             return tirx.if_then_else(tirx.all(o < n_g, ci < s.c_in), code, 0).astype(wdtype)
 
-        return te.compute((_ceil(n_g, tw), s.kh * s.kw * cq, tw, 4), value, name=f"Wd{g}")
+        return te.compute(shape, value, name=f"Wd{g}")
+
+    def quad_decoded(g, off, n_g, b, tw, shape, offset, wdtype):
+        # each channel's quad shifted to the low 4b bits of a word (Wq, one shift per channel and
+        # quad), then its 4 codes spread into bytes (Wd, unpack_intrin). Channels past the packed
+        # tiles (a 16-lane tile over an odd number of 8-lane ones) read the last packed one: their
+        # sums are never used.
+        last, wpr = _ceil(n_g, LANES) * LANES - 1, words_per_row(s.k, b)
+
+        def quad(t, kq, lane):
+            o = tirx.min(t * tw + lane, last)
+            bit = kq * (4 * b)
+            word = off + (tirx.floordiv(o, LANES) * wpr + tirx.shift_right(bit, 5)) * LANES + tirx.floormod(o, LANES)
+            sh = tirx.bitwise_and(bit, 31).astype("uint32")
+            if 32 % (4 * b) == 0:       # a quad never straddles two words
+                return tirx.shift_right(wp[word], sh)
+            pair = tirx.bitwise_or(tirx.shift_left(wp[word + LANES].astype("uint64"), tirx.const(32, "uint64")),
+                                   wp[word].astype("uint64"))
+            return tirx.shift_right(pair, sh.astype("uint64")).astype("uint32")
+
+        wq = te.compute(shape[:3], quad, name=f"Wq{g}")
+        return te.compute(shape, lambda t, kq, lane, cc: unpacked(wq[t, kq, lane], cc, b, offset, wdtype),
+                          name=f"Wd{g}")
 
     accs, start, off = [], 0, 0
     for g, (n_g, b) in enumerate(s.groups):
@@ -97,16 +123,33 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
     rowsum = te.compute((s.n, s.ho, s.wo), lambda n, i, j: te.sum(
         xsum[n, i * s.stride + r, j * s.stride + q], axis=[r, q]), name="rowsum")
 
-    def corrected(n, i, j, ch):
-        # every group's accumulator read at a clamped (always valid) position and the channel's picked by
-        # Select, not by branches: the epilogue vectorises over channels (the reads become a gather)
-        p, out = perm[ch], None
-        for st, n_g, acc, offset in reversed(accs):      # the last group's where no earlier one holds p
-            at = tirx.max(tirx.min(p - st, acc.shape[-1] - 1), 0)
+    # every group's accumulators side by side in one row per pixel ("Acc": group g at the padded
+    # position pad_g, a multiple of 8), chosen per 8-channel block so the copies are whole vectors;
+    # the epilogue then reads each channel with one gather at its padded plan position
+    pads, width = [], 0
+    for _, _, acc, _ in accs:
+        pads.append(width)
+        width += acc.shape[-1]
+
+    def plan_row(n, i, j, c):
+        blk8, out = tirx.floordiv(c, 8), None
+        # built from the last group so that the first is the outermost Select's value: TE then orders
+        # the groups' blocks first to last, which the merged launch of their tiles needs
+        for (_, _, acc, offset), pad in reversed(list(zip(accs, pads, strict=True))):
+            at = tirx.max(tirx.min(blk8 - pad // 8, acc.shape[-1] // 8 - 1), 0) * 8 + tirx.floormod(c, 8)
             v = acc[n, i, j, at] + (offset * rowsum[n, i, j] if offset else 0)
-            out = v if out is None else tirx.Select(tirx.all(p >= st, p < st + n_g), v, out)
+            out = v if out is None else tirx.Select(blk8 < (pad + acc.shape[-1]) // 8, v, out)
+        return out
+
+    row = te.compute((s.n, s.ho, s.wo, width), plan_row, name="Acc")
+
+    def corrected(n, i, j, ch):
+        p = perm[ch]
+        for (st, n_g, acc, _), pad in zip(accs[:-1], pads, strict=False):   # plan -> padded position
+            p = p + tirx.Select(perm[ch] >= st + n_g, acc.shape[-1] - n_g, 0)
         za = az[0]
-        return out - za * colsum[ch] - zw[ch] * rowsum[n, i, j] + s.k * zw[ch] * za
+        at = tirx.max(tirx.min(p, width - 1), 0)      # bounded for TVM; a valid perm needs no clamp
+        return row[n, i, j, at] - za * colsum[ch] - zw[ch] * rowsum[n, i, j] + s.k * zw[ch] * za
 
     y = qconv_output(s, corrected, sw, bias, act, with_epilogue)
     return list(QConvArgs(x, wp, perm, sw, zw, colsum, bias, act, az, y).ordered())
@@ -165,6 +208,13 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
     for g, (task, jt, r, ji, cqi, ol) in enumerate(inner):
         acc = blk(f"acc{g}")
         sch.compute_at(blk(f"Wd{g}"), task)
+        if spec.c_in % 4 == 0:                 # the two-stage decode (quad_decoded)
+            kq, lane, _ = sch.get_loops(blk(f"Wd{g}"))[-3:]
+            sch.compute_at(blk(f"Wq{g}"), kq)
+            sch.vectorize(sch.get_loops(blk(f"Wq{g}"))[-1])
+            b, intrin = spec.groups[g][1], intrins[g][0]
+            sch.tensorize(sch.split(lane, [None, 8])[1], unpack_intrin(
+                b, dot_intrin.weight_offset(intrin, b), "uint8" if intrin in dot_intrin.UNSIGNED else "int8"))
         local = sch.cache_write(acc, 0, "local")
         sch.reverse_compute_at(local, jt)
         init = sch.decompose_reduction(acc, r)
@@ -175,6 +225,8 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
     y = blk("Y")
     n, i, j, c = sch.get_loops(y)
     sch.parallel(sch.fuse(n, i))
+    sch.compute_at(blk("Acc"), j)
+    sch.vectorize(sch.split(sch.get_loops(blk("Acc"))[-1], [None, 8])[1])
     sch.compute_at(blk("rowsum"), j)
     if spec.c_out % 8 == 0:     # 8 channels a vector: the plan-order accumulators are gathered
         sch.vectorize(sch.split(c, [None, 8])[1])
