@@ -25,8 +25,8 @@ from mpqdm.core.scheme import ConvSpec, QConvArgs
 
 from ..tvm_compat import Schedule, te, tirx, tvm
 from . import dot_intrin
-from .unpack_intrin import unpack_intrin, unpacked
 from .qconv import qconv_inputs, qconv_output, weight_code
+from .unpack_intrin import unpack_intrin, unpacked
 
 PIX = 8
 
@@ -145,7 +145,7 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
 
     def corrected(n, i, j, ch):
         p = perm[ch]
-        for (st, n_g, acc, _), pad in zip(accs[:-1], pads, strict=False):   # plan -> padded position
+        for st, n_g, acc, _ in accs[:-1]:       # plan -> padded position: the earlier groups' padding
             p = p + tirx.Select(perm[ch] >= st + n_g, acc.shape[-1] - n_g, 0)
         za = az[0]
         at = tirx.max(tirx.min(p, width - 1), 0)      # bounded for TVM; a valid perm needs no clamp
