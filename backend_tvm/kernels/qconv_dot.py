@@ -7,12 +7,14 @@ Same arguments and result as kernels/qconv.py; the work is arranged for a 4-deep
 - Wd_g: one tile of TW output channels of group g (8; 16 with AVX512-VNNI: dot_intrin.lanes) decoded
   from the packed words into int8 [kq][TW][4] (minus an offset where 8-bit codes must fit int8). It
   is built inside the loop over channel tiles, so only TW x K bytes exist at a time: the packed
-  weights are never expanded as a whole.
+  weights are never expanded as a whole. Where c_in holds whole quads, in two vectorised steps: each
+  channel's quad shifted down in its word (Wq_g), then spread into bytes (unpack_intrin.py).
 - acc_g [N, Ho, Wo, 8 * tiles]: for each channel tile (parallel; with its rows split into chunks
   where the tiles do not share out over the board's threads), every output pixel in tiles of PIX (8) pixels
   accumulated in registers by the dot intrinsic (dot_intrin.py).
 - rowsum (the patch sums) from per-pixel channel sums, and the epilogue as in qconv.py: one pass
-  over the output whatever the number of groups.
+  over the output whatever the number of groups. Per pixel, the groups' accumulators are first
+  copied side by side (Acc, whole vectors), so each output gathers one value at its plan position.
 Parallel launches (each ends in a barrier): Xp with the per-pixel channel sums, every group's tiles
 together (each of the board's threads takes its share of each group, where the shares come out even;
 otherwise a launch per group), and the epilogue.
