@@ -140,7 +140,7 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
         for (_, _, acc, offset), pad in reversed(list(zip(accs, pads, strict=True))):
             at = tirx.max(tirx.min(blk8 - pad // 8, acc.shape[-1] // 8 - 1), 0) * 8 + tirx.floormod(c, 8)
             v = acc[n, i, j, at] + (offset * rowsum[n, i, j] if offset else 0)
-            out = v if out is None else tirx.Select(blk8 < (pad + acc.shape[-1]) // 8, v, out)
+            out = v if out is None else tirx.if_then_else(blk8 < (pad + acc.shape[-1]) // 8, v, out)
         return out
 
     row = te.compute((s.n, s.ho, s.wo, width), plan_row, name="Acc")
