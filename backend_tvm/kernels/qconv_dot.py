@@ -145,13 +145,19 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
 
     row = te.compute((s.n, s.ho, s.wo, width), plan_row, name="Acc")
 
-    def corrected(n, i, j, ch):
+    def padded(ch):       # plan -> padded position: plus the earlier groups' padding
         p = perm[ch]
-        for st, n_g, acc, _ in accs[:-1]:       # plan -> padded position: the earlier groups' padding
+        for st, n_g, acc, _ in accs[:-1]:
             p = p + tirx.Select(perm[ch] >= st + n_g, acc.shape[-1] - n_g, 0)
-        za = az[0]
-        at = tirx.max(tirx.min(p, width - 1), 0)      # bounded for TVM; a valid perm needs no clamp
-        return row[n, i, j, at] - za * colsum[ch] - zw[ch] * rowsum[n, i, j] + s.k * zw[ch] * za
+        return p
+
+    # what depends on the channel alone, once a call: the gather position and the zero-point terms
+    at = te.compute((s.c_out,), padded, name="At")
+    fixed = te.compute((s.c_out,), lambda ch: s.k * zw[ch] * az[0] - az[0] * colsum[ch], name="Fixed")
+
+    def corrected(n, i, j, ch):
+        pos = tirx.max(tirx.min(at[ch], width - 1), 0)      # bounded for TVM; a valid perm needs no clamp
+        return row[n, i, j, pos] - zw[ch] * rowsum[n, i, j] + fixed[ch]
 
     y = qconv_output(s, corrected, sw, bias, act, with_epilogue)
     return list(QConvArgs(x, wp, perm, sw, zw, colsum, bias, act, az, y).ordered())
