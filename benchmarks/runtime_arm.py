@@ -5,6 +5,8 @@ calls minus a run with one) / 2, on the Raspberry Pi 4 (-cpu cortex-a72, no dot 
 Engines (the default model, batch 1):
 - mpqdm-W2A4: `mpqdm-run model.mpq --unet-step 0 --count N --threads 1` (statically linked) of the W2A4 PTQ
   export of runtime_host.py (OMQ's 10% split), built by `mpqdm compile/build` for rpi4 and rpi5.
+- mpqdm-W2A4-sc8: the same with the shortcut and downsample convs at W8A8 instead of floating point
+  (the "shortcuts-w8a8" layer policy, as the peer runs them; its quality cost: benchmarks/shortcut_fd.py).
 - ort-int8: ONNX Runtime 1.32.0's aarch64 wheel on the int8 QDQ export of runtime_host.py (per-channel S8
   weights, U8 activations; Conv, Gemm and weight MatMuls quantized), in Debian 12's aarch64 python
   (scripts/arm_sysroot.sh), intra- and inter-op threads 1, no spinning; N calls of session.run.
@@ -21,9 +23,11 @@ Writes benchmarks/results/runtime_arm.json and runtime_arm.md (notes: benchmarks
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -53,19 +57,27 @@ for _ in range(int(sys.argv[3])):
 """
 
 
-def ours(work: Path) -> dict[str, Path]:
-    """mpqdm-run for each Pi, compiled from the W2A4 export."""
+# our engines: name -> (layer policy, what it runs); the second keeps the MPQ-DM authors' W2A4 plan but
+# runs the shortcut and downsample convs at W8A8, as the int8 peer does (its FD: shortcut_fd.md)
+OURS = {"mpqdm-W2A4": ("default", "W2A4 PTQ, OMQ 10% split"),
+        "mpqdm-W2A4-sc8": ("shortcuts-w8a8", "W2A4 PTQ, OMQ 10% split, shortcut and downsample convs at W8A8")}
+
+
+def ours(work: Path) -> dict[tuple[str, str], Path]:
+    """mpqdm-run for each of our engines and each Pi, compiled from its W2A4 export."""
     from mpqdm.backend_tvm.build import build
     from mpqdm.backend_tvm.compile import compile_export
 
-    export = ptq_w2a4_export(DEFAULT_MODEL, OUT / "default-W2A4", "omq")
     bins = {}
-    for cpu, board in CPUS.items():
-        d = work / board
-        print(f"== compiling the default model's W2A4 export for {board}", flush=True)
-        compile_export(export, board, d)
-        build(d, board)
-        bins[cpu] = d / "mpqdm-run"
+    for engine, (policy, _) in OURS.items():
+        export = ptq_w2a4_export(DEFAULT_MODEL, OUT / ("default-W2A4" + engine.removeprefix("mpqdm-W2A4")),
+                                 "omq", policy)
+        for cpu, board in CPUS.items():
+            d = work / f"{engine}-{board}"
+            print(f"== compiling {engine} for {board}", flush=True)
+            compile_export(export, board, d)
+            build(d, board)
+            bins[engine, cpu] = d / "mpqdm-run"
     return bins
 
 
@@ -124,10 +136,9 @@ def measure() -> list[dict]:
         (work / "ort_calls.py").write_text(ORT_CALLS)
         for cpu, board_name in CPUS.items():
             board = load_board(board_name)
-            binary = bins[cpu]
             print(f"== counting on {cpu}", flush=True)
 
-            def run_ours(n, binary=binary, board=board):
+            def run_ours(n, binary, board=board):
                 return [*board.qemu_command(binary), str(binary.parent / "model.mpq"), "--unet-step", "0",
                         "--count", str(n), "--seed", "0", "--threads", "1", "--out", str(work / "eps")]
 
@@ -135,9 +146,9 @@ def measure() -> list[dict]:
                 return [*emulated.emulated_python(sysroot, cpu), str(work / "ort_calls.py"), str(model),
                         str(feed_file), str(n)]
 
-            for engine, commands, config in (("mpqdm-W2A4", run_ours, "W2A4 PTQ, OMQ 10% split"),
-                                             ("ort-int8", run_peer, note)):
-                c = one_call(commands, plugin, binary if engine == "mpqdm-W2A4" else None)
+            engines = [(e, partial(run_ours, binary=bins[e, cpu]), cfg, bins[e, cpu]) for e, (_, cfg) in OURS.items()]
+            for engine, commands, config, binary in [*engines, ("ort-int8", run_peer, note, None)]:
+                c = one_call(commands, plugin, binary)
                 rows.append({"cpu": cpu, "engine": engine, "model": "default", "config": config,
                              "instructions": c["insns"], "dot_instructions": c.get("dots", 0),
                              "kernel_path": kernel_path(engine, cpu, c.get("dots", 0)),
@@ -148,11 +159,11 @@ def measure() -> list[dict]:
 
 def summary(rows: list[dict]) -> list[dict]:
     out = []
-    for cpu, target in TARGETS.items():
+    for (cpu, target), engine in itertools.product(TARGETS.items(), OURS):
         by = {r["engine"]: r["instructions"] for r in rows if r["cpu"] == cpu}
-        if {"mpqdm-W2A4", "ort-int8"} <= set(by):
-            ratio = by["mpqdm-W2A4"] / by["ort-int8"]
-            out.append({"cpu": cpu, "ours_minstr": round(by["mpqdm-W2A4"] / 1e6, 1),
+        if {engine, "ort-int8"} <= set(by):
+            ratio = by[engine] / by["ort-int8"]
+            out.append({"cpu": cpu, "engine": engine, "ours_minstr": round(by[engine] / 1e6, 1),
                         "int8_minstr": round(by["ort-int8"] / 1e6, 1), "ours_over_int8": round(ratio, 3),
                         "target": f"<= {target}", "met": "yes" if ratio <= target else "no"})
     return out

@@ -32,6 +32,13 @@ class LayerPolicy:
         return "quant"
 
 
+# named policies: the MPQ-DM authors' (default), and the shortcut and downsample convs at W8A8 as ONNX
+# Runtime's int8 export has them (METHOD.md: quantizing more is a measured trade; benchmarks/shortcut_fd.py)
+POLICIES = {"default": LayerPolicy(),
+            "shortcuts-w8a8": LayerPolicy(eight_bit=(*LayerPolicy.eight_bit, "conv_shortcut", "downsamplers."),
+                                          floating=())}
+
+
 def quant_targets(unet: nn.Module) -> dict[str, nn.Module]:
     """Every Conv2d and Linear of the model (unwrapped), by qualified name."""
     out = {}

@@ -78,14 +78,16 @@ def cifar_stats(root: Path) -> Path:
     return path
 
 
-def ptq_w2a4_export(model: Path, path: Path, plan: str = "uniform") -> Path:
+def ptq_w2a4_export(model: Path, path: Path, plan: str = "uniform", policy: str = "default") -> Path:
     """PTQ W2A4 of `model` into `path` (made when missing) with a small calibration: the kernels' sizes
-    and speed do not depend on the ranges. plan "omq": the released code's fixed 10% split."""
+    and speed do not depend on the ranges. plan "omq": the released code's fixed 10% split; policy: a
+    name in frontend.quant.swap.POLICIES."""
     from mpqdm.frontend.quant.calibrate import CalibConfig
     from mpqdm.frontend.quant.ptq import PTQConfig, quantize
+    from mpqdm.frontend.quant.swap import POLICIES
 
     if not (path / "quant_export.json").is_file():
-        quantize(model, path, PTQConfig(plan=plan, wbits=2, abits=4, omq_fractions=(0.1,),
+        quantize(model, path, PTQConfig(plan=plan, wbits=2, abits=4, omq_fractions=(0.1,), policy=POLICIES[policy],
                                         calib=CalibConfig(samples=2, steps=4, batch=2)))
     return path
 
