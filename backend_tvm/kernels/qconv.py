@@ -37,20 +37,23 @@ def qconv_output(s: ConvSpec, corrected, sw, bias, act, with_epilogue: bool):
                       * (act[0] * sw[c]) + bias[c], name="Y")
 
 
-def weight_code(wp, off: int, o: tirx.PrimExpr, k: tirx.PrimExpr, k_total: int, bits: int) -> tirx.PrimExpr:
-    """Code k of channel o of the group at word `off` (packing layout: [tile][word][lane]), as int32."""
-    wpr = words_per_row(k_total, bits)
-    bit = k * bits
+def packed_bits(wp, off: int, o: tirx.PrimExpr, bit: tirx.PrimExpr, wpr: int, width: int) -> tirx.PrimExpr:
+    """Channel o's packed row (group at word `off`, `wpr` words a row; layout [tile][word][lane]) shifted
+    down by `bit`: its `width` bits from there are the low bits (uint32, or uint64 where they may
+    straddle two words; the bits above are not cleared). `bit` is a multiple of `width`."""
     word = off + (tirx.floordiv(o, LANES) * wpr + tirx.shift_right(bit, 5)) * LANES + tirx.floormod(o, LANES)
     sh = tirx.bitwise_and(bit, 31)
-    mask = (1 << bits) - 1
-    if 32 % bits == 0:          # 1, 2, 4, 8: a code never straddles two words
-        v = tirx.bitwise_and(tirx.shift_right(wp[word], sh.astype("uint32")), tirx.const(mask, "uint32"))
-    else:
-        pair = tirx.bitwise_or(tirx.shift_left(wp[word + LANES].astype("uint64"), tirx.const(32, "uint64")),
-                               wp[word].astype("uint64"))
-        v = tirx.bitwise_and(tirx.shift_right(pair, sh.astype("uint64")), tirx.const(mask, "uint64"))
-    return v.astype("int32")
+    if 32 % width == 0:          # the field never straddles two words
+        return tirx.shift_right(wp[word], sh.astype("uint32"))
+    pair = tirx.bitwise_or(tirx.shift_left(wp[word + LANES].astype("uint64"), tirx.const(32, "uint64")),
+                           wp[word].astype("uint64"))
+    return tirx.shift_right(pair, sh.astype("uint64"))
+
+
+def weight_code(wp, off: int, o: tirx.PrimExpr, k: tirx.PrimExpr, k_total: int, bits: int) -> tirx.PrimExpr:
+    """Code k of channel o of the group at word `off` (packing layout: [tile][word][lane]), as int32."""
+    v = packed_bits(wp, off, o, k * bits, words_per_row(k_total, bits), bits)
+    return tirx.bitwise_and(v, tirx.const((1 << bits) - 1, "uint32" if 32 % bits == 0 else "uint64")).astype("int32")
 
 
 def swar(spec: ConvSpec, bits: int) -> bool:

@@ -27,7 +27,7 @@ from mpqdm.core.scheme import ConvSpec, QConvArgs
 
 from ..tvm_compat import Schedule, te, tirx, tvm
 from . import dot_intrin
-from .qconv import qconv_inputs, qconv_output, weight_code
+from .qconv import packed_bits, qconv_inputs, qconv_output, weight_code
 from .unpack_intrin import unpack_intrin, unpacked
 
 PIX = 8
@@ -35,6 +35,11 @@ PIX = 8
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def whole_quads(s: ConvSpec) -> bool:
+    """c_in holds whole quads: quad kq is codes 4 kq .. 4 kq + 3 (the two-step weight unpacking)."""
+    return s.c_in % 4 == 0
 
 
 def row_chunks(tiles: int, rows: int, threads: int) -> int:
@@ -78,7 +83,7 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
         offset = dot_intrin.weight_offset(intrin, b)
         cq = c4 // 4
         shape = (_ceil(n_g, tw), s.kh * s.kw * cq, tw, 4)
-        if s.c_in == c4:        # whole quads: quad kq is codes 4 kq .. 4 kq + 3, 4b bits of one word pair
+        if whole_quads(s):
             return quad_decoded(g, off, n_g, b, tw, shape, offset, wdtype)
 
         def value(t, kq, lane, cc):
@@ -96,18 +101,8 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
         # sums are never used.
         last, wpr = _ceil(n_g, LANES) * LANES - 1, words_per_row(s.k, b)
 
-        def quad(t, kq, lane):
-            o = tirx.min(t * tw + lane, last)
-            bit = kq * (4 * b)
-            word = off + (tirx.floordiv(o, LANES) * wpr + tirx.shift_right(bit, 5)) * LANES + tirx.floormod(o, LANES)
-            sh = tirx.bitwise_and(bit, 31).astype("uint32")
-            if 32 % (4 * b) == 0:       # a quad never straddles two words
-                return tirx.shift_right(wp[word], sh)
-            pair = tirx.bitwise_or(tirx.shift_left(wp[word + LANES].astype("uint64"), tirx.const(32, "uint64")),
-                                   wp[word].astype("uint64"))
-            return tirx.shift_right(pair, sh.astype("uint64")).astype("uint32")
-
-        wq = te.compute(shape[:3], quad, name=f"Wq{g}")
+        wq = te.compute(shape[:3], lambda t, kq, lane: packed_bits(
+            wp, off, tirx.min(t * tw + lane, last), kq * (4 * b), wpr, 4 * b).astype("uint32"), name=f"Wq{g}")
         return te.compute(shape, lambda t, kq, lane, cc: unpacked(wq[t, kq, lane], cc, b, offset, wdtype),
                           name=f"Wd{g}")
 
@@ -216,7 +211,7 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
     for g, (task, jt, r, ji, cqi, ol) in enumerate(inner):
         acc = blk(f"acc{g}")
         sch.compute_at(blk(f"Wd{g}"), task)
-        if spec.c_in % 4 == 0:                 # the two-stage decode (quad_decoded)
+        if whole_quads(spec):                 # the two-step decode (quad_decoded)
             kq, lane, _ = sch.get_loops(blk(f"Wd{g}"))[-3:]
             sch.compute_at(blk(f"Wq{g}"), kq)
             sch.vectorize(sch.get_loops(blk(f"Wq{g}"))[-1])
