@@ -155,8 +155,8 @@ class Lowering:
         if isinstance(fpm, nn.Conv2d):
             spec = fp.Conv2dSpec(n, h, w, c_in, c_out, k, k, s, p)
             wc = self.const(f"{name}.weight", wt.transpose(2, 3, 1, 0), "float32")      # HWIO (fp.Conv2dSpec)
-            wide = fp.wide_registers(self.board)
-            self.call("conv2d", spec, lambda sym: fp.schedule_conv2d(spec, sym, wide), (x, wc, bias, y), name)
+            wide, lane = fp.wide_registers(self.board), fp.lane_fma(self.board)
+            self.call("conv2d", spec, lambda sym: fp.schedule_conv2d(spec, sym, wide, lane), (x, wc, bias, y), name)
         else:
             spec = fp.DenseSpec(n, c_in, c_out)
             wc = self.const(f"{name}.weight", wt, "float32")

@@ -50,15 +50,18 @@ CONVS = [fp.Conv2dSpec(1, 7, 5, 12, 20, 3, 3, stride=2, pad=1),       # downsamp
          fp.Conv2dSpec(1, 6, 9, 5, 12, 3, 2, stride=1, pad=2)]          # uneven kernel, wide padding
 
 
-@pytest.mark.parametrize("scheduled", [False, True, "wide"], ids=["te", "sched", "wide"])
+def conv_case(s: fp.Conv2dSpec, rng) -> tuple[list[np.ndarray], np.ndarray]:
+    x, w, b = rand(rng, s.n, s.h, s.w, s.c_in), rand(rng, s.kh, s.kw, s.c_in, s.c_out), rand(rng, s.c_out)
+    want = F.conv2d(nchw(x), torch.from_numpy(w).permute(3, 2, 0, 1), torch.from_numpy(b), s.stride, s.pad)
+    return [x, w, b], nhwc(want)
+
+
+@pytest.mark.parametrize("scheduled", [False, True, "wide", "lane"], ids=["te", "sched", "wide", "lane"])
 @pytest.mark.parametrize("s", CONVS, ids=lambda s: f"{s.kh}x{s.kw}s{s.stride}p{s.pad}-{s.c_out}")
 def test_conv2d(s, scheduled):
-    rng = np.random.default_rng(1)
-    x, w, b = rand(rng, s.n, s.h, s.w, s.c_in), rand(rng, s.kh, s.kw, s.c_in, s.c_out), rand(rng, s.c_out)
-    mod = fp.schedule_conv2d(s, wide=scheduled == "wide") if scheduled else fp.conv2d_func(s)
-    got = run_host(mod, [x, w, b], (s.n, s.ho, s.wo, s.c_out))
-    want = F.conv2d(nchw(x), torch.from_numpy(w).permute(3, 2, 0, 1), torch.from_numpy(b), s.stride, s.pad)
-    np.testing.assert_allclose(got, nhwc(want), **TOL)
+    inputs, want = conv_case(s, np.random.default_rng(1))
+    mod = fp.schedule_conv2d(s, wide=scheduled == "wide", lane=scheduled == "lane") if scheduled else fp.conv2d_func(s)
+    np.testing.assert_allclose(run_host(mod, inputs, want.shape), want, **TOL)
 
 
 @SCHED
@@ -183,7 +186,8 @@ def test_bad_parameters_name_the_field(make, match):
 
 # -- boards ---------------------------------------------------------------------------------------------
 
-ALL_SCHEDULES = [(fp.schedule_conv2d, CONVS[0]), (fp.schedule_dense, fp.DenseSpec(3, 12, 40)),
+ALL_SCHEDULES = [(fp.schedule_conv2d, CONVS[0]), (lambda s: fp.schedule_conv2d(s, lane=True), CONVS[1]),
+                 (fp.schedule_dense, fp.DenseSpec(3, 12, 40)),
                  (fp.schedule_group_norm, GROUP_NORMS[2]), (fp.schedule_silu, ELTWISE[1]),
                  (fp.schedule_add, ELTWISE[1]), (fp.schedule_concat, fp.ConcatSpec(1, 3, 5, 12, 20)),
                  (fp.schedule_upsample_nearest2x, ELTWISE[1]), (fp.schedule_timestep_embedding, TIMESTEPS[0]),
@@ -197,7 +201,7 @@ def test_schedules_build_for_aarch64_boards(board):
         tvm.compile(make(s), target=tgt)
 
 
-@pytest.mark.parametrize("kernel", ["group_norm_silu", "attention"])
+@pytest.mark.parametrize("kernel", ["group_norm_silu", "attention", "conv2d_lane"])
 def test_from_c_under_qemu_rpi4(kernel, tmp_path):
     board = load_board("rpi4")
     rng = np.random.default_rng(7)
@@ -208,6 +212,10 @@ def test_from_c_under_qemu_rpi4(kernel, tmp_path):
         inputs = [x, rand(rng, s.c), rand(rng, s.c)]
         t = [torch.from_numpy(a) for a in inputs]
         want = nhwc(F.silu(F.group_norm(nchw(x), s.groups, t[1], t[2], s.eps)))
+    elif kernel == "conv2d_lane":      # inputs loaded 4 at a time, multiplied lane by lane (fmla by element)
+        s = fp.Conv2dSpec(1, 9, 16, 24, 32, 3, 3, stride=1, pad=1)
+        mod = fp.schedule_conv2d(s, name=kernel, lane=True)
+        inputs, want = conv_case(s, rng)
     else:
         s = AttentionSpec(1, 130, 16, 2)       # per-task scratch over 1 KiB: from our workspace allocator
         mod = schedule_attention(s, name=kernel)

@@ -136,6 +136,7 @@ def conv2d_func(s: Conv2dSpec) -> tirx.PrimFunc:
     return te.create_prim_func([x, wt, b, y])
 
 
+LANE_CI = 4          # input channels a lane-indexed FMA tile takes from one vector load
 CONV_PIXELS = (4, 2, 1)     # output pixels per register tile (a divisor of the row width)
 WIDE_PIXELS = (8, 4, 2, 1)  # with 32 vector registers (AVX-512): 8 accumulators keep both FMA pipes busy
 
@@ -145,11 +146,19 @@ def wide_registers(board) -> bool:
     return board is not None and "avx512f" in board.cpu_features
 
 
-def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False) -> tvm.IRModule:
+def lane_fma(board) -> bool:
+    """Whether the board's CPU multiplies by a vector lane (AArch64 NEON's fmla by element)."""
+    return board is not None and board.arch == "aarch64"
+
+
+def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lane: bool = False) -> tvm.IRModule:
     """Per output row (parallel): tiles of PIX pixels x V channels accumulate in registers with the
     reduction (kh, kw, c_in) outside them; each weight vector serves PIX pixels, each input value V
     channels. The padded input is built first (its rows in parallel). `wide`: the CPU has 32 vector
-    registers (wide_registers(board)), so PIX goes up to 8 (at 16 ymm registers 8 x 16 lanes spill)."""
+    registers (wide_registers(board)), so PIX goes up to 8 (at 16 ymm registers 8 x 16 lanes spill).
+    `lane`: the CPU multiplies by a vector lane (lane_fma(board)), so each pixel's inputs are loaded
+    LANE_CI at a time into a small local tile (one vector load, not LANE_CI scalar ones); on x86 the
+    broadcast from memory is cheaper."""
     sch = Schedule(module(conv2d_func(s), name))
     v = lanes(s.c_out)
     if v < 4:                                   # odd channel counts: the plain vector schedule
@@ -167,6 +176,14 @@ def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False) -> 
     sch.compute_at(acc, oo, preserve_unit_loops=True)
     a_ji, a_ov, r, q, ci = sch.get_loops(acc)[-5:]
     sch.reorder(r, q, ci, a_ji, a_ov)
+    if lane and s.c_in % LANE_CI == 0:    # LANE_CI inputs of each pixel in one vector, used lane by lane
+        cio, cii = sch.split(ci, [None, LANE_CI])
+        sch.unroll(cii)
+        xl = sch.cache_read(acc, 0, "local")
+        sch.compute_at(xl, cio, preserve_unit_loops=True)
+        xloops = sch.get_loops(xl)
+        sch.vectorize(xloops[-1])
+        sch.unroll(xloops[-2])
     sch.vectorize(a_ov)                 # vectorize, parallel, then decompose (TVM 0.27's order)
     sch.vectorize(ov)
     sch.unroll(a_ji)

@@ -16,33 +16,43 @@ F32 = "float32"
 LO, HI = -87.33654, 88.37626       # e^x stays a normal float32 in between
 LOG2E = 1.44269504088896341
 LN2_HI, LN2_LO = 0.693359375, -2.12194440e-4     # LN2_HI has 9 bits: n * LN2_HI is exact
-POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
+POLY = (0.499992311, 0.166671142, 0.0418900959, 0.00831255317)  # e^r ~ 1 + r + r^2 P(r), |r| <= ln2/2
 
 
 def c(v: float) -> tirx.PrimExpr:
     return tirx.const(v, F32)
 
 
+def exp_signed(x: tirx.PrimExpr, sign: int) -> tirx.PrimExpr:
+    """e^(sign * x), sign +1 or -1, for a float32 expression, with no call in it. The negation
+    folds into the constants: sign x = n ln2 + sign u, e^(sign u) = 1 + sign u + u^2 P(sign u)."""
+    lo, hi = (LO, HI) if sign > 0 else (-HI, -LO)
+    x = tirx.max(tirx.min(x, c(hi)), c(lo))
+    n = tirx.round(x * c(sign * LOG2E))
+    if sign > 0:
+        u = x - n * c(LN2_HI) - n * c(LN2_LO)
+    else:
+        u = x + n * c(LN2_HI) + n * c(LN2_LO)
+    p = c(sign ** (len(POLY) - 1) * POLY[-1])
+    for k, coef in reversed(list(enumerate(POLY[:-1]))):
+        p = p * u + c(sign ** k * coef)
+    er = p * (u * u) + u + c(1.0) if sign > 0 else c(1.0) - (u - p * (u * u))
+    scale = tirx.shift_left(n.astype("int32"), tirx.const(23, "int32"))     # 2^n: added to the exponent
+    return tirx.reinterpret(F32, tirx.reinterpret("int32", er) + scale)
+
+
 def exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """e^x for a float32 expression, with no call in it."""
-    x = tirx.max(tirx.min(x, c(HI)), c(LO))
-    n = tirx.floor(x * c(LOG2E) + c(0.5))
-    r = x - n * c(LN2_HI) - n * c(LN2_LO)
-    p = c(POLY[0])
-    for k in POLY[1:]:
-        p = p * r + c(k)
-    er = p * (r * r) + r + c(1.0)
-    bits = tirx.shift_left(n.astype("int32") + tirx.const(127, "int32"), tirx.const(23, "int32"))
-    return er * tirx.reinterpret(F32, bits)
+    return exp_signed(x, 1)
 
 
 def sigmoid(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    return c(1.0) / (c(1.0) + exp(-x))
+    return c(1.0) / (c(1.0) + exp_signed(x, -1))
 
 
 def silu(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """x * sigmoid(x), as x / (1 + e^-x): one division, and -0 rather than NaN far below zero."""
-    return x / (c(1.0) + exp(-x))
+    return x / (c(1.0) + exp_signed(x, -1))
 
 
 def act_code(v, smooth, act, az, qmax):
