@@ -10,7 +10,9 @@ packed per group (core/packing.py). The kernel's arguments, in order (QConvArgs)
 
     x      uint8   [n, h, w, c_in]   activation codes; padding reads the zero code az
     wp     uint32  [words]           the packed weights, groups in plan order, then guard words
-    perm   int32   [c_out]           plan position of every output channel (original order)
+    perm   int32   [c_out]           plan position of every output channel (original order); the
+                                     identity for a layer of one group (weight_constants), whose
+                                     kernels on CPUs then need not read it
     sw     float32 [c_out]           weight step per output channel (original order)
     zw     int32   [c_out]           weight zero point
     colsum int32   [c_out]           sum of the channel's weight codes
@@ -152,6 +154,10 @@ def weight_constants(spec: ConvSpec, rows: np.ndarray, order, wstep, wzero) -> d
         out = np.empty_like(a)
         out[order] = a
         return out
+
+    if len(spec.groups) == 1:       # one group: any plan order packs alike, so the channels' own
+        rows, wstep, wzero = original(rows), original(wstep), original(wzero)
+        order = np.arange(spec.c_out)
 
     perm = np.empty(spec.c_out, np.int32)
     perm[order] = np.arange(spec.c_out, dtype=np.int32)

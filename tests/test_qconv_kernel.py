@@ -20,7 +20,8 @@ HOST = {"kind": "llvm"}
 
 def random_layer(spec: ConvSpec, rng):
     rows = np.concatenate([rng.integers(0, 1 << b, size=(n, spec.k)) for n, b in spec.groups]).astype(np.uint8)
-    order = rng.permutation(spec.c_out)
+    # one group: the channels' own order (core/scheme.py: weight_constants makes it so)
+    order = rng.permutation(spec.c_out) if len(spec.groups) > 1 else np.arange(spec.c_out)
     zw = np.concatenate([rng.integers(0, 1 << b, size=n) for n, b in spec.groups])[np.argsort(order)]
     return rows, order, zw.astype(np.int32)
 

@@ -14,7 +14,9 @@ Same arguments and result as kernels/qconv.py; the work is arranged for a 4-deep
   accumulated in registers by the dot intrinsic (dot_intrin.py).
 - rowsum (the patch sums) from per-pixel channel sums, and the epilogue as in qconv.py: one pass
   over the output whatever the number of groups. Per pixel, the groups' accumulators are first
-  copied side by side (Acc, whole vectors), so each output gathers one value at its plan position.
+  copied side by side (Acc, whole vectors), so each output gathers one value at its plan position;
+  a layer of one group has its channels in their own order (scheme.weight_constants), so its
+  epilogue reads its accumulators directly and never reads perm.
 Parallel launches (each ends in a barrier): Xp with the per-pixel channel sums, every group's tiles
 together (each of the board's threads takes its share of each group, where the shares come out even;
 otherwise a launch per group), and the epilogue.
@@ -119,6 +121,16 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
     r, q = te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q")
     rowsum = te.compute((s.n, s.ho, s.wo), lambda n, i, j: te.sum(
         xsum[n, i * s.stride + r, j * s.stride + q], axis=[r, q]), name="rowsum")
+
+    if len(accs) == 1:      # one group: plan order is the channels' own (scheme.weight_constants), no gather
+        (_, _, acc, offset), = accs
+        fixed = te.compute((s.c_out,), lambda ch: s.k * zw[ch] * az[0] - az[0] * colsum[ch], name="Fixed")
+
+        def direct(n, i, j, ch):
+            return acc[n, i, j, ch] + (offset - zw[ch]) * rowsum[n, i, j] + fixed[ch]
+
+        y = qconv_output(s, direct, sw, bias, act, with_epilogue)
+        return list(QConvArgs(x, wp, perm, sw, zw, colsum, bias, act, az, y).ordered())
 
     # every group's accumulators side by side in one row per pixel ("Acc": group g at the padded
     # position pad_g, a multiple of 8), chosen per 8-channel block so the copies are whole vectors;
@@ -228,8 +240,9 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
     y = blk("Y")
     n, i, j, c = sch.get_loops(y)
     sch.parallel(sch.fuse(n, i))
-    sch.compute_at(blk("Acc"), j)
-    sch.vectorize(sch.split(sch.get_loops(blk("Acc"))[-1], [None, 8])[1])
+    if len(spec.groups) > 1:
+        sch.compute_at(blk("Acc"), j)
+        sch.vectorize(sch.split(sch.get_loops(blk("Acc"))[-1], [None, 8])[1])
     sch.compute_at(blk("rowsum"), j)
     if spec.c_out % 8 == 0:     # 8 channels a vector: the plan-order accumulators are gathered
         sch.vectorize(sch.split(c, [None, 8])[1])
