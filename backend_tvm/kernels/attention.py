@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..tvm_compat import Schedule, te, tirx, tvm
 from . import vmath
-from .fp import check_ints, lanes, module, split_inner, vectorize, vectorize_inner
+from .fp import LANE_CI, check_ints, lane_inputs, lanes, module, split_inner, vectorize, vectorize_inner
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,14 @@ def row_lanes(l: int) -> int:  # noqa: E741
 QUERY_ROWS = (4, 2, 1)      # query rows per task (a divisor of l): their output rows share each v load
 
 
-def schedule_attention(s: AttentionSpec, name: str = "attention") -> tvm.IRModule:
+def schedule_attention(s: AttentionSpec, name: str = "attention", lane: bool = False) -> tvm.IRModule:
     """One parallel task per (sample, tile of query rows): their scores, softmax and output rows are
     computed there (rows x heads x l floats of scratch per task, not the whole [heads, l, l] matrix).
     K is transposed once (keys contiguous along j), so a row's scores accumulate a vector of keys in
     a register over q's channels; the row max and sum run as vectors of partial results (row_lanes);
     the output accumulates exp-weighted values,
-    one register per query row of the tile, and is divided by the row sum once at the end."""
+    one register per query row of the tile, and is divided by the row sum once at the end. `lane`
+    (fp.lane_fma): q's and the exp-weights' values of a row are loaded 4 at a time (fp.lane_inputs)."""
     names = ("KT", "score", "rmax_part", "rmax", "ex", "den_part", "den", "acc", "O")
     sch = Schedule(module(attention_func(s), name))
     blk = {b: sch.get_sblock(b, func_name=name) for b in names}
@@ -97,6 +98,8 @@ def schedule_attention(s: AttentionSpec, name: str = "attention") -> tvm.IRModul
         sch.reorder(srd, srow, sji)
     vectorize(sch, sji)
     sch.unroll(srow)
+    if lane and s.d % LANE_CI == 0:
+        srd = lane_inputs(sch, blk["score"], srd)
     vectorize_inner(sch, sch.get_loops(blk["ex"])[-1])   # rows over j: contiguous
     if row_lanes(s.l) > 1:
         for p in ("rmax_part", "den_part"):             # partial results along j, the reduction outside
@@ -118,6 +121,8 @@ def schedule_attention(s: AttentionSpec, name: str = "attention") -> tvm.IRModul
     else:
         sch.reorder(h, cd, rj, ai)
     sch.unroll(ai)
+    if lane and s.l % LANE_CI == 0:
+        rj = lane_inputs(sch, blk["acc"], rj)
     vectorize_inner(sch, sch.get_loops(sch.decompose_reduction(blk["score"], srd))[-1])
     init = sch.decompose_reduction(blk["acc"], rj)
     if v > 1:                                # the init got its own copy of the vector loop

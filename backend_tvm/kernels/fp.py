@@ -151,14 +151,29 @@ def lane_fma(board) -> bool:
     return board is not None and board.arch == "aarch64"
 
 
+def lane_inputs(sch: Schedule, block, red):
+    """For CPUs that multiply by a vector lane: the reduction loop `red` of `block` (whose first input
+    is read as a scalar per register-tile row, the tile rows unrolled just inside `red`) split by
+    LANE_CI, and that input's LANE_CI values of each tile row loaded by one vector into a local tile
+    at the outer part; LLVM then multiplies by its lanes (fmla by element) instead of loading and
+    broadcasting each value. Returns the outer part (what replaces `red`)."""
+    outer, inner = sch.split(red, [None, LANE_CI])
+    sch.unroll(inner)
+    tile = sch.cache_read(block, 0, "local", consumer_blocks=[block])
+    sch.compute_at(tile, outer, preserve_unit_loops=True)
+    loops = sch.get_loops(tile)
+    sch.vectorize(loops[-1])
+    sch.unroll(loops[-2])
+    return outer
+
+
 def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lane: bool = False) -> tvm.IRModule:
     """Per output row (parallel): tiles of PIX pixels x V channels accumulate in registers with the
     reduction (kh, kw, c_in) outside them; each weight vector serves PIX pixels, each input value V
     channels. The padded input is built first (its rows in parallel). `wide`: the CPU has 32 vector
     registers (wide_registers(board)), so PIX goes up to 8 (at 16 ymm registers 8 x 16 lanes spill).
-    `lane`: the CPU multiplies by a vector lane (lane_fma(board)), so each pixel's inputs are loaded
-    LANE_CI at a time into a small local tile (one vector load, not LANE_CI scalar ones); on x86 the
-    broadcast from memory is cheaper."""
+    `lane`: the CPU multiplies by a vector lane (lane_fma(board)): each pixel's inputs are loaded
+    LANE_CI at a time (lane_inputs); on x86 the broadcast from memory is cheaper."""
     sch = Schedule(module(conv2d_func(s), name))
     v = lanes(s.c_out)
     if v < 4:                                   # odd channel counts: the plain vector schedule
@@ -176,14 +191,8 @@ def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lan
     sch.compute_at(acc, oo, preserve_unit_loops=True)
     a_ji, a_ov, r, q, ci = sch.get_loops(acc)[-5:]
     sch.reorder(r, q, ci, a_ji, a_ov)
-    if lane and s.c_in % LANE_CI == 0:    # LANE_CI inputs of each pixel in one vector, used lane by lane
-        cio, cii = sch.split(ci, [None, LANE_CI])
-        sch.unroll(cii)
-        xl = sch.cache_read(acc, 0, "local")
-        sch.compute_at(xl, cio, preserve_unit_loops=True)
-        xloops = sch.get_loops(xl)
-        sch.vectorize(xloops[-1])
-        sch.unroll(xloops[-2])
+    if lane and s.c_in % LANE_CI == 0:
+        lane_inputs(sch, acc, ci)
     sch.vectorize(a_ov)                 # vectorize, parallel, then decompose (TVM 0.27's order)
     sch.vectorize(ov)
     sch.unroll(a_ji)
