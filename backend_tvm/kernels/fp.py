@@ -305,9 +305,8 @@ def group_norm_func(s: GroupNormSpec) -> tirx.PrimFunc:
     smooth = te.placeholder((s.c,), "float32", name="smooth")
     act, qmax = (te.placeholder((1,), "float32", name=nm) for nm in ("act", "qmax"))
     az = te.placeholder((1,), "int32", name="az")
-    yf = te.compute((s.n, s.h, s.w, s.c), norm, name="Yf")        # one pixel's floats at a time (schedule)
-    y = te.compute((s.n, s.h, s.w, s.c), lambda n, i, j, c: vmath.act_code(
-        yf[n, i, j, c], smooth[c], act[0], az[0], qmax[0]), name="Y")
+    y = te.compute((s.n, s.h, s.w, s.c), lambda n, i, j, c: vmath.act_code(     # no float map in between
+        norm(n, i, j, c), smooth[c], act[0], az[0], qmax[0]), name="Y")
     return te.create_prim_func([x, gamma, beta, smooth, act, az, qmax, y])
 
 
@@ -327,10 +326,6 @@ def schedule_group_norm(s: GroupNormSpec, name: str = "group_norm") -> tvm.IRMod
             init = sch.decompose_reduction(b, rh)
             sch.vectorize(sch.get_loops(init)[-1])
     schedule_pointwise(sch, "Y", name)
-    if s.quantize:          # the floats of one pixel in a small local buffer, then its codes
-        yf = sch.get_sblock("Yf", func_name=name)
-        sch.compute_at(yf, sch.get_loops(sch.get_sblock("Y", func_name=name))[1], preserve_unit_loops=True)
-        vectorize_inner(sch, sch.get_loops(yf)[-1])
     return sch.mod
 
 
