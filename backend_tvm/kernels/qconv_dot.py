@@ -24,6 +24,8 @@ otherwise a launch per group), and the epilogue.
 
 from __future__ import annotations
 
+import math
+
 from mpqdm.core.packing import LANES, group_words, words_per_row
 from mpqdm.core.scheme import ConvSpec, QConvArgs
 
@@ -225,6 +227,10 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
         sch.compute_at(blk(f"Wd{g}"), task)
         if whole_quads(spec):                 # the two-step decode (quad_decoded)
             kq, lane, _ = sch.get_loops(blk(f"Wd{g}"))[-3:]
+            cycle = 32 // math.gcd(32, 4 * spec.groups[g][1])   # quads until the bit offset repeats
+            if cycle > 1 and int(sch.get(kq).extent) % cycle == 0:
+                kq = sch.split(kq, [None, cycle])[1]     # unrolled: constant word offsets and shifts
+                sch.unroll(kq)
             sch.compute_at(blk(f"Wq{g}"), kq)
             sch.vectorize(sch.get_loops(blk(f"Wq{g}"))[-1])
             b, intrin = spec.groups[g][1], intrins[g][0]
