@@ -154,7 +154,7 @@ class Lowering:
         wt = fpm.weight.detach().numpy()
         if isinstance(fpm, nn.Conv2d):
             spec = fp.Conv2dSpec(n, h, w, c_in, c_out, k, k, s, p)
-            wc = self.const(f"{name}.weight", wt.transpose(2, 3, 1, 0), "float32")      # HWIO (fp.Conv2dSpec)
+            wc = self.const(f"{name}.weight", fp.conv2d_weight(spec, wt), "float32")
             wide, lane = fp.wide_registers(self.board), fp.lane_fma(self.board)
             self.call("conv2d", spec, lambda sym: fp.schedule_conv2d(spec, sym, wide, lane), (x, wc, bias, y), name)
         else:

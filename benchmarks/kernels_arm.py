@@ -36,7 +36,7 @@ CPUS = {"cortex-a72": "rpi4", "cortex-a76": "rpi5"}
 
 def fp32_args(s, rng):
     return [rng.normal(size=(s.n, s.h, s.w, s.c_in)).astype(np.float32),
-            rng.normal(size=(s.kh, s.kw, s.c_in, s.c_out)).astype(np.float32),
+            rng.normal(size=s.weight_shape).astype(np.float32),
             rng.normal(size=s.c_out).astype(np.float32), np.zeros((s.n, s.ho, s.wo, s.c_out), np.float32)]
 
 

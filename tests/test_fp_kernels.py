@@ -51,9 +51,9 @@ CONVS = [fp.Conv2dSpec(1, 7, 5, 12, 20, 3, 3, stride=2, pad=1),       # downsamp
 
 
 def conv_case(s: fp.Conv2dSpec, rng) -> tuple[list[np.ndarray], np.ndarray]:
-    x, w, b = rand(rng, s.n, s.h, s.w, s.c_in), rand(rng, s.kh, s.kw, s.c_in, s.c_out), rand(rng, s.c_out)
-    want = F.conv2d(nchw(x), torch.from_numpy(w).permute(3, 2, 0, 1), torch.from_numpy(b), s.stride, s.pad)
-    return [x, w, b], nhwc(want)
+    x, w, b = rand(rng, s.n, s.h, s.w, s.c_in), rand(rng, s.c_out, s.c_in, s.kh, s.kw), rand(rng, s.c_out)
+    want = F.conv2d(nchw(x), torch.from_numpy(w), torch.from_numpy(b), s.stride, s.pad)
+    return [x, fp.conv2d_weight(s, w), b], nhwc(want)
 
 
 @pytest.mark.parametrize("scheduled", [False, True, "wide", "lane"], ids=["te", "sched", "wide", "lane"])

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from mpqdm.core.scheme import ConvGeometry
 
 from ..tvm_compat import Schedule, te, tirx, tvm
@@ -114,13 +116,29 @@ def schedule_reduction_vec(sch: Schedule, acc: str, out: str, name: str, n_par: 
 
 @dataclass(frozen=True)
 class Conv2dSpec(ConvGeometry):
-    """X [n, h, w, c_in] * W [kh, kw, c_in, c_out] + B [c_out] -> Y [n, ho, wo, c_out]; zero padding. The
-    weights are HWIO so that the output channels a vector accumulates are contiguous in memory."""
+    """X [n, h, w, c_in] * W + B [c_out] -> Y [n, ho, wo, c_out]; zero padding. W is blocked by the V
+    output channels one vector accumulates (V = lanes(c_out)): [c_out / V, kh kw c_in, V]
+    (conv2d_weight), so a channel block's weights are one contiguous stream."""
+
+    @property
+    def block(self) -> int:
+        return lanes(self.c_out)
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int]:
+        return (self.c_out // self.block, self.kh * self.kw * self.c_in, self.block)
+
+
+def conv2d_weight(s: Conv2dSpec, w_oihw: np.ndarray) -> np.ndarray:
+    """torch's conv weight [c_out, c_in, kh, kw] in the kernel's layout (Conv2dSpec.weight_shape)."""
+    w = np.asarray(w_oihw, np.float32).transpose(2, 3, 1, 0).reshape(-1, s.c_out // s.block, s.block)
+    return np.ascontiguousarray(w.transpose(1, 0, 2))
 
 
 def conv2d_func(s: Conv2dSpec) -> tirx.PrimFunc:
     x = te.placeholder((s.n, s.h, s.w, s.c_in), "float32", name="X")
-    wt = te.placeholder((s.kh, s.kw, s.c_in, s.c_out), "float32", name="W")
+    wt = te.placeholder(s.weight_shape, "float32", name="W")
+    v = s.block
     b = te.placeholder((s.c_out,), "float32", name="B")
     r, q, ci = te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q"), te.reduce_axis((0, s.c_in), "ci")
     if s.pad:      # a padded copy: the reduction then reads without bounds tests
@@ -131,7 +149,8 @@ def conv2d_func(s: Conv2dSpec) -> tirx.PrimFunc:
     else:
         xp = x
     acc = te.compute((s.n, s.ho, s.wo, s.c_out), lambda n, i, j, o: te.sum(
-        xp[n, i * s.stride + r, j * s.stride + q, ci] * wt[r, q, ci, o], axis=[r, q, ci]), name="acc")
+        xp[n, i * s.stride + r, j * s.stride + q, ci] * wt[o // v, (r * s.kw + q) * s.c_in + ci, o % v],
+        axis=[r, q, ci]), name="acc")
     y = te.compute(acc.shape, lambda n, i, j, o: acc[n, i, j, o] + b[o], name="Y")
     return te.create_prim_func([x, wt, b, y])
 
@@ -168,7 +187,8 @@ def lane_inputs(sch: Schedule, block, red):
 
 
 def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lane: bool = False) -> tvm.IRModule:
-    """Per output row (parallel): tiles of PIX pixels x V channels accumulate in registers with the
+    """Per channel block and output row (parallel, the blocks outermost so that a block's weights stay
+    in cache over its rows): tiles of PIX pixels x V channels accumulate in registers with the
     reduction (kh, kw, c_in) outside them; each weight vector serves PIX pixels, each input value V
     channels. The padded input is built first (its rows in parallel). `wide`: the CPU has 32 vector
     registers (wide_registers(board)), so PIX goes up to 8 (at 16 ymm registers 8 x 16 lanes spill).
@@ -186,9 +206,9 @@ def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lan
     n, i, j, o = sch.get_loops(y)
     jo, ji = sch.split(j, [None, pix])
     oo, ov = sch.split(o, [None, v])
-    sch.reorder(n, i, jo, oo, ji, ov)
+    sch.reorder(oo, n, i, jo, ji, ov)      # a channel block's weights stay in cache over its rows
     acc = sch.get_sblock("acc", func_name=name)
-    sch.compute_at(acc, oo, preserve_unit_loops=True)
+    sch.compute_at(acc, jo, preserve_unit_loops=True)
     a_ji, a_ov, r, q, ci = sch.get_loops(acc)[-5:]
     sch.reorder(r, q, ci, a_ji, a_ov)
     if lane and s.c_in % LANE_CI == 0:
@@ -196,7 +216,7 @@ def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lan
     sch.vectorize(a_ov)                 # vectorize, parallel, then decompose (TVM 0.27's order)
     sch.vectorize(ov)
     sch.unroll(a_ji)
-    sch.parallel(sch.fuse(n, i))
+    sch.parallel(sch.fuse(oo, n, i))
     init = sch.decompose_reduction(acc, r)
     sch.vectorize(sch.get_loops(init)[-1])
     if s.pad:
