@@ -225,8 +225,8 @@ class Lowering:
         if abs(a.scale - spec.d ** -0.5) > 1e-12 * a.scale:
             raise unsupported(f"{name}: attention scale {a.scale} (the kernel uses 1/sqrt(head dim))")
         o = self.act((n, h * w, c))
-        lane = fp.lane_fma(self.board)
-        self.call("attention", spec, lambda s: schedule_attention(spec, s, lane), (q, k, v, o), name)
+        lane, wide = fp.lane_fma(self.board), fp.wide_registers(self.board)
+        self.call("attention", spec, lambda s: schedule_attention(spec, s, lane, wide), (q, k, v, o), name)
         out = self.layer(f"{name}.to_out.0", o)
         return self.eltwise("add", [x, self.view(out, (n, h, w, c))], f"{name}.residual")
 

@@ -138,12 +138,12 @@ def attention_ref(s: AttentionSpec, q, k, v) -> np.ndarray:
     return o.transpose(1, 2).reshape(s.n, s.l, s.c).numpy()
 
 
-@pytest.mark.parametrize("scheduled", [False, True, "lane"], ids=["te", "sched", "lane"])
+@pytest.mark.parametrize("scheduled", [False, True, "lane", "wide"], ids=["te", "sched", "lane", "wide"])
 @pytest.mark.parametrize("s", ATTENTIONS, ids=lambda s: f"l{s.l}c{s.c}h{s.heads}")
 def test_attention(s, scheduled):
     rng = np.random.default_rng(6)
     q, k, v = (rand(rng, s.n, s.l, s.c) * 2 for _ in range(3))     # peaked softmax rows
-    mod = schedule_attention(s, lane=scheduled == "lane") if scheduled else attention_func(s)
+    mod = schedule_attention(s, lane=scheduled == "lane", wide=scheduled == "wide") if scheduled else attention_func(s)
     got = run_host(mod, [q, k, v], (s.n, s.l, s.c))
     np.testing.assert_allclose(got, attention_ref(s, q, k, v), **TOL)
 

@@ -68,23 +68,26 @@ def row_lanes(l: int) -> int:  # noqa: E741
 
 
 QUERY_ROWS = (4, 2, 1)      # query rows per task (a divisor of l): their output rows share each v load
+WIDE_ROWS = (8, 4, 2, 1)    # with 32 vector registers (AVX-512): twice the accumulators
 
 
-def schedule_attention(s: AttentionSpec, name: str = "attention", lane: bool = False) -> tvm.IRModule:
+def schedule_attention(s: AttentionSpec, name: str = "attention", lane: bool = False,
+                       wide: bool = False) -> tvm.IRModule:
     """One parallel task per (sample, tile of query rows): their scores, softmax and output rows are
     computed there (rows x heads x l floats of scratch per task, not the whole [heads, l, l] matrix).
     K is transposed once (keys contiguous along j), so a row's scores accumulate a vector of keys in
     a register over q's channels; the row max and sum run as vectors of partial results (row_lanes);
     the output accumulates exp-weighted values,
     one register per query row of the tile, and is divided by the row sum once at the end. `lane`
-    (fp.lane_fma): q's and the exp-weights' values of a row are loaded 4 at a time (fp.lane_inputs)."""
+    (fp.lane_fma): q's and the exp-weights' values of a row are loaded 4 at a time (fp.lane_inputs);
+    `wide` (fp.wide_registers): up to 8 query rows a task."""
     names = ("KT", "score", "rmax_part", "rmax", "ex", "den_part", "den", "acc", "O")
     sch = Schedule(module(attention_func(s), name))
     blk = {b: sch.get_sblock(b, func_name=name) for b in names}
     kb, kh = sch.get_loops(blk["KT"])[:2]              # the transposed keys first, (sample, head) parallel
     sch.parallel(sch.fuse(kb, kh))
     b, i, c = sch.get_loops(blk["O"])
-    rows = next(r for r in QUERY_ROWS if s.l % r == 0)
+    rows = next(r for r in (WIDE_ROWS if wide else QUERY_ROWS) if s.l % r == 0)
     io, ii = sch.split(i, [None, rows])
     for p in ("acc", "den", "den_part", "ex", "rmax", "rmax_part", "score"):     # consumers first
         sch.compute_at(blk[p], io, preserve_unit_loops=True)
