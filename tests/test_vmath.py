@@ -51,3 +51,12 @@ def test_sigmoid_and_silu():
     got = run(vmath.silu, x)
     assert not np.any(np.isnan(got))
     np.testing.assert_allclose(got, x * sig, rtol=1e-6, atol=1e-30)
+
+
+def test_softmax_exp_is_zero_below_the_flush_and_exp_above():
+    below, above = np.linspace(-200, vmath.FLUSH - 1e-3, 500), np.linspace(vmath.FLUSH, 0, 524)
+    x = np.concatenate([below, above]).astype(np.float32)
+    got = run(vmath.softmax_exp, x)
+    assert np.all(got[:500] == 0)           # never a denormal: x86 multiplies those through a slow assist
+    np.testing.assert_array_equal(got[500:], run(vmath.exp, x[500:]))
+    assert np.all(got[500:] >= np.float32(2.0**-126))

@@ -52,8 +52,8 @@ def attention_func(s: AttentionSpec) -> tirx.PrimFunc:
         return te.compute((s.n, s.heads, s.l), lambda b, h, i: combine(part[b, h, i, re], axis=re), name=label)
 
     rmax = row_reduce(score, te.max, "rmax")
-    ex = te.compute(score.shape, lambda b, h, i, j: vmath.exp(score[b, h, i, j] * scale - rmax[b, h, i] * scale),
-                    name="ex")
+    ex = te.compute(score.shape, lambda b, h, i, j: vmath.softmax_exp(
+        score[b, h, i, j] * scale - rmax[b, h, i] * scale), name="ex")
     den = row_reduce(ex, te.sum, "den")
     rj = te.reduce_axis((0, s.l), "rj")
     acc = te.compute((s.n, s.l, s.c), lambda b, i, c: te.sum(ex[b, c // d, i, rj] * v[b, rj, c], axis=rj),
