@@ -146,12 +146,20 @@ static int parallel_barrier(int task_id, mpq_parallel_env *penv) {
 }
 
 /* Kernel temporaries of 1 KiB or more (TVM's workspace: a task's decoded weight tile, a padded
- * input): bumped off a per-thread arena, which is reset when the thread's last block is freed (a task
- * frees what it allocated), so the thousands a UNet call makes cost a few instructions each instead
- * of an aligned malloc and free. What the arena cannot hold comes from the heap, and the arena grows
- * to the most a thread held at once the next time it is empty. */
+ * input, attention's score rows): a per-thread stack. A freed block is popped with every freed block
+ * under it, so a block that lives across a parallel loop (attention's transposed keys) does not push
+ * the loop's per-task blocks ever higher into cold memory: each task reuses the same, cached bytes.
+ * The thousands of blocks a UNet call makes cost a few instructions each instead of an aligned malloc
+ * and free. What the stack cannot hold (or nests deeper than WS_DEPTH) comes from the heap, and the
+ * arena grows to the most a thread held at once the next time it is empty. */
 #define WS_ALIGN 64
-static __thread struct { char *base; size_t cap, top, want; int live; } arena;
+#define WS_DEPTH 64
+static __thread struct {
+    char *base;
+    size_t cap, top, want;
+    int depth;                          /* blocks on the stack */
+    size_t start[WS_DEPTH];             /* their offsets, the low bit set once freed */
+} arena;
 
 static void arena_release(void) {
     free(arena.base);
@@ -161,7 +169,7 @@ static void arena_release(void) {
 static void *workspace_alloc(int device_type, int device_id, uint64_t nbytes, int code_hint, int bits_hint) {
     (void)device_type; (void)device_id; (void)code_hint; (void)bits_hint;
     size_t n = ((size_t)(nbytes ? nbytes : 1) + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN;
-    if (arena.live == 0 && arena.want > arena.cap) {
+    if (arena.depth == 0 && arena.want > arena.cap) {
         void *p = NULL;
         if (posix_memalign(&p, WS_ALIGN, arena.want) == 0) {
             free(arena.base);
@@ -170,10 +178,10 @@ static void *workspace_alloc(int device_type, int device_id, uint64_t nbytes, in
         }
         arena.top = 0;
     }
-    if (arena.cap - arena.top >= n) {
+    if (arena.cap - arena.top >= n && arena.depth < WS_DEPTH) {
         void *p = arena.base + arena.top;
+        arena.start[arena.depth++] = arena.top;
         arena.top += n;
-        arena.live++;
         return p;
     }
     if (arena.top + n > arena.want) arena.want = arena.top + n;
@@ -184,11 +192,19 @@ static void *workspace_alloc(int device_type, int device_id, uint64_t nbytes, in
 static int workspace_free(int device_type, int device_id, void *ptr) {
     (void)device_type; (void)device_id;
     char *c = ptr;
-    if (arena.base != NULL && c >= arena.base && c < arena.base + arena.cap) {
-        if (--arena.live == 0) arena.top = 0;
-    } else {
+    if (arena.base == NULL || c < arena.base || c >= arena.base + arena.cap) {
         free(ptr);
+        return 0;
     }
+    size_t off = (size_t)(c - arena.base);
+    for (int i = arena.depth - 1; i >= 0; i--) {
+        if (arena.start[i] == off) {
+            arena.start[i] |= 1;        /* offsets are multiples of WS_ALIGN: the low bit is free */
+            break;
+        }
+    }
+    while (arena.depth > 0 && (arena.start[arena.depth - 1] & 1))     /* pop what is freed on top */
+        arena.top = arena.start[--arena.depth] & ~(size_t)1;
     return 0;
 }
 
