@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mpqdm.backend_tvm.kernels.fp import Conv2dSpec, schedule_conv2d
+from mpqdm.backend_tvm.kernels.fp import Conv2dSpec, lane_fma, schedule_conv2d
 from mpqdm.backend_tvm.kernels.qconv_schedule import schedule_qconv
 from mpqdm.boards.registry import load_board
 from mpqdm.core.resources import DEFAULT_MODEL
@@ -44,7 +44,7 @@ def count(spec, config: str, board, work: Path) -> int:
     rng = np.random.default_rng(0)
     if CONFIGS[config] is None:
         fs = Conv2dSpec(spec.n, spec.h, spec.w, spec.c_in, spec.c_out, spec.kh, spec.kw, spec.stride, spec.pad)
-        mod, sym, args = schedule_conv2d(fs, name="kernel"), "kernel", fp32_args(fs, rng)
+        mod, sym, args = schedule_conv2d(fs, name="kernel", lane=lane_fma(board)), "kernel", fp32_args(fs, rng)
     else:
         w, a = CONFIGS[config]
         q = spec.with_width(spec.c_out, w, a)
