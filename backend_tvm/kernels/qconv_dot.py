@@ -103,10 +103,14 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
         # quad), then its 4 codes spread into bytes (Wd, unpack_intrin). Channels past the packed
         # tiles (a 16-lane tile over an odd number of 8-lane ones) read the last packed one: their
         # sums are never used.
-        last, wpr = _ceil(n_g, LANES) * LANES - 1, words_per_row(s.k, b)
+        last, wpr = _ceil(n_g, LANES) - 1, words_per_row(s.k, b)
+
+        def channel(t, lane):       # clamped per packed tile, so 8 lanes read 8 contiguous words
+            packed = tirx.min(t * (tw // LANES) + tirx.floordiv(lane, LANES), last)
+            return packed * LANES + tirx.floormod(lane, LANES)
 
         wq = te.compute(shape[:3], lambda t, kq, lane: packed_bits(
-            wp, off, tirx.min(t * tw + lane, last), kq * (4 * b), wpr, 4 * b).astype("uint32"), name=f"Wq{g}")
+            wp, off, channel(t, lane), kq * (4 * b), wpr, 4 * b).astype("uint32"), name=f"Wq{g}")
         return te.compute(shape, lambda t, kq, lane, cc: unpacked(wq[t, kq, lane], cc, b, offset, wdtype),
                           name=f"Wd{g}")
 
@@ -232,7 +236,7 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
                 kq = sch.split(kq, [None, cycle])[1]     # unrolled: constant word offsets and shifts
                 sch.unroll(kq)
             sch.compute_at(blk(f"Wq{g}"), kq)
-            sch.vectorize(sch.get_loops(blk(f"Wq{g}"))[-1])
+            sch.vectorize(sch.split(sch.get_loops(blk(f"Wq{g}"))[-1], [None, LANES])[1])   # a packed tile's words
             b, intrin = spec.groups[g][1], intrins[g][0]
             sch.tensorize(sch.split(lane, [None, 8])[1], unpack_intrin(
                 b, dot_intrin.weight_offset(intrin, b), "uint8" if intrin in dot_intrin.UNSIGNED else "int8"))
