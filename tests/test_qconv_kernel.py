@@ -12,7 +12,7 @@ from mpqdm.backend_tvm.kernels.qconv_schedule import dot_intrins, schedule_qconv
 from mpqdm.backend_tvm.tvm_compat import build, target, tensor, tvm
 from mpqdm.boards.registry import load_board
 from mpqdm.core.packing import pack_layer
-from mpqdm.core.scheme import ConvSpec
+from mpqdm.core.scheme import ConvSpec, weight_constants
 from mpqdm.testing.reference import qconv_int
 
 HOST = {"kind": "llvm"}
@@ -147,3 +147,24 @@ def test_bad_specs_name_the_problem():
 def test_unknown_target_names_the_supported_ones():
     with pytest.raises(ValueError, match="supported: llvm, cuda, c"):
         target({"kind": "vulkan"})
+
+
+@pytest.mark.parametrize("groups", [((12, 2),), ((4, 3), (8, 2))], ids=["one-width", "two-widths"])
+def test_weight_constants_plan_order(groups):
+    """One width: the channels' own order (perm the identity, rows and per-channel terms moved back),
+    so the CPU kernels may skip the gather; several: perm maps each channel to its plan position."""
+    spec = ConvSpec(1, 3, 3, 4, 12, 1, 1, 1, 0, groups, 4)
+    rng = np.random.default_rng(3)
+    rows, order = rng.integers(0, 4, size=(12, spec.k), dtype=np.uint8), rng.permutation(12)     # plan order
+    wstep = rng.uniform(0.1, 1, 12).astype(np.float32)
+    wc = weight_constants(spec, rows, order, wstep, np.arange(12))
+    original = np.empty_like(rows)
+    original[order] = rows
+    if len(groups) == 1:
+        assert np.array_equal(wc["perm"], np.arange(12))
+        assert np.array_equal(wc["wp"], pack_layer(original, groups).words)
+    else:
+        assert np.array_equal(order[wc["perm"]], np.arange(12))
+        assert np.array_equal(wc["wp"], pack_layer(rows, groups).words)
+    assert np.array_equal(wc["sw"][order], wstep) and np.array_equal(wc["zw"][order], np.arange(12))
+    assert np.array_equal(wc["colsum"], original.astype(np.int64).sum(1))
