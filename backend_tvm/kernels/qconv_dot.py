@@ -128,9 +128,10 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
     rowsum = te.compute((s.n, s.ho, s.wo), lambda n, i, j: te.sum(
         xsum[n, i * s.stride + r, j * s.stride + q], axis=[r, q]), name="rowsum")
 
+    # what depends on the channel alone, once a call: the zero-point terms (and below the gather position)
+    fixed = te.compute((s.c_out,), lambda ch: s.k * zw[ch] * az[0] - az[0] * colsum[ch], name="Fixed")
     if len(accs) == 1:      # one group: plan order is the channels' own (scheme.weight_constants), no gather
         (_, _, acc, offset), = accs
-        fixed = te.compute((s.c_out,), lambda ch: s.k * zw[ch] * az[0] - az[0] * colsum[ch], name="Fixed")
 
         def direct(n, i, j, ch):
             return acc[n, i, j, ch] + (offset - zw[ch]) * rowsum[n, i, j] + fixed[ch]
@@ -164,9 +165,7 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
             p = p + tirx.Select(perm[ch] >= st + n_g, acc.shape[-1] - n_g, 0)
         return p
 
-    # what depends on the channel alone, once a call: the gather position and the zero-point terms
     at = te.compute((s.c_out,), padded, name="At")
-    fixed = te.compute((s.c_out,), lambda ch: s.k * zw[ch] * az[0] - az[0] * colsum[ch], name="Fixed")
 
     def corrected(n, i, j, ch):
         pos = tirx.max(tirx.min(at[ch], width - 1), 0)      # bounded for TVM; a valid perm needs no clamp
@@ -254,6 +253,6 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
         sch.compute_at(blk("Acc"), j)
         sch.vectorize(sch.split(sch.get_loops(blk("Acc"))[-1], [None, 8])[1])
     sch.compute_at(blk("rowsum"), j)
-    if spec.c_out % 8 == 0:     # 8 channels a vector: the plan-order accumulators are gathered
+    if spec.c_out % 8 == 0:     # 8 channels a vector (gathered from Acc where there are several groups)
         sch.vectorize(sch.split(c, [None, 8])[1])
     return sch.mod
