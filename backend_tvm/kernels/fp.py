@@ -195,7 +195,7 @@ def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lan
     `lane`: the CPU multiplies by a vector lane (lane_fma(board)): each pixel's inputs are loaded
     LANE_CI at a time (lane_inputs); on x86 the broadcast from memory is cheaper."""
     sch = Schedule(module(conv2d_func(s), name))
-    v = lanes(s.c_out)
+    v = s.block
     if v < 4:                                   # odd channel counts: the plain vector schedule
         if s.pad:
             sch.compute_inline(sch.get_sblock("Xp", func_name=name))
