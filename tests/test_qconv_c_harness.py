@@ -68,6 +68,7 @@ NEON_SPECS = [ConvSpec(1, 5, 6, 32, 19, 3, 3, 1, 1, ((11, 1), (8, 2)), 4),      
               ConvSpec(1, 7, 5, 5, 13, 3, 3, 2, 1, ((13, 4),), 4),                # 1 quad, c_in padded to 8
               ConvSpec(1, 6, 6, 24, 16, 3, 3, 1, 1, ((8, 3), (8, 2)), 4),         # 2 quads (W3A4), 2 (24 % 16)
               ConvSpec(9, 1, 1, 64, 20, groups=((20, 1),), abits=4),              # dense, W1A4: 8 quads
+              ConvSpec(16, 1, 1, 32, 24, groups=((8, 3), (16, 2)), abits=4),     # dense in tiles of 8 rows
               ConvSpec(1, 9, 9, 64, 128, 3, 3, 1, 1, ((16, 3), (96, 2), (16, 1)), 4)]   # OMQ's split, 4 threads
 
 
@@ -85,6 +86,7 @@ NEON16_SPECS = [ConvSpec(1, 6, 5, 32, 13, 3, 3, 1, 1, ((13, 8),), 8),
                 ConvSpec(1, 5, 7, 24, 16, 3, 3, 2, 1, ((8, 8), (8, 5)), 4),
                 ConvSpec(1, 7, 6, 3, 9, 3, 3, 1, 1, ((9, 8),), 8),
                 ConvSpec(5, 1, 1, 48, 20, groups=((20, 8),), abits=8),
+                ConvSpec(12, 1, 1, 48, 20, groups=((20, 8),), abits=8),         # dense in tiles of 4 rows
                 ConvSpec(1, 8, 8, 32, 1, 3, 3, 1, 1, ((1, 8),), 8),
                 ConvSpec(1, 6, 6, 16, 24, 3, 3, 1, 1, ((8, 6), (16, 2)), 4)]
 

@@ -76,6 +76,8 @@ SHAPES = [
     ConvSpec(13, 1, 1, 33, 9, 1, 1, 1, 0, ((4, 5), (5, 6)), 8),           # dense [M, C] as 1x1 on 1x1 pixels
     ConvSpec(1, 6, 7, 24, 24, 3, 3, 1, 1, ((8, 3), (16, 2)), 4),          # vectorised groups, ragged pixel tile
     ConvSpec(10, 1, 1, 40, 16, groups=((16, 4),), abits=8),               # vectorised dense, ragged row tile
+    ConvSpec(24, 1, 1, 36, 40, groups=((8, 3), (32, 2)), abits=4),        # dense in tiles of 8 rows, in row chunks
+    ConvSpec(12, 1, 1, 20, 19, groups=((19, 4),), abits=8),               # dense in tiles of 4 rows, ragged lanes
     ConvSpec(1, 6, 5, 32, 16, 3, 3, 2, 1, ((8, 4), (8, 1)), 8),           # AVX2: 16-deep int16 pair sums at A8
     ConvSpec(1, 5, 6, 16, 16, 3, 3, 1, 1, ((8, 3), (8, 2)), 4),           # AVX2: 16-deep, pixel tile of 2
     ConvSpec(1, 16, 5, 8, 20, 3, 3, 1, 1, ((4, 3), (16, 2)), 4),          # few channel tiles: rows split in chunks

@@ -181,9 +181,11 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
     func = te.create_prim_func(qconv_dot_compute(spec, [i for i, _ in intrins], with_epilogue))
     sch = Schedule(tvm.IRModule({name: func.with_attr("global_symbol", name)}))
     blk = lambda b: sch.get_sblock(b, func_name=name)  # noqa: E731
-    pix = next(p for p in (PIX, 4, 2, 1) if spec.wo % p == 0)
     dense = spec.ho == 1                        # a dense layer's rows are n, a conv's its output rows
-    rows = spec.n if dense else spec.ho
+    # pixels a register tile: a conv's along its output row, a dense layer's along its rows (n)
+    pix = next(p for p in (PIX, 4, 2, 1) if (spec.n if dense else spec.wo) % p == 0)
+    row_tiles = dense and pix > 1
+    rows = spec.n // pix if row_tiles else spec.n if dense else spec.ho
     tws = [dot_intrin.lanes(i) for i, _ in intrins]
     chunks = [row_chunks(_ceil(n_g, tw), rows, threads) for (n_g, _), tw in zip(spec.groups, tws, strict=True)]
     # the groups' tasks as one parallel launch, `threads` slices each taking its share of every
@@ -208,12 +210,17 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
     for g in range(len(spec.groups)):
         n, i, j, o, r, q, cq, cc = sch.get_loops(blk(f"acc{g}"))
         ot, ol = sch.split(o, [None, tws[g]])
-        jt, ji = sch.split(j, [None, pix])
         cq, cqi = sch.split(cq, [None, intrins[g][1]])
-        sch.reorder(ot, n, i, jt, r, q, cq, ji, cqi, ol, cc)
+        if row_tiles:           # tiles of `pix` rows
+            jt, ji = sch.split(n, [None, pix])
+            sch.reorder(ot, jt, i, j, r, q, cq, ji, cqi, ol, cc)
+        else:
+            jt, ji = sch.split(j, [None, pix])
+            sch.reorder(ot, n, i, jt, r, q, cq, ji, cqi, ol, cc)
         task = ot
         if chunks[g] > 1:       # few channel tiles: rows split too, so every thread gets work
-            rc, _ = sch.split(n if dense else i, [chunks[g], None])
+            rc, rest = sch.split(jt if row_tiles else n if dense else i, [chunks[g], None])
+            jt = rest if row_tiles else jt
             if not dense:
                 sch.reorder(ot, rc, n)
             task = sch.fuse(ot, rc)
