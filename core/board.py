@@ -58,9 +58,10 @@ _X86_FLAGS = {
     "avx512bw": "avx512bw",
     "avx512_vnni": "avx512vnni",
     "avx_vnni": "avx_vnni",
+    "amx_int8": "amx_int8",     # Intel AMX tiles with int8 dot products (amx_tile comes with it)
 }
 _X86_MATTR = {"avx2": "+avx2", "fma": "+fma", "avx512f": "+avx512f", "avx512bw": "+avx512bw",
-              "avx512vnni": "+avx512vnni", "avx_vnni": "+avxvnni"}
+              "avx512vnni": "+avx512vnni", "avx_vnni": "+avxvnni", "amx_int8": "+amx-tile,+amx-int8"}
 # Linux /proc/cpuinfo "Features" (aarch64) -> feature name
 _ARM_FLAGS = {"asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "asimdhp": "fp16", "sve": "sve"}
 # features the runtime knows how to check, per arch
@@ -263,7 +264,7 @@ def read_board(path: str | Path) -> Board:
         if arch != "x86_64":
             raise _fail(path, f"field 'target.mattr' has value 'detect' (arch {arch})",
                         "list the mattr entries; detect works for x86_64 boards only")
-        target["mattr"] = [_X86_MATTR[f] for f in detect_host_features()]
+        target["mattr"] = [m for f in detect_host_features() for m in _X86_MATTR[f].split(",")]
     for key, value in target.items():
         if not _json_value(value):
             raise _fail(path, f"field 'target.{key}' has value {value!r}, not JSON-like",

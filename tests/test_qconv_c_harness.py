@@ -16,7 +16,8 @@ from mpqdm.testing.reference import qconv_int
 
 from .test_qconv_kernel import random_layer
 
-FAST = [ConvSpec(1, 7, 5, 8, 24, 3, 3, 1, 1, ((8, 3), (16, 2)), 4)]
+FAST = [ConvSpec(1, 7, 5, 8, 24, 3, 3, 1, 1, ((8, 3), (16, 2)), 4),
+        ConvSpec(1, 4, 12, 32, 24, 3, 3, 1, 1, ((8, 3), (16, 2)), 4)]      # an AMX group on a host that has it
 SLOW = [ConvSpec(1, 9, 6, 8, 7, 3, 3, 2, 1, ((2, 1), (3, 5), (2, 7)), 4),
         ConvSpec(11, 1, 1, 24, 9, groups=((4, 8), (5, 4)), abits=8),
         ConvSpec(1, 5, 5, 16, 6, groups=((6, 6),), abits=8)]
@@ -54,6 +55,11 @@ def check(board_name: str, spec: ConvSpec, tmp_path, seed: int) -> None:
 @pytest.mark.parametrize("board", ["host", "rpi4", "rpi5"])
 def test_kernel_from_c_matches_reference(board, tmp_path):
     check(board, FAST[0], tmp_path, seed=11)
+
+
+def test_amx_kernel_from_c_matches_reference(tmp_path):
+    """The host's build from C (AMX tiles where the host has amx_int8: the runtime asks Linux for their state)."""
+    check("host", FAST[1], tmp_path, seed=12)
 
 
 @pytest.mark.slow

@@ -84,6 +84,11 @@ SHAPES = [
     ConvSpec(1, 5, 7, 20, 37, 3, 3, 1, 1, ((21, 2), (16, 8)), 8),         # 16-lane tiles (AVX512-VNNI), ragged
     ConvSpec(1, 16, 16, 32, 64, 3, 3, 1, 1, ((8, 3), (48, 2), (8, 1)), 4),  # OMQ split: launches merged or not
     ConvSpec(1, 4, 5, 12, 19, 3, 3, 1, 1, ((5, 5), (6, 6), (8, 4)), 4),  # quad unpacking at 5 and 6 bits
+    # AMX tiles where the host has them (else the schedules above): a ragged 48-channel tile of 3
+    # accumulator tiles, 16-byte k steps, 10-pixel rows, 8-bit weights (offset 128)
+    ConvSpec(1, 6, 10, 48, 37, 3, 3, 1, 1, ((37, 8),), 8),
+    ConvSpec(32, 1, 1, 64, 80, groups=((16, 3), (64, 2)), abits=4),      # dense in 16-row tiles, 64-byte k
+    ConvSpec(1, 5, 8, 96, 20, 1, 1, 1, 0, ((4, 2), (16, 1)), 4),          # 1x1: a VNNI group beside an AMX one
 ]
 
 

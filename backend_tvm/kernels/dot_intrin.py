@@ -32,6 +32,7 @@ from __future__ import annotations
 from tvm.script import tirx as T
 
 from ..tvm_compat import s_tir, tirx
+from . import amx_intrin
 
 LANES, DEPTH = 8, 4
 
@@ -278,8 +279,13 @@ s_tir.TensorIntrin.register(UDOT4, _deep_desc(4, "uint8"), _udot4)
 UNSIGNED = {UDOT, UDOT4, *NEON.values(), *NEON16.values()}     # weights as unsigned codes (u8 x u8 products)
 
 
-def lanes(intrin: str) -> int:
-    """Output channels per call: a channel tile of the tensorised conv."""
+AMX = "mpq_amx"     # Intel AMX tiles: a family of intrinsics per tile shape (amx_intrin.py)
+
+
+def lanes(intrin: str, n_out: int = LANES) -> int:
+    """Output channels per call: a channel tile of the tensorised conv (AMX: of a group of n_out)."""
+    if intrin == AMX:
+        return amx_intrin.lanes(n_out)
     return 16 if intrin == VNNI512 else LANES
 
 
@@ -293,6 +299,8 @@ def dot_intrin(features, abits: int, wbits: int, c_in: int = 4, n_out: int = 8) 
     4 quads add in int16 (one vpmaddwd per 16 k instead of per 4) where they cannot overflow and
     c_in holds whole calls: the low-bit configurations do less work per MAC."""
     f = set(features or ())
+    if "amx_int8" in f and n_out >= 16 and c_in % 16 == 0:   # k in tiles of 64, 32 or 16 bytes
+        return AMX, next(q for q in (16, 8, 4) if c_in % (4 * q) == 0)
     if "dotprod" in f:       # 4 quads a call where c_in holds them: one 16-byte load of A, by-element udot
         return (UDOT4, 4) if c_in % 16 == 0 else (UDOT, 1)
     if "avx512vnni" in f and n_out >= 16:      # a group of at least 16 channels: 16-lane tiles

@@ -30,7 +30,7 @@ from mpqdm.core.packing import LANES, group_words, words_per_row
 from mpqdm.core.scheme import ConvSpec, QConvArgs
 
 from ..tvm_compat import Schedule, te, tirx, tvm
-from . import dot_intrin
+from . import amx_intrin, dot_intrin
 from .qconv import packed_bits, qconv_inputs, qconv_output, weight_code
 from .unpack_intrin import unpack_intrin, unpacked
 
@@ -116,7 +116,7 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
 
     accs, start, off = [], 0, 0
     for g, (n_g, b) in enumerate(s.groups):
-        tw = dot_intrin.lanes(intrins[g])
+        tw = dot_intrin.lanes(intrins[g], n_g)
         acc = _group_acc(s, xp, decoded(g, off, n_g, b, intrins[g], tw), c4, n_g, g, tw)
         accs.append((start, n_g, acc, dot_intrin.weight_offset(intrins[g], b)))
         start += n_g
@@ -175,6 +175,13 @@ def qconv_dot_compute(s: ConvSpec, intrins: list[str], with_epilogue: bool = Tru
     return list(QConvArgs(x, wp, perm, sw, zw, colsum, bias, act, az, y).ordered())
 
 
+def _tile_loop(sch, block, outer):
+    """The outermost loop of `block` under `outer` that is not of extent 1 (the write-back's pixels)."""
+    loops = list(sch.get_loops(block))
+    below = loops[[sch.get(x).same_as(sch.get(outer)) for x in loops].index(True) + 1:]
+    return next(x for x in below if int(sch.get(x).extent) > 1)
+
+
 def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epilogue: bool = True,
                        name: str = "qconv", threads: int = 1) -> tvm.IRModule:
     """`intrins`: (intrinsic, k-quads per call) of every group; `threads`: the board's."""
@@ -182,12 +189,15 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
     sch = Schedule(tvm.IRModule({name: func.with_attr("global_symbol", name)}))
     blk = lambda b: sch.get_sblock(b, func_name=name)  # noqa: E731
     dense = spec.ho == 1                        # a dense layer's rows are n, a conv's its output rows
-    # pixels a register tile: a conv's along its output row, a dense layer's along its rows (n)
-    pix = next(p for p in (PIX, 4, 2, 1) if (spec.n if dense else spec.wo) % p == 0)
-    row_tiles = dense and pix > 1
-    rows = spec.n // pix if row_tiles else spec.n if dense else spec.ho
-    tws = [dot_intrin.lanes(i) for i, _ in intrins]
-    chunks = [row_chunks(_ceil(n_g, tw), rows, threads) for (n_g, _), tw in zip(spec.groups, tws, strict=True)]
+    amx = [i == dot_intrin.AMX for i, _ in intrins]
+    # pixels a register tile (AMX: a tile's rows): a conv's along its output row, a dense layer's along
+    # its rows (n)
+    pixs = [amx_intrin.rows(spec.n, spec.ho, spec.wo) if a else
+            next(p for p in (PIX, 4, 2, 1) if (spec.n if dense else spec.wo) % p == 0) for a in amx]
+    row_tiles = [dense and p > 1 for p in pixs]
+    tws = [dot_intrin.lanes(i, n_g) for (i, _), (n_g, _) in zip(intrins, spec.groups, strict=True)]
+    chunks = [row_chunks(_ceil(n_g, tw), spec.n // p if rt else spec.n if dense else spec.ho, threads)
+              for (n_g, _), tw, p, rt in zip(spec.groups, tws, pixs, row_tiles, strict=True)]
     # the groups' tasks as one parallel launch, `threads` slices each taking its share of every
     # group (no barrier between groups: they write disjoint accumulators), where they divide evenly
     def even(tiles: int, c: int) -> bool:      # tiles x c tasks cut into `threads` slices along tiles or chunks
@@ -211,16 +221,16 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
         n, i, j, o, r, q, cq, cc = sch.get_loops(blk(f"acc{g}"))
         ot, ol = sch.split(o, [None, tws[g]])
         cq, cqi = sch.split(cq, [None, intrins[g][1]])
-        if row_tiles:           # tiles of `pix` rows
-            jt, ji = sch.split(n, [None, pix])
+        if row_tiles[g]:        # tiles of `pix` rows
+            jt, ji = sch.split(n, [None, pixs[g]])
             sch.reorder(ot, jt, i, j, r, q, cq, ji, cqi, ol, cc)
         else:
-            jt, ji = sch.split(j, [None, pix])
+            jt, ji = sch.split(j, [None, pixs[g]])
             sch.reorder(ot, n, i, jt, r, q, cq, ji, cqi, ol, cc)
         task = ot
         if chunks[g] > 1:       # few channel tiles: rows split too, so every thread gets work
-            rc, rest = sch.split(jt if row_tiles else n if dense else i, [chunks[g], None])
-            jt = rest if row_tiles else jt
+            rc, rest = sch.split(jt if row_tiles[g] else n if dense else i, [chunks[g], None])
+            jt = rest if row_tiles[g] else jt
             if not dense:
                 sch.reorder(ot, rc, n)
             task = sch.fuse(ot, rc)
@@ -249,8 +259,14 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
         local = sch.cache_write(acc, 0, "local")
         sch.reverse_compute_at(local, jt)
         init = sch.decompose_reduction(acc, r)
-        sch.vectorize(sch.get_loops(init)[-1])
         intrin, quads = intrins[g]
+        if amx[g]:      # the accumulators stay in tiles from init to write-back
+            names = amx_intrin.names(pixs[g], 4 * quads, tws[g], dense)
+            sch.tensorize(sch.get_loops(init)[-2], names[0])
+            sch.tensorize(ji, names[1])
+            sch.tensorize(_tile_loop(sch, local, jt), names[2])
+            continue
+        sch.vectorize(sch.get_loops(init)[-1])
         sch.tensorize(cqi if quads > 1 else ol, intrin)
         sch.unroll(ji)
     y = blk("Y")

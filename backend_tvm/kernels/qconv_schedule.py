@@ -17,6 +17,7 @@ from mpqdm.core.packing import LANES
 from mpqdm.core.scheme import ConvSpec
 
 from ..tvm_compat import Schedule, tvm
+from . import amx_intrin
 from .dot_intrin import dot_intrin
 from .qconv import qconv_func, swar
 from .qconv_dot import schedule_qconv_dot
@@ -28,6 +29,8 @@ def dot_intrins(spec: ConvSpec, board) -> list[tuple[str, int]] | None:
     """The dot-product intrinsic (and quads per call) of every group on this board, or None for the
     plain schedule."""
     features = board.cpu_features if board is not None else ()
+    if spec.stride != 1 or amx_intrin.rows(spec.n, spec.ho, spec.wo) < 4:   # AMX tiles: pixels 1 apart, 4+ a tile
+        features = tuple(f for f in features if f != "amx_int8")
     intrins = [dot_intrin(features, spec.abits, b, spec.c_in, n) for n, b in spec.groups]
     return None if None in intrins else intrins
 

@@ -1,7 +1,7 @@
 /* The symbols TVM-generated CPU kernels need: parallel launch on a small persistent pthread pool,
  * the barrier, workspace, errors. The pool and the error sink are the library's only global mutable
  * state. */
-#define _POSIX_C_SOURCE 200112L
+#define _GNU_SOURCE
 #include "mpq_runtime.h"
 
 #include <pthread.h>
@@ -9,6 +9,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Kernels built for an x86 host with amx_int8 use AMX tile state, which Linux grants only to a process
+ * that asks (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): asked before main or on dlopen, so
+ * every binary and module with these kernels has it. Refused on CPUs without AMX, whose kernels never
+ * use it; mpq_check_cpu reports a refusal where the artifact needs it. */
+__attribute__((constructor)) static void request_amx_state(void) { syscall(SYS_arch_prctl, 0x1023, 18); }
+#endif
 
 #define MPQ_MAX_THREADS 64
 #define MPQ_SPINS (1 << 15)  /* pause loops a worker spins before it sleeps (about a millisecond) */

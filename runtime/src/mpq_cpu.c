@@ -4,7 +4,10 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
@@ -41,6 +44,16 @@ static int has_feature(const char *f) {
 }
 #endif
 
+/* Linux hands out AMX tile state only to a process that asks (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) */
+static int request_state(const char *f) {
+#if defined(__x86_64__) && defined(__linux__)
+    if (strcmp(f, "amx_int8") == 0) return (int)syscall(SYS_arch_prctl, 0x1023, 18);
+#else
+    (void)f;
+#endif
+    return 0;
+}
+
 int mpq_check_cpu(const mpq_model *m, char *err, size_t errlen) {
     const mpq_art_header *h = mpq_header(m);
     struct utsname u;
@@ -61,6 +74,11 @@ int mpq_check_cpu(const mpq_model *m, char *err, size_t errlen) {
         }
         if (has < 0) {
             snprintf(err, errlen, "cannot check the CPU feature '%s' the artifact needs on this machine", f);
+            return -1;
+        }
+        if (request_state(f) != 0) {
+            snprintf(err, errlen, "the kernel refused this process the CPU state of '%s' the artifact's "
+                     "kernels use (arch_prctl: %s)", f, strerror(errno));
             return -1;
         }
     }
