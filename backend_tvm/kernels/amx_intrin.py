@@ -1,7 +1,8 @@
 """Intel AMX tensor intrinsics for the quantized conv (x86 with amx_int8: Sapphire Rapids and later).
 
-One register tile of accumulators is M pixels x 16 output channels (int32); a task's channel tile of
-TW = 16 nt channels keeps nt of them (tiles 0 .. nt-1) live over the whole reduction:
+One register tile of accumulators is M pixels x 16 output channels (int32; 8 for a group of 8); a
+task's channel tile of TW = 16 nt channels keeps nt of them (tiles 0 .. nt-1) live over the whole
+reduction:
 - init: ldtilecfg (this kernel's tile shapes) and tilezero of the nt accumulators.
 - update: C[M, TW] += A[M, KB] . B[KB/4, TW, 4], A the M pixels' KB input codes (uint8, rows
   strided by the pixel pitch: tile 4), B the decoded weights (int8 [quad][channel][4]: each 16-channel
@@ -26,7 +27,12 @@ A_TILE, B_TILES = 4, (5, 6)
 def lanes(n_out: int) -> int:
     """A group's channel tile: 16 to 64 channels (1 to 4 accumulator tiles), the least padding, then
     the most tiles."""
-    return min((64, 48, 32, 16), key=lambda tw: (-(-n_out // tw) * tw, -tw))
+    return min((64, 48, 32, 16, 8), key=lambda tw: (-(-n_out // tw) * tw, -tw))
+
+
+def _tiles(tw: int) -> tuple[int, int]:
+    """(accumulator tiles, channels a tile) of a TW-channel tile: 16 channels a tile, or one of 8."""
+    return (1, 8) if tw == 8 else (tw // 16, 16)
 
 
 def rows(n: int, ho: int, wo: int) -> int:
@@ -65,7 +71,8 @@ def _config_words(m: int, kb: int, tw: int) -> list[int]:
     (u16) at byte 16 + 2t, its rows at byte 48 + t."""
     cfg = bytearray(64)
     cfg[0] = 1
-    shapes = {**{t: (m, 64) for t in range(tw // 16)}, A_TILE: (m, kb), **{b: (kb // 4, 64) for b in B_TILES}}
+    nt, w = _tiles(tw)
+    shapes = {**{t: (m, 4 * w) for t in range(nt)}, A_TILE: (m, kb), **{b: (kb // 4, 4 * w) for b in B_TILES}}
     for t, (rows, colsb) in shapes.items():
         cfg[16 + 2 * t:18 + 2 * t] = colsb.to_bytes(2, "little")
         cfg[48 + t] = rows
@@ -101,7 +108,7 @@ def _init(m: int, kb: int, tw: int, dense: bool, desc: bool):
                 for w in T.unroll(16):
                     cfg[w] = _pick(w, words)
                 T.evaluate(_call("llvm.x86.ldtilecfg", T.address_of(cfg[0])))
-                for t in T.unroll(tw // 16):
+                for t in T.unroll(_tiles(tw)[0]):
                     T.evaluate(_call("llvm.x86.tilezero", T.Cast("uint8", t)))
     return func
 
@@ -136,9 +143,9 @@ def _update(m: int, kb: int, tw: int, dense: bool, desc: bool):
             else:
                 T.evaluate(_call("llvm.x86.tileloadd64", _u8(A_TILE), T.address_of(A[(0, *zeros)]),
                                  T.Cast("int64", sa)))
-                for t in T.unroll(tw // 16):
+                for t in T.unroll(_tiles(tw)[0]):
                     T.evaluate(_call("llvm.x86.tileloadd64", T.Cast("uint8", B_TILES[0] + t % 2),
-                                     T.address_of(B[0, t * 16, 0]), T.int64(tw * 4)))
+                                     T.address_of(B[0, t * _tiles(tw)[1], 0]), T.int64(tw * 4)))
                     T.evaluate(_call("llvm.x86.tdpbusd", T.Cast("uint8", t), _u8(A_TILE),
                                      T.Cast("uint8", B_TILES[0] + t % 2)))
     return func
@@ -163,8 +170,8 @@ def _store(m: int, tw: int, dense: bool, desc: bool):
                         vi, vj = T.axis.remap("SS", [i, j])
                         D[_at(vi, vj, dense)] = C[_at(vi, vj, dense)]
             else:
-                for t in T.unroll(tw // 16):
-                    T.evaluate(_call("llvm.x86.tilestored64", T.Cast("uint8", t), T.address_of(D[(0, *zeros[:-1], t * 16)]),
+                for t in T.unroll(_tiles(tw)[0]):
+                    T.evaluate(_call("llvm.x86.tilestored64", T.Cast("uint8", t), T.address_of(D[(0, *zeros[:-1], t * _tiles(tw)[1])]),
                                      T.Cast("int64", sd * 4)))
     return func
 

@@ -299,7 +299,7 @@ def dot_intrin(features, abits: int, wbits: int, c_in: int = 4, n_out: int = 8) 
     4 quads add in int16 (one vpmaddwd per 16 k instead of per 4) where they cannot overflow and
     c_in holds whole calls: the low-bit configurations do less work per MAC."""
     f = set(features or ())
-    if "amx_int8" in f and n_out >= 16 and c_in % 16 == 0:   # k in tiles of 64, 32 or 16 bytes
+    if "amx_int8" in f and n_out >= 8 and c_in % 16 == 0:    # k in tiles of 64, 32 or 16 bytes
         return AMX, next(q for q in (16, 8, 4) if c_in % (4 * q) == 0)
     if "dotprod" in f:       # 4 quads a call where c_in holds them: one 16-byte load of A, by-element udot
         return (UDOT4, 4) if c_in % 16 == 0 else (UDOT, 1)
