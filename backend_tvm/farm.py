@@ -8,6 +8,7 @@ its CPU (mpq_cpu_info in the uploaded module), which must match the board profil
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import queue
@@ -175,6 +176,10 @@ class Farm:
             t.start()
         for t in pool:
             t.join()
+        # a remote session ends (and its board goes back to the tracker) when its last reference goes;
+        # the workers' closures and loaded modules can keep one in a reference cycle until the next
+        # garbage collection, and a command that follows would wait for that board
+        gc.collect()
         if crashes:
             raise crashes[0]
         if not work.empty():

@@ -61,7 +61,9 @@ def test_host_profile():
     b = load_board("host")
     assert b.arch == "x86_64" and b.cc == "gcc" and b.qemu is None
     assert b.cpu_features == detect_host_features()
-    assert len(b.target["mattr"]) == len(b.cpu_features)
+    amx = "amx_int8" in b.cpu_features          # one feature, two LLVM names (the tiles and their int8 products)
+    assert len(b.target["mattr"]) == len(b.cpu_features) + amx
+    assert ("+amx-tile" in b.target["mattr"]) == ("+amx-int8" in b.target["mattr"]) == amx
     assert b.qemu_command("a.out") == ["a.out"]
     d = b.tvm_target_dict()
     d["mattr"].append("+x")  # a copy: the board is unchanged

@@ -8,7 +8,8 @@ reduction:
   strided by the pixel pitch: tile 4), B the decoded weights (int8 [quad][channel][4]: each 16-channel
   slice is one B tile with rows TW*4 bytes apart, tiles 5 and 6 in turn); one tdpbusd per 16 channels
   (u8 x s8 sums of 4 into int32, as vpdpbusd: exact at every width).
-- store: tilestored of the nt accumulators into the conv's int32 accumulator rows.
+- store: tilestored of the nt accumulators into the conv's int32 accumulator rows, then tilerelease
+  (an idle thread carries no tile state; the next init configures them again: no measurable cost).
 The tile numbers are immediates; nothing else in the kernel uses tiles, so they stay live between
 the three calls. Linux grants a process AMX state only on request: tvm_compat asks at import for
 in-process runs, the C runtime at start when the artifact needs amx_int8.
@@ -173,6 +174,7 @@ def _store(m: int, tw: int, dense: bool, desc: bool):
                 for t in T.unroll(_tiles(tw)[0]):
                     T.evaluate(_call("llvm.x86.tilestored64", T.Cast("uint8", t), T.address_of(D[(0, *zeros[:-1], t * _tiles(tw)[1])]),
                                      T.Cast("int64", sd * 4)))
+                T.evaluate(_call("llvm.x86.tilerelease"))
     return func
 
 
