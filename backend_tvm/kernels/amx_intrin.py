@@ -12,7 +12,7 @@ reduction:
   (an idle thread carries no tile state; the next init configures them again: no measurable cost).
 The tile numbers are immediates; nothing else in the kernel uses tiles, so they stay live between
 the three calls. Linux grants a process AMX state only on request: tvm_compat asks at import for
-in-process runs, the C runtime at start when the artifact needs amx_int8.
+in-process runs, the C runtime's thread pool (runtime/src/mpq_backend.c) before main or on dlopen.
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ def _update(m: int, kb: int, tw: int, dense: bool, desc: bool):
                         vj = T.axis.spatial(tw, j)
                         vq = T.axis.reduce(kb // 4, kq)
                         vk = T.axis.reduce(4, k)
-                        C[_at(vi, vj, dense)] = C[_at(vi, vj, dense)] + T.cast(A[_at(vi, vq * 4 + vk, dense)], "int32") \
-                            * T.cast(B[vq, vj, vk], "int32")
+                        C[_at(vi, vj, dense)] = C[_at(vi, vj, dense)] + T.cast(
+                            A[_at(vi, vq * 4 + vk, dense)], "int32") * T.cast(B[vq, vj, vk], "int32")
             else:
                 T.evaluate(_call("llvm.x86.tileloadd64", _u8(A_TILE), T.address_of(A[(0, *zeros)]),
                                  T.Cast("int64", sa)))
@@ -153,7 +153,7 @@ def _update(m: int, kb: int, tw: int, dense: bool, desc: bool):
 
 
 def _store(m: int, tw: int, dense: bool, desc: bool):
-    """The accumulators' write-back: description (desc) or tilestored."""
+    """The accumulators' write-back: description (desc), or tilestored and tilerelease."""
     shape_d = _rows(m, tw, dense)
     zeros = (0,) * (len(shape_d) - 1)
 
@@ -172,8 +172,8 @@ def _store(m: int, tw: int, dense: bool, desc: bool):
                         D[_at(vi, vj, dense)] = C[_at(vi, vj, dense)]
             else:
                 for t in T.unroll(_tiles(tw)[0]):
-                    T.evaluate(_call("llvm.x86.tilestored64", T.Cast("uint8", t), T.address_of(D[(0, *zeros[:-1], t * _tiles(tw)[1])]),
-                                     T.Cast("int64", sd * 4)))
+                    T.evaluate(_call("llvm.x86.tilestored64", T.Cast("uint8", t),
+                                     T.address_of(D[(0, *zeros[:-1], t * _tiles(tw)[1])]), T.Cast("int64", sd * 4)))
                 T.evaluate(_call("llvm.x86.tilerelease"))
     return func
 
