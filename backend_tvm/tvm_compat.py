@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ctypes
-import platform
-
 import tvm
 from tvm import s_tir, te, tirx
 from tvm.support import cc
+
+from mpqdm.core.board import amx_state_granted
 
 TVM_VERSION = tvm.__version__
 Schedule = s_tir.Schedule
@@ -16,16 +15,9 @@ Schedule = s_tir.Schedule
 SUPPORTED_KINDS = ("llvm", "cuda", "c")
 
 
-def allow_amx() -> bool:
-    """Ask Linux for this process's AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA),
-    which kernels built for an x86 host with amx_int8 use: without it their first tile instruction
-    faults. True where granted; False elsewhere (other systems, CPUs without AMX)."""
-    if platform.system() != "Linux" or platform.machine() != "x86_64":
-        return False
-    return ctypes.CDLL(None, use_errno=True).syscall(158, 0x1023, 18) == 0     # SYS_arch_prctl
-
-
-AMX_ALLOWED = allow_amx()      # once, before any kernel runs in this process
+# kernels built for an x86 host with amx_int8 fault without the process's AMX tile state: asked for
+# once, before any kernel runs in this process
+AMX_ALLOWED = amx_state_granted()
 
 
 def target(d: dict) -> tvm.target.Target:

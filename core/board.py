@@ -36,6 +36,7 @@ the file, the field and the value, and ends with "Possible solutions: ...".
 """
 
 import copy
+import ctypes
 import platform
 import tomllib
 from dataclasses import dataclass
@@ -128,13 +129,24 @@ def cpu_model(cpuinfo_text: str | None = None) -> str:
     return ""
 
 
+def amx_state_granted() -> bool:
+    """Whether Linux gives this process AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA;
+    asking again is harmless). Kernels built for amx_int8 need it: without it their first tile
+    instruction faults."""
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return False
+    return ctypes.CDLL(None, use_errno=True).syscall(158, 0x1023, 18) == 0     # SYS_arch_prctl
+
+
 def detect_host_features(cpuinfo_text: str | None = None) -> tuple[str, ...]:
-    """Known x86 features in the first "flags" line of /proc/cpuinfo (or of the given text), in a fixed order."""
+    """Known x86 features in the first "flags" line of /proc/cpuinfo (or of the given text), in a fixed
+    order. This machine's amx_int8 counts only where the OS grants its tile state."""
     if cpuinfo_text is None:
         try:
             cpuinfo_text = Path("/proc/cpuinfo").read_text()
         except OSError:
             return ()
+        return tuple(f for f in detect_host_features(cpuinfo_text) if f != "amx_int8" or amx_state_granted())
     flags: set[str] = set()
     for line in cpuinfo_text.splitlines():
         key, _, value = line.partition(":")

@@ -1,11 +1,12 @@
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from mpqdm.boards.registry import BOARDS_DIR, list_boards, load_board
-from mpqdm.core.board import Board, detect_host_features
+from mpqdm.core.board import Board, amx_state_granted, detect_host_features
 from mpqdm.core.errors import UserError
 
 AARCH64 = ["rpi4", "rpi5", "jetson-orin-nano"]
@@ -75,6 +76,14 @@ def test_detect_features_from_fake_cpuinfo():
     assert detect_host_features(CPUINFO.format(extra="avx512_vnni avx_vnni")) == (
         "avx2", "fma", "avx512f", "avx512bw", "avx512vnni", "avx_vnni")
     assert detect_host_features("processor : 0\n") == ()
+    assert detect_host_features(CPUINFO.format(extra="amx_tile amx_int8"))[-1] == "amx_int8"   # a text: flags only
+
+
+def test_this_machines_amx_counts_only_where_the_os_grants_its_state():
+    """A CPU that lists amx_int8 on an OS that refuses the tile state (before Linux 5.16) gets no AMX kernels."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    listed = "amx_int8" in detect_host_features(flags)
+    assert ("amx_int8" in detect_host_features()) == (listed and amx_state_granted())
 
 
 def test_targets_accepted_by_tvm():
