@@ -374,6 +374,19 @@ def main() -> None:
     print(f"wrote {out_json} and {out_json.with_suffix('.md')}")
 
 
+# what limits our kernels against ORT's, per kind of host (the rows of the last run of each kind)
+LIMITS = ("on the AMD EPYC (AVX2) run the 3x3 convs of 16x16 and more pixels ran at 0.7-1.0x ORT's time; the 1x1 "
+          "convs (up to 2x) and the 4x4-pixel layers (1.6x) kept the medians near 1.05: there the per-call work "
+          "outside the dot product dominates (the epilogue's pass, each channel tile decoding its weights for "
+          "few pixels). W8A8 was 2.3-3.4x ORT: 8-bit codes times 8-bit activations would saturate vpmaddubsw's "
+          "int16 pairs, so odd and even k go through it separately")
+LIMITS_AMX = ("with AMX the medians are 0.43-0.60x ORT's (which runs its convs on AVX512-VNNI), whatever the "
+              "widths: a tile multiplies 8-bit codes, so 2-bit weights cost what 8-bit ones do, and the ratios "
+              "come from the instruction, not from the width. Slower than ORT (1.1-1.9x): the stride-2 "
+              "downsample convs (no AMX: a tile's rows must be pixels 1 apart, they take VNNI) and the 4x4-pixel "
+              "layers (4-row tiles and the weight decode for 16 pixels)")
+
+
 def run_notes(repeats: int, min_ms: int, tgt: dict) -> dict:
     """How each column was measured (written into both results files)."""
     ort = ("one QLinearConv node (opset 13): uint8 NCHW activations, int8 weights with per-channel scales and zero "
@@ -387,12 +400,14 @@ def run_notes(repeats: int, min_ms: int, tgt: dict) -> dict:
         "timing": f"median of {repeats} repeats, each the mean of enough calls to last >= {min_ms} ms "
                   "(TVM time_evaluator; ORT the same loop in Python over run_with_iobinding, after 2 warm-up runs)",
         "spread": "(p90 - p10) / median over the repeats",
-        "ours": "schedule_qconv(spec, host board) compiled for the host target: the tensorised kernel; with "
-                "VNNI one vpdpbusd per 4 k (16-channel tiles on AVX512-VNNI); on AVX2 "
-                "(kernels/qconv_dot.py: weights decoded per 8-channel tile, 4-deep u8 x s8 dot by vpmaddubsw + "
-                "vpmaddwd, 8 pixels x 8 channels accumulated in registers, int16 pair sums of up to 16 k added "
-                "before vpmaddwd where they cannot overflow; W7/W8 at A8 split odd and even k so "
-                "int16 pair sums cannot saturate, twice the work); one group of all channels at wbits; "
+        "ours": "schedule_qconv(spec, host board) compiled for the host target: the tensorised kernel "
+                "(kernels/qconv_dot.py). With AMX (amx_int8; kernels/amx_intrin.py): stride-1 layers whose c_in "
+                "is a multiple of 16 accumulate 16 pixels x 16-64 channels in int32 tiles over the whole "
+                "reduction, tdpbusd on the pixels' codes and the decoded weights; other layers as without it. "
+                "With VNNI one vpdpbusd per 4 k (16-channel tiles on AVX512-VNNI); on AVX2 4-deep u8 x s8 dots "
+                "by vpmaddubsw + vpmaddwd, 8 pixels x 8 channels accumulated in registers, int16 pair sums of "
+                "up to 16 k added before vpmaddwd where they cannot overflow; W7/W8 at A8 split odd and even k "
+                "so int16 pair sums cannot saturate, twice the work. One group of all channels at wbits; "
                 "random codes, symmetric weights (zero point 2^(wbits-1)), identity channel order",
         "ort_int8": ort,
         "tvm_fp32": FP32_SCHEDULE + "; measured once per (shape, threads)",
@@ -400,15 +415,7 @@ def run_notes(repeats: int, min_ms: int, tgt: dict) -> dict:
                    "half the logical cores)",
         "packed_weight_bytes": "packing.packed_bytes(K, groups) + 8 bytes per output channel (float32 step, int32 "
                                "zero point)",
-        "limits": "the 3x3 convs of 16x16 and more pixels run at 0.7-1.0x ORT's time; what keeps the medians "
-                  "near 1.05 are the 1x1 convs (up to 2x) and the 4x4-pixel layers (1.6x), where the per-call "
-                  "work outside the dot product dominates: the epilogue gathers each output channel from its "
-                  "plan position (the channel permutation of the mixed-precision plan) and rescales it in a "
-                  "separate pass, and each channel tile decodes its weights again for few pixels. ORT fuses "
-                  "the requantisation into its GEMM. Next: fold the permutation into the next layer's input "
-                  "channels at lowering time so the epilogue runs on the registers; VNNI (vpdpbusd) where the "
-                  "CPU has it (this one does not). W8A8 is 2.3-3.4x ORT: 8-bit codes times 8-bit activations "
-                  "would saturate vpmaddubsw's int16 pairs, so odd and even k go through it separately",
+        "limits": LIMITS_AMX if "+amx-int8" in tgt.get("mattr", []) else LIMITS,
     }
 
 
