@@ -299,11 +299,13 @@ def summarize(rows: list[dict]) -> dict:
     return {"target": TARGET_TEXT, "status": status, "table": table}
 
 
-def write_markdown(path: Path, rows: list[dict], summary: dict, machine: str, command: str, notes: dict) -> None:
+def write_markdown(path: Path, rows: list[dict], summary: dict, machine: str, command: str, notes: dict,
+                   load: float | None) -> None:
     cols = ["layer", "model", "shape", "wbits", "abits", "threads", "ours_ms", "ort_int8_ms", "tvm_fp32_ms",
             "ours_spread", "ort_spread", "packed_weight_bytes", "ratio_ours_over_ort"]
     text = ("# Host kernels: our packed quantized conv vs ONNX Runtime int8 vs TVM float32\n\n"
-            f"Command: `{command}`\n\nMachine: {machine}\n\n"
+            f"Command: `{command}`; load average at start {'not recorded' if load is None else load}\n\n"
+            f"Machine: {machine}\n\n"
             f"Target: {summary['target']} (per model and thread count): **{summary['status']}**\n\n"
             + markdown_table(summary["table"], ["model", "config", "threads", "layers", "median_ratio", "target"])
             + "\n" + "".join(f"- {k}: {v}\n" for k, v in notes.items())
@@ -342,8 +344,10 @@ def main() -> None:
         notes = run_notes(old["repeats"], old["min_repeat_ms"], old["target"])
         keep = {k: old[k] for k in ("machine", "commit", "command", "tvm_version", "onnxruntime_version", "target",
                                     "repeats", "min_repeat_ms")}
-        save_rows(path, rows, **keep, notes=notes, summary=summary)   # keep overrides today's provenance
-        write_markdown(path.with_suffix(".md"), rows, summary, old["machine"], old["command"], notes)
+        load = old.get("load_average_at_start")        # absent in files written before it was recorded
+        save_rows(path, rows, **keep, notes=notes, summary=summary,   # keep overrides today's provenance
+                  **({} if load is None else {"load_average_at_start": load}))
+        write_markdown(path.with_suffix(".md"), rows, summary, old["machine"], old["command"], notes, load)
         return None
     models, threads = args.models.split(","), [int(t) for t in args.threads.split(",")]
     configs, repeats, min_ms = args.configs.split(","), args.repeats, args.min_repeat_ms
@@ -355,7 +359,7 @@ def main() -> None:
     shapes = [s for m in models for s in model_shapes(m)]
     if args.quick:
         shapes = [s for s in shapes if s.layer in QUICK_LAYERS]
-    rows = []
+    rows, load = [], round(os.getloadavg()[0], 2)
     with tqdm(total=len(shapes) * len(configs) * len(threads), unit="row") as bar:
         for t in threads:
             rows += run_threads(shapes, configs, t, repeats, min_ms, bar)
@@ -368,8 +372,9 @@ def main() -> None:
     board = load_board("host")
     notes = run_notes(repeats, min_ms, board.tvm_target_dict())
     save_rows(out_json, rows, tvm_version=tvm.__version__, onnxruntime_version=_ort_version(),
-              target=board.tvm_target_dict(), repeats=repeats, min_repeat_ms=min_ms, notes=notes, summary=summary)
-    write_markdown(out_json.with_suffix(".md"), rows, summary, machine(), command(), notes)
+              target=board.tvm_target_dict(), repeats=repeats, min_repeat_ms=min_ms, notes=notes, summary=summary,
+              load_average_at_start=load)
+    write_markdown(out_json.with_suffix(".md"), rows, summary, machine(), command(), notes, load)
     print(markdown_table(summary["table"], ["model", "config", "threads", "layers", "median_ratio", "target"]))
     print(f"wrote {out_json} and {out_json.with_suffix('.md')}")
 
