@@ -99,6 +99,32 @@ def test_integer_accumulators_exact(spec, scheduled):
     assert np.array_equal(got.astype(np.int64), ref)
 
 
+def random_spec(rng) -> ConvSpec:
+    """A stride-1 layer whose c_in holds whole 16-byte k steps (AMX-eligible where the host has it):
+    random groups, widths, rows and batch, dense or a 1x1 / 3x3 conv."""
+    c_in, groups, left = int(rng.choice([16, 48, 80, 96])), [], int(rng.integers(8, 70))
+    c_out = left
+    while left > 0:
+        n_g = int(min(left, rng.integers(1, 40)))
+        groups.append((n_g, int(rng.choice([1, 2, 3, 4, 5, 8]))))
+        left -= n_g
+    abits = int(rng.choice([4, 8]))
+    if rng.random() < 0.3:
+        return ConvSpec(int(rng.integers(4, 40)), 1, 1, c_in, c_out, groups=tuple(groups), abits=abits)
+    k = int(rng.choice([1, 3]))
+    return ConvSpec(int(rng.integers(1, 3)), int(rng.integers(3, 20)), int(rng.integers(3, 34)), c_in, c_out,
+                    k, k, 1, k // 2, tuple(groups), abits)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_layers_exact(seed):
+    """Random shapes and plans (see random_spec), this host's dot schedule against the integer reference."""
+    rng = np.random.default_rng(1000 + seed)
+    spec = random_spec(rng)
+    got, ref, *_ = run(spec, rng, False, "dot")
+    assert np.array_equal(got.astype(np.int64), ref), spec
+
+
 def test_four_threads_with_two_tile_groups_split_in_row_chunks():
     """OMQ's 16/96/16 split on a 4-thread board (a Pi): the 2-tile groups' tasks are row chunks that a
     merged launch would slice inside a tile, which TVM cannot tensorize; they get their own launch."""
