@@ -37,6 +37,7 @@ the file, the field and the value, and ends with "Possible solutions: ...".
 
 import copy
 import ctypes
+import functools
 import platform
 import tomllib
 from dataclasses import dataclass
@@ -129,6 +130,7 @@ def cpu_model(cpuinfo_text: str | None = None) -> str:
     return ""
 
 
+@functools.cache      # the grant is the process's for good: one request
 def amx_state_granted() -> bool:
     """Whether Linux gives this process AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA;
     asking again is harmless). Kernels built for amx_int8 need it: without it their first tile

@@ -50,6 +50,9 @@ def _u8(v: int):
     return T.uint8(v)
 
 
+_REGISTERED: set[str] = set()
+
+
 def names(m: int, kb: int, tw: int, dense: bool) -> tuple[str, str, str]:
     """(init, update, store) intrinsic names for M pixels, KB bytes of k and TW channels, registered
     on first use. `dense`: the M rows are a dense layer's first axis ([M, 1, 1, C] regions), not
@@ -62,9 +65,6 @@ def names(m: int, kb: int, tw: int, dense: bool) -> tuple[str, str, str]:
         s_tir.TensorIntrin.register(out[2], _store(m, tw, dense, True), _store(m, tw, dense, False))
         _REGISTERED.add(out[0])
     return out
-
-
-_REGISTERED: set[str] = set()
 
 
 def _config_words(m: int, kb: int, tw: int) -> list[int]:

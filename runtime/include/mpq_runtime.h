@@ -88,6 +88,8 @@ typedef void *(*mpq_slot_lookup)(void *ctx, const char *name);
 int mpq_backend_start(int threads);
 void mpq_backend_bind(mpq_slot_lookup lookup, void *ctx);
 void mpq_backend_stop(void);
+/* Ask the OS for AMX tile state (asked anyway before main); 0 where granted. */
+int mpq_request_amx_state(void);
 /* Where kernel errors (TVMFFIErrorSetRaisedFromCStrParts) go: stderr, or `sink` once set (NULL: stderr
  * again). The modules for TVM's RPC server (mpq_remote.c) hand them to TVM. */
 typedef void (*mpq_error_sink)(const char *kind, const char **parts, int32_t num_parts);

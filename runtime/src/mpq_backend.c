@@ -13,12 +13,21 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#endif
+
 /* Kernels built for an x86 host with amx_int8 use AMX tile state, which Linux grants only to a process
  * that asks (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): asked before main or on dlopen, so
  * every binary and module with these kernels has it. Refused on CPUs without AMX, whose kernels never
- * use it; mpq_check_cpu reports a refusal where the artifact needs it. */
-__attribute__((constructor)) static void request_amx_state(void) { syscall(SYS_arch_prctl, 0x1023, 18); }
+ * use it; mpq_check_cpu reports a refusal where the artifact needs it. 0 where granted. */
+int mpq_request_amx_state(void) {
+#if defined(__x86_64__) && defined(__linux__)
+    return (int)syscall(SYS_arch_prctl, 0x1023, 18);
+#else
+    return -1;
 #endif
+}
+
+__attribute__((constructor)) static void request_amx_state(void) { (void)mpq_request_amx_state(); }
 
 #define MPQ_MAX_THREADS 64
 #define MPQ_SPINS (1 << 15)  /* pause loops a worker spins before it sleeps (about a millisecond) */

@@ -5,9 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <errno.h>
-#include <sys/syscall.h>
 #include <sys/utsname.h>
-#include <unistd.h>
 
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
@@ -44,14 +42,9 @@ static int has_feature(const char *f) {
 }
 #endif
 
-/* Linux hands out AMX tile state only to a process that asks (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) */
+/* The CPU state a feature's kernels need from the OS: AMX tiles (mpq_backend.c asks) */
 static int request_state(const char *f) {
-#if defined(__x86_64__) && defined(__linux__)
-    if (strcmp(f, "amx_int8") == 0) return (int)syscall(SYS_arch_prctl, 0x1023, 18);
-#else
-    (void)f;
-#endif
-    return 0;
+    return strcmp(f, "amx_int8") == 0 ? mpq_request_amx_state() : 0;
 }
 
 int mpq_check_cpu(const mpq_model *m, char *err, size_t errlen) {
