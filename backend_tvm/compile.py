@@ -3,8 +3,13 @@
 DIR/model.mpq        the artifact (runtime/include/mpq_artifact.h)
 DIR/kernels.o        the kernels as an object file for the board, linked into its binary by `mpqdm build`
 DIR/kernels.so       on the build machine's own arch also a shared object (loaded by mpqdm-run-dyn, tests)
-DIR/compile.json     what was compiled: ops, kernels, memory plan, sizes (and report.md, the same for people)
+DIR/compile.json     what was compiled: ops, kernels, memory plan, sizes, kernel paths (and report.md, the same
+                     for people)
 Everything is written into a staging folder that replaces DIR only when complete.
+
+Kernel paths: each quantized group takes the path (AMX, VNNI, AVX2; udot, NEON) that `mpqdm profile`
+timed fastest for its layer shape and widths on this board (the board's latency table, or --latency),
+and the board's rule where the table has no such entry, was measured on another CPU, or under qemu.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mpqdm.boards.registry import load_board
+from mpqdm.boards.registry import latency_path, load_board
 from mpqdm.core.errors import UserError
 from mpqdm.core.io import check_output_dir, ensure_writable_dir, replace_dir, staging_dir, write_json
+from mpqdm.core.latency import LatencyTable
 from mpqdm.core.report import markdown_table
 from mpqdm.frontend.model_io import model_fingerprint
 from mpqdm.frontend.quant.export import is_export, read_meta
 
 from .artifact import write_artifact
+from .kernels.qconv_schedule import dot_intrins, family
 from .library import compile_library
 from .lower import lower_export
 from .plan import ACT, CONST, Plan
@@ -50,7 +57,42 @@ def summary(plan: Plan, fp32_weight_bytes: int) -> dict:
             "steps": plan.n_steps}
 
 
-def compile_export(export_dir, board_name: str, out_dir, steps: int | None = None, progress: bool = True) -> dict:
+def kernel_choice(board, latency=None, kernels: str = "measured") -> tuple[object, str]:
+    """(shape key, wbits, abits) -> the kernel path timed fastest on this board, or None (the rule's
+    path for every layer), and where the choice comes from, in words."""
+    if kernels not in ("measured", "rule"):
+        raise UserError(f"--kernels must be measured or rule, got {kernels!r}")
+    path = Path(latency) if latency else latency_path(board)
+    if kernels == "rule":
+        return None, "the board's rule (--kernels rule)"
+    if not path.is_file():
+        if latency:
+            raise UserError(f"no latency table {str(path)!r}. Possible solutions: mpqdm profile --board {board.name}")
+        return None, f"the board's rule (no latency table {path})"
+    table = LatencyTable.load(path, board.name)
+    if table.emulated:
+        return None, f"the board's rule ({path} was timed under qemu)"
+    try:
+        table.check_measured_on(board, path)
+    except UserError as exc:
+        if latency:
+            raise
+        return None, f"the board's rule ({path} was measured on another CPU: {exc.args[0].split('. ')[0]})"
+    return (lambda shape, w, a: table.kernel_for(shape, w, a, board.threads)), f"measured ({path})"
+
+
+def path_counts(low, board) -> dict[str, int]:
+    """Quantized groups per kernel path in the compiled plan (after every fallback)."""
+    out: collections.Counter = collections.Counter()
+    for kind, spec in low.specs:
+        if kind == "qconv":
+            intrins = dot_intrins(spec, board) or [None] * len(spec.groups)
+            out.update(family(i[0] if i else None) for i in intrins)
+    return dict(sorted(out.items()))
+
+
+def compile_export(export_dir, board_name: str, out_dir, steps: int | None = None, progress: bool = True,
+                   latency=None, kernels: str = "measured") -> dict:
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     if not is_export(export_dir):
         raise UserError(f"{str(export_dir)!r} is not a quantized export (no quant_export.json). "
@@ -60,18 +102,19 @@ def compile_export(export_dir, board_name: str, out_dir, steps: int | None = Non
     board = load_board(board_name)
     if steps is not None and steps < 1:
         raise UserError(f"--steps must be >= 1, got {steps}")
+    choice = kernel_choice(board, latency, kernels)
     ensure_writable_dir(out_dir.parent)
     bar = tqdm(total=3, desc=f"compile for {board.name}", unit="stage", disable=not progress)
     try:
-        return _compile(export_dir, board, out_dir, steps, bar)
+        return _compile(export_dir, board, out_dir, steps, bar, choice)
     finally:
         bar.close()
 
 
-def _compile(export_dir: Path, board, out_dir: Path, steps: int | None, bar) -> dict:
+def _compile(export_dir: Path, board, out_dir: Path, steps: int | None, bar, choice) -> dict:
     bar.set_postfix_str("lowering")
     t0 = time.perf_counter()
-    plan, low = lower_export(export_dir, board, steps)
+    plan, low = lower_export(export_dir, board, steps, choice[0])
     lower_s = time.perf_counter() - t0
     bar.update()
     bar.set_postfix_str(f"TVM: {len(plan.kernels)} kernels")
@@ -89,7 +132,8 @@ def _compile(export_dir: Path, board, out_dir: Path, steps: int | None, bar) -> 
         info = {"export": str(export_dir), "board": board.name, "arch": board.arch,
                 "features": list(board.cpu_features), **summary(plan, fp32),
                 "artifact_kb": round(art["bytes"] / 1024, 1), "library": " ".join(p.name for p in libs),
-                "library_kb": round(libs[0].stat().st_size / 1024, 1), "lower_seconds": round(lower_s, 1),
+                "library_kb": round(libs[0].stat().st_size / 1024, 1), "kernel_paths": path_counts(low, board),
+                "kernel_choice": choice[1], "lower_seconds": round(lower_s, 1),
                 "compile_seconds": round(compile_s, 1)}
         write_json(staging / REPORT, info)
         (staging / "report.md").write_text(report_md(info, plan))
@@ -114,7 +158,9 @@ def report_md(info: dict, plan: Plan) -> str:
         f"- artifact {info['artifact_kb']} KB (constants {info['const_kb']} KB); fp32 weights of the model "
         f"{info['fp32_weights_kb']} KB",
         f"- peak activation memory (arena) {info['peak_activation_kb']} KB; without reuse "
-        f"{info['activations_without_reuse_kb']} KB", "",
+        f"{info['activations_without_reuse_kb']} KB",
+        f"- quantized groups by kernel path: {', '.join(f'{k} {v}' for k, v in info['kernel_paths'].items()) or 'none'}"
+        f"; chosen by {info['kernel_choice']}", "",
         markdown_table(rows, ["op", "calls"]), "", "Largest arena regions:", "",
         markdown_table(mem, list(mem[0])) if mem else "(none)", ""])
 

@@ -26,14 +26,16 @@ from mpqdm.frontend.sampling import ddim_schedule, step_map
 
 from .kernels import fp
 from .kernels.attention import AttentionSpec, schedule_attention
-from .kernels.qconv_schedule import schedule_qconv
+from .kernels.qconv_schedule import schedule_qconv, with_paths
 from .kernels.quantize import schedule_quantize
 from .plan import ACT, CONST, INPUT, OUTPUT, TIMESTEP, Arg, Plan, Tensor, plan_memory
 
 CONST_NAMES = {"wp": "packed", "sw": "wstep", "zw": "wzero"}    # artifact tensor names of the weight arguments
 class Lowering:
-    def __init__(self, qunet: nn.Module, bitplan, tensors: dict, meta: dict, board, steps: int, scheduler):
+    def __init__(self, qunet: nn.Module, bitplan, tensors: dict, meta: dict, board, steps: int, scheduler,
+                 choose=None):
         self.unet, self.bitplan, self.t, self.meta, self.board = qunet, bitplan, tensors, meta, board
+        self.choose = choose        # (shape key, wbits, abits) -> kernel path or None (the rule's)
         self.plan = Plan(n_steps=steps)
         sched = ddim_schedule(scheduler.alphas_cumprod, steps, scheduler.config.num_train_timesteps)
         self.schedule, self.scheduler = sched, scheduler
@@ -180,7 +182,7 @@ class Lowering:
             qspec = ((n, h, w, c_in), abits)
             self.call("quantize", qspec, lambda sym: schedule_quantize(*qspec, sym), (x, smooth, act, az, codes),
                       name)
-        spec = ConvSpec(n, h, w, c_in, c_out, k, k, s, p, groups, abits)
+        spec = with_paths(ConvSpec(n, h, w, c_in, c_out, k, k, s, p, groups, abits), self.board, self.choose)
         rows = weight_rows(t[f"{name}.wcodes"].numpy())                  # plan order
         wc = weight_constants(spec, rows, lp.order, t[f"{name}.wstep"].numpy(), t[f"{name}.wzero"].numpy())
         dtypes = spec.arg_types()
@@ -311,12 +313,13 @@ class Lowering:
         return h
 
 
-def lower_export(export_dir, board, steps: int | None = None) -> tuple[Plan, Lowering]:
-    """Export folder + board -> the plan (memory planned), and the lowering (schedule, tensors)."""
+def lower_export(export_dir, board, steps: int | None = None, choose=None) -> tuple[Plan, Lowering]:
+    """Export folder + board -> the plan (memory planned), and the lowering (schedule, tensors);
+    `choose` (shape key, wbits, abits) -> kernel path: the measured paths of the quantized layers."""
     qunet, bitplan, meta, tensors, scheduler = load_export(export_dir)
     steps = steps or int(meta["n_steps"])
     with torch.no_grad():
-        low = Lowering(qunet.eval(), bitplan, tensors, meta, board, steps, scheduler)
+        low = Lowering(qunet.eval(), bitplan, tensors, meta, board, steps, scheduler, choose)
         plan = low.lower()
     plan_memory(plan)
     return plan, low

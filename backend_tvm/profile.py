@@ -2,9 +2,11 @@
 runs it, and merge the timings into boards/<board>/latency.json (core/latency.py).
 
 - Quantized layers: per layer shape, every weight width in `wbits` x activation width in `abits`,
-  each at full width (c_out channels) and at one partial width (half, rounded to the packing's
-  lanes) for the fixed cost; layers the policy keeps at 8 bits get W8A8 only. Their input quantizer
-  per activation width.
+  on every kernel path the board's CPU offers for it (kernels/qconv_schedule.kernel_paths: AMX,
+  VNNI, AVX2; udot, NEON), each at full width (c_out channels) and at one partial width (half,
+  rounded to the packing's lanes) for the fixed cost; layers the policy keeps at 8 bits get W8A8
+  only. Their input quantizer per activation width. Compile builds each layer on the path that was
+  fastest at full width (LatencyTable.kernel_for).
 - Every other kernel of the model's plan (GroupNorm + SiLU, attention, add, concat, upsample, FP
   convs, the time embedding): lowered from a uniform PTQ export of the model (calibration of one
   sample, which does not change a kernel's shape), with its call count per UNet call.
@@ -23,6 +25,7 @@ measures only what is missing (same build id).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import tempfile
 import time
@@ -43,7 +46,7 @@ from mpqdm.frontend.quant.shapes import layer_specs
 from mpqdm.frontend.quant.swap import LayerPolicy
 
 from .farm import Farm
-from .kernels.qconv_schedule import schedule_qconv
+from .kernels.qconv_schedule import kernel_paths, schedule_qconv
 from .kernels.quantize import schedule_quantize
 from .plan import call_kind
 from .tvm_compat import TVM_VERSION, tvm
@@ -64,9 +67,10 @@ class Job:
     channels: int
     build: object           # symbol -> IRModule holding one PrimFunc of that name
     args: object = None     # rng -> list of numpy arrays in the kernel's order (None: farm.random_inputs)
+    kernel: str = ""        # a quantized layer's kernel path (ConvSpec.kernels)
 
     def key(self, threads: int) -> tuple:
-        return (self.op, self.shape, self.wbits, self.abits, threads, self.channels)
+        return (self.op, self.shape, self.wbits, self.abits, threads, self.channels, self.kernel)
 
 
 def load_model(model) -> object:
@@ -106,10 +110,11 @@ def conv_jobs(specs: dict[str, ConvSpec], wbits, abits, policy: LayerPolicy, boa
             continue
         pairs = [(8, 8)] if kind == "w8a8" else [(w, a) for w in wbits for a in abits]
         for w, a in pairs:
-            for ch in (s.c_out, partial_width(s.c_out)):
-                sw = s.with_width(ch, w, a)
-                add(Job("qconv", s.shape_key(), w, a, ch, lambda sym, sw=sw: schedule_qconv(sw, board, name=sym),
-                        lambda rng, sw=sw: random_args(sw, rng).ordered()))
+            for path in kernel_paths(s.with_width(s.c_out, w, a), board) or [""]:
+                for ch in (s.c_out, partial_width(s.c_out)):
+                    sw = s.with_width(ch, w, a, path)
+                    add(Job("qconv", s.shape_key(), w, a, ch, lambda sym, sw=sw: schedule_qconv(sw, board, name=sym),
+                            lambda rng, sw=sw: random_args(sw, rng).ordered(), path))
         for a in sorted({a for _, a in pairs}):
             q = ((s.n, s.h, s.w, s.c_in), a)
             add(Job("quantize", s.shape_key(), 0, a, 0, lambda sym, q=q: schedule_quantize(*q, sym)))
@@ -158,6 +163,13 @@ def model_id(folder: Path) -> str:
 
         return BitPlan.load(plan).model_sha256[:16]
     return model_fingerprint(folder)[:16]
+
+
+def fastest_paths(table: LatencyTable, jobs: list[Job], threads: int) -> dict[str, int]:
+    """How many (layer shape, wbits, abits) of `jobs` ran fastest on each kernel path."""
+    keys = {(j.shape, j.wbits, j.abits) for j in jobs if j.op == "qconv"}
+    found = collections.Counter(table.kernel_for(*k, threads) for k in keys)
+    return {k or "rule": n for k, n in found.most_common() if k is not None}
 
 
 def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFAULT_ABITS, repeats: int = 10,
@@ -215,4 +227,5 @@ def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFA
     return {"table": str(path), "entries": measured, "skipped": len(jobs) - len(todo), "jobs": len(jobs),
             "total_entries": len(table.entries), "threads": threads, "build_id": build_id, "boards": sources,
             "shapes": len({j.shape for j in jobs if j.op == "qconv"}), "model": mid,
+            "fastest": fastest_paths(table, jobs, threads),
             "warnings": farm.warnings, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -1,9 +1,9 @@
 """Latency tables (format owner): boards/<board>/latency.json, written by `mpqdm profile`, read by
 the allocator and the reports.
 
-{"format": "mpqdm.latency", "version": 2, "board": "host",
+{"format": "mpqdm.latency", "version": 3, "board": "host",
  "entries": [{"op": "qconv", "shape": "n1_16x16x64-64_k3x3_s1_p1", "wbits": 2, "abits": 4,
-              "threads": 2, "channels": 64, "median_ms": 0.91, "spread": 0.04, "repeats": 20,
+              "threads": 2, "channels": 64, "kernel": "amx", "median_ms": 0.91, "spread": 0.04, "repeats": 20,
               "build_id": "...", "measured": "2026-11-23T01:50:00Z",
               "key": "rpi5", "cpu": "Cortex-A76", "features": ["neon", "dotprod"], "emulated": false}, ...],
  "models": {"<model sha256[:16]>": {"name": "mnist-default",
@@ -11,14 +11,19 @@ the allocator and the reports.
             "fused_quantizers": ["down_blocks.0.resnets.0.conv1", ...]}}}
 
 Entries: one per call kind of a compiled plan (backend_tvm/plan.py), each timed as the C runtime runs
-it (its own thread pool). Keyed by (op, shape, wbits, abits, threads, channels):
+it (its own thread pool). Keyed by (op, shape, wbits, abits, threads, channels, kernel):
 - op "qconv": a quantized layer's kernel; shape its ConvSpec.shape_key(); channels how many output
   channels the timed kernel computed (the layer's c_out: full width; fewer: the partial width that
-  gives the fixed cost).
+  gives the fixed cost); kernel the path it took (ConvSpec.kernels: "amx", "vnni", "udot", "neon",
+  ...; the backend's kernels/qconv_schedule.PATHS). Every path a shape can take on the board is
+  timed; the fastest at full width (`kernel_for`) is the one compile builds and the one the
+  allocator's times come from (its full and partial entries both).
 - op "quantize": that layer's input quantizer at `abits` (shape: the layer's shape key; wbits and
   channels 0).
 - every other op (group_norm, attention, add, concat, upsample, silu, timestep, conv2d, dense): an FP
-  kernel, shape its spec as the lowering names it; wbits, abits and channels 0.
+  kernel, shape its spec as the lowering names it; wbits, abits and channels 0, kernel "".
+Version 2 tables (no kernel field: each shape timed on the rule's path only) are read with kernel "",
+which compile reads as "the rule's path"; `mpqdm profile` keeps such a table aside and starts v3.
 Where each came from: the RPC key of the board that ran it (local: "local"), the CPU model and
 features it reported, threads, build id, date; `emulated` marks a board under qemu (its times prove
 that a kernel loads and runs, they are no milliseconds).
@@ -47,8 +52,9 @@ from .errors import UserError
 from .io import write_json
 from .packing import LANES
 
-FORMAT, VERSION = "mpqdm.latency", 2
-KEY = ("op", "shape", "wbits", "abits", "threads", "channels")
+FORMAT, VERSION = "mpqdm.latency", 3
+READS = (2, 3)                          # v2: no kernel field (kernel "")
+KEY = ("op", "shape", "wbits", "abits", "threads", "channels", "kernel")
 SOURCE = ("key", "cpu", "features", "emulated")
 FIELDS = KEY + ("median_ms", "spread", "repeats", "build_id", "measured") + SOURCE
 PLAN_OPS = ("qconv", "quantize")        # the ops whose calls depend on the bit plan
@@ -74,8 +80,8 @@ def _check_entry(path: Path, i: int, e) -> None:
     t = e["median_ms"]
     if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t) or t < 0:
         raise UserError(f"{where}: median_ms is {t!r}, not a finite time >= 0. Possible solutions: profile again")
-    if not all(isinstance(e[k], str) for k in ("op", "shape", "key", "cpu")):
-        raise UserError(f"{where}: op, shape, key and cpu must be strings. Possible solutions: profile again")
+    if not all(isinstance(e[k], str) for k in ("op", "shape", "key", "cpu", "kernel")):
+        raise UserError(f"{where}: op, shape, key, cpu and kernel must be strings. Possible solutions: profile again")
     if not isinstance(e["features"], list) or not all(isinstance(f, str) for f in e["features"]):
         raise UserError(f"{where}: features must be a list of strings. Possible solutions: profile again")
     if not isinstance(e["emulated"], bool):
@@ -110,6 +116,7 @@ class LatencyTable:
     measured = True                 # class attribute: False for UnmeasuredTable
     entries: dict[tuple, dict] = field(default_factory=dict)
     models: dict[str, dict] = field(default_factory=dict)       # model sha256[:16] -> {"name", "calls"}
+    _fastest: dict | None = field(default=None, repr=False, compare=False)   # kernel_for's index
 
     @classmethod
     def load(cls, path: str | Path, board: str | None = None) -> LatencyTable:
@@ -123,10 +130,11 @@ class LatencyTable:
             raise UserError(f"latency table {str(path)!r} is not valid JSON ({exc}). "
                             "Possible solutions: delete it and profile again") from None
         d = d if isinstance(d, dict) else {}
-        if d.get("format") != FORMAT or d.get("version") != VERSION:
+        if d.get("format") != FORMAT or d.get("version") not in READS:
             raise UserError(f"{str(path)!r} is not a v{VERSION} latency table (format {d.get('format')!r}, "
                             f"version {d.get('version')!r}; version 2 times every call kind of a UNet call and "
-                            "records where each time came from). Possible solutions: profile again with this mpqdm")
+                            "records where each time came from, version 3 every kernel path a layer can take). "
+                            "Possible solutions: profile again with this mpqdm")
         if not isinstance(d.get("board"), str) or (board is not None and d["board"] != board):
             raise UserError(f"latency table {str(path)!r} is for board {d.get('board')!r}, not {board!r}")
         entries = d.get("entries", [])
@@ -134,6 +142,8 @@ class LatencyTable:
             raise UserError(f"latency table {str(path)!r}: 'entries' is not a list. Possible solutions: profile again")
         table = cls(d["board"], models=_check_models(path, d.get("models", {})))
         for i, e in enumerate(entries):
+            if d["version"] == 2 and isinstance(e, dict):
+                e = {**e, "kernel": ""}
             _check_entry(path, i, e)
             table.entries[_key(e)] = e
         return table
@@ -161,6 +171,7 @@ class LatencyTable:
     def merge(self, entries: list[dict]) -> None:
         for e in entries:
             self.entries[_key(e)] = {k: e[k] for k in FIELDS}
+        self._fastest = None
 
     def save(self, path: str | Path) -> None:
         rows = sorted(self.entries.values(), key=lambda e: tuple(str(e[k]) for k in KEY))
@@ -192,23 +203,43 @@ class LatencyTable:
     def emulated(self) -> bool:
         return any(e["emulated"] for e in self.entries.values())
 
-    def time(self, op: str, shape: str, wbits: int, abits: int, threads: int, channels: int) -> float:
-        e = self.entries.get((op, shape, wbits, abits, threads, channels))
+    def kernel_for(self, shape: str, wbits: int, abits: int, threads: int) -> str | None:
+        """The kernel path of a quantized layer shape at these widths that ran fastest at full width
+        (the most channels timed); None where the table has no such entry."""
+        if self._fastest is None:
+            best: dict[tuple, tuple] = {}
+            for (op, sh, w, a, t, ch, kernel), e in self.entries.items():
+                if op == "qconv":
+                    rank = (-ch, e["median_ms"], kernel)
+                    k = (sh, w, a, t)
+                    if k not in best or rank < best[k]:
+                        best[k] = rank
+            self._fastest = {k: r[2] for k, r in best.items()}
+        return self._fastest.get((shape, wbits, abits, threads))
+
+    def time(self, op: str, shape: str, wbits: int, abits: int, threads: int, channels: int,
+             kernel: str | None = None) -> float:
+        """One entry's median; a quantized layer's on `kernel` (None: the fastest path, kernel_for)."""
+        if kernel is None:
+            kernel = (self.kernel_for(shape, wbits, abits, threads) or "") if op == "qconv" else ""
+        e = self.entries.get((op, shape, wbits, abits, threads, channels, kernel))
         if e is None:
             widths = f" --wbits {wbits} --abits {abits}" if op == "qconv" else ""
+            path = f" kernel={kernel}" if kernel else ""
             raise UserError(f"latency table for {self.board!r} has no entry op={op} shape={shape} wbits={wbits} "
-                            f"abits={abits} threads={threads} channels={channels}. Possible solutions: "
+                            f"abits={abits} threads={threads} channels={channels}{path}. Possible solutions: "
                             f"mpqdm profile --board {self.board}{widths} --threads {threads} MODEL")
         return float(e["median_ms"])
 
     def fit(self, shape: str, c_out: int, partial: int, wbits: int, abits: int, threads: int,
             op: str = "qconv") -> tuple[float, float]:
-        """(t0, slope) of t(n) = t0 + n * slope through the full- and partial-width timings; timing
-        noise never makes either negative."""
-        full = self.time(op, shape, wbits, abits, threads, c_out)
+        """(t0, slope) of t(n) = t0 + n * slope through the full- and partial-width timings of one
+        kernel path (the fastest at full width); timing noise never makes either negative."""
+        kernel = (self.kernel_for(shape, wbits, abits, threads) or "") if op == "qconv" else ""
+        full = self.time(op, shape, wbits, abits, threads, c_out, kernel)
         if partial == c_out:
             return 0.0, full / c_out
-        part = self.time(op, shape, wbits, abits, threads, partial)
+        part = self.time(op, shape, wbits, abits, threads, partial, kernel)
         slope = max((full - part) / (c_out - partial), 0.0)
         return max(full - c_out * slope, 0.0), slope
 
@@ -252,7 +283,8 @@ class UnmeasuredTable(LatencyTable):
 
     measured = False
 
-    def time(self, op: str, shape: str, wbits: int, abits: int, threads: int, channels: int) -> float:
+    def time(self, op: str, shape: str, wbits: int, abits: int, threads: int, channels: int,
+             kernel: str | None = None) -> float:
         return 0.0
 
     def step_ms(self, model: str, layers, threads: int) -> dict[str, float]:

@@ -82,14 +82,23 @@ class ConvSpec(ConvGeometry):
 
     groups: tuple[tuple[int, int], ...] = ()      # (channels, bits) in plan order
     abits: int = 8
+    kernels: tuple[str, ...] = ()     # per group, the kernel path measured fastest ("": the board's rule)
 
     def __post_init__(self):
         object.__setattr__(self, "groups", tuple((int(n), int(b)) for n, b in self.groups))
+        object.__setattr__(self, "kernels", tuple(self.kernels))
         super().__post_init__()
         check_bits(self.abits, "activation bits", ABITS)
         if sum(n for n, _ in self.groups) != self.c_out:
             raise UserError(f"groups cover {sum(n for n, _ in self.groups)} channels, the layer has {self.c_out}")
         check_bits([b for _, b in self.groups], "weight bits")
+        named = all(isinstance(k, str) for k in self.kernels)
+        if self.kernels and (len(self.kernels) != len(self.groups) or not named):
+            raise UserError(f"kernels {self.kernels!r} must name one kernel path (a string) per group")
+
+    def kernel(self, g: int) -> str:
+        """Group g's kernel path ("": the board's rule)."""
+        return self.kernels[g] if self.kernels else ""
 
     @property
     def k(self) -> int:
@@ -103,10 +112,11 @@ class ConvSpec(ConvGeometry):
     def dense(self) -> bool:
         return self.h == 1 and self.w == 1
 
-    def with_width(self, channels: int, wbits: int, abits: int) -> ConvSpec:
-        """The same geometry with `channels` outputs, all at one width (what profiling times)."""
+    def with_width(self, channels: int, wbits: int, abits: int, kernel: str = "") -> ConvSpec:
+        """The same geometry with `channels` outputs, all at one width, on one kernel path (what
+        profiling times)."""
         return ConvSpec(self.n, self.h, self.w, self.c_in, channels, self.kh, self.kw, self.stride, self.pad,
-                        ((channels, wbits),), abits)
+                        ((channels, wbits),), abits, (kernel,) if kernel else ())
 
     def shape_key(self) -> str:
         """The shape part of a latency-table key: batch-1 geometry, no bits."""

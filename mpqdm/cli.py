@@ -204,6 +204,9 @@ def _profile(args) -> None:
     print(f"measured {info['entries']} of {info['jobs']} call kinds ({info['skipped']} already in the table; "
           f"{info['shapes']} layer shapes, {info['threads']} threads, build {info['build_id']}"
           f"{'; on ' + where if where else ''}) into {info['table']}: {info['total_entries']} entries")
+    if info["fastest"]:
+        print("fastest kernel path per (layer shape, widths): "
+              + ", ".join(f"{k} {v}" for k, v in info["fastest"].items()))
 
 
 def _bench(args) -> None:
@@ -225,10 +228,12 @@ def _bench(args) -> None:
 def _compile(args) -> None:
     from mpqdm.backend_tvm.compile import compile_export
 
-    info = compile_export(args.export, args.board, args.out, args.steps)
+    info = compile_export(args.export, args.board, args.out, args.steps, latency=args.latency, kernels=args.kernels)
+    paths = ", ".join(f"{k} {v}" for k, v in info["kernel_paths"].items())
     print(f"{args.out}: {info['kernel_calls']} kernel calls, {info['kernels']} kernels ({info['library']}), "
           f"artifact {info['artifact_kb']} KB, peak activations {info['peak_activation_kb']} KB "
-          f"(fp32 weights {info['fp32_weights_kb']} KB); report: {args.out}/report.md")
+          f"(fp32 weights {info['fp32_weights_kb']} KB); quantized groups by kernel path: {paths or 'none'}, "
+          f"chosen by {info['kernel_choice']}; report: {args.out}/report.md")
 
 
 def _build(args) -> None:
@@ -386,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("-o", "--out", required=True, help="output folder (replaced only when complete)")
     co.add_argument("--steps", type=count(), help="sampling steps (default: the export's; per-step activation "
                     "parameters are resampled to the nearest trained step)")
+    co.add_argument("--kernels", choices=("measured", "rule"), default="measured", help="each quantized layer's "
+                    "kernel path (AMX, VNNI, udot, NEON, ...): the one mpqdm profile timed fastest for its shape "
+                    "and widths (default; the board's rule where the table has none), or the board's rule")
+    co.add_argument("--latency", help="latency table the measured paths come from (default "
+                    "boards/<board>/latency.json)")
     co.set_defaults(func=_compile)
 
     bu = sub.add_parser("build", help="the board binary mpqdm-run from a compiled folder (the board's compiler)")

@@ -43,11 +43,11 @@ def table(st: dict, t0=0.01, slope=lambda a, b: 0.001 * b * a / 4, threads=2, qu
             for b in BITS:
                 for n in {c, partial_width(c)}:
                     entries.append({"op": "qconv", "shape": L["shape"], "wbits": b, "abits": a, "threads": threads,
-                                    "channels": n, "median_ms": t0 + n * slope(a, b), "spread": 0.0, "repeats": 1,
-                                    "build_id": "test", "measured": "now", **host_source()})
+                                    "channels": n, "kernel": "", "median_ms": t0 + n * slope(a, b), "spread": 0.0,
+                                    "repeats": 1, "build_id": "test", "measured": "now", **host_source()})
             entries.append({"op": "quantize", "shape": L["shape"], "wbits": 0, "abits": a, "threads": threads,
-                            "channels": 0, "median_ms": quant_ms, "spread": 0.0, "repeats": 1, "build_id": "test",
-                            "measured": "now", **host_source()})
+                            "channels": 0, "kernel": "", "median_ms": quant_ms, "spread": 0.0, "repeats": 1,
+                            "build_id": "test", "measured": "now", **host_source()})
     t.merge(entries)
     t.models[st["model"]["sha256"][:16]] = {"name": "test", "calls": []}
     return t
@@ -171,7 +171,7 @@ def test_statistics_without_e2e_or_of_version_2_name_the_command(tmp_path):
 def test_missing_latency_entry_is_named():
     st = stats({"l": layer(16, 64, costs_two_groups({}, {}))})
     t = table(st)
-    del t.entries[("qconv", st["layers"]["l"]["shape"], 3, 4, 2, 16)]
+    del t.entries[("qconv", st["layers"]["l"]["shape"], 3, 4, 2, 16, "")]
     with pytest.raises(UserError, match="no entry op=qconv shape=n1_4x4x64-16_k1x1_s1_p0 wbits=3 abits=4"):
         build(st, t, 2, 8, bits=(2, 3), abits=(4,))
 

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from mpqdm.backend_tvm.compile import kernel_choice
+from mpqdm.backend_tvm.kernels.qconv_schedule import dot_intrins, kernel_paths
 from mpqdm.backend_tvm.lower import lower_export
 from mpqdm.backend_tvm.plan import call_kind
 from mpqdm.backend_tvm.profile import conv_jobs, profile
@@ -16,8 +18,8 @@ from mpqdm.frontend.quant.swap import LayerPolicy
 from mpqdm.testing.fixtures import host_source, tiny_export
 
 
-def entry(shape, w, a, ch, ms, threads=2, op="qconv"):
-    return {"op": op, "shape": shape, "wbits": w, "abits": a, "threads": threads, "channels": ch,
+def entry(shape, w, a, ch, ms, threads=2, op="qconv", kernel=""):
+    return {"op": op, "shape": shape, "wbits": w, "abits": a, "threads": threads, "channels": ch, "kernel": kernel,
             "median_ms": ms, "spread": 0.01, "repeats": 5, "build_id": "x", "measured": "t", **host_source()}
 
 
@@ -40,11 +42,41 @@ def test_latency_model_and_round_trip(tmp_path):
     d = json.loads(path.read_text())
     d["version"] = 9
     path.write_text(json.dumps(d))
-    with pytest.raises(UserError, match="v2 latency table"):
+    with pytest.raises(UserError, match="v3 latency table"):
         LatencyTable.load(path)
     # merging replaces the same key and keeps the others
     t.merge([entry("s", 2, 4, 64, 9.0), entry("u", 2, 4, 8, 1.0)])
     assert len(t.entries) == 5 and t.time("qconv", "s", 2, 4, 2, 64) == 9.0
+
+
+def test_each_shape_takes_its_fastest_kernel_path(tmp_path):
+    """kernel_for: the path fastest at full width; the latency model fits that path's own two widths."""
+    t = LatencyTable("host")
+    t.merge([entry("s", 2, 4, 64, 4.0, kernel="amx"), entry("s", 2, 4, 32, 3.0, kernel="amx"),
+             entry("s", 2, 4, 64, 5.0, kernel="vnni"), entry("s", 2, 4, 32, 1.0, kernel="vnni"),
+             entry("s", 4, 4, 64, 6.0, kernel="amx"), entry("s", 4, 4, 64, 5.5, kernel="vnni")])
+    assert t.kernel_for("s", 2, 4, 2) == "amx" and t.kernel_for("s", 4, 4, 2) == "vnni"
+    assert t.kernel_for("s", 3, 4, 2) is None and t.kernel_for("s", 2, 4, 1) is None
+    assert t.time("qconv", "s", 2, 4, 2, 32) == 3.0             # amx's partial, not vnni's faster one
+    assert t.time("qconv", "s", 2, 4, 2, 32, "vnni") == 1.0
+    assert t.fit("s", 64, 32, 2, 4, 2) == pytest.approx((2.0, 1 / 32))
+    t.merge([entry("s", 2, 4, 64, 4.5, kernel="vnni")])        # a new timing moves the choice
+    assert t.kernel_for("s", 2, 4, 2) == "amx"
+    t.merge([entry("s", 2, 4, 64, 3.5, kernel="vnni")])
+    assert t.kernel_for("s", 2, 4, 2) == "vnni"
+    with pytest.raises(UserError, match="kernel=neon"):
+        t.time("qconv", "s", 2, 4, 2, 64, "neon")
+    # a version 2 table (no kernel field) reads as the rule's path ("")
+    path = tmp_path / "v2.json"
+    old = {k: v for k, v in entry("s", 2, 4, 64, 2.0).items() if k != "kernel"}
+    path.write_text(json.dumps({"format": "mpqdm.latency", "version": 2, "board": "host", "entries": [old],
+                                "models": {}}))
+    v2 = LatencyTable.load(path, "host")
+    assert v2.kernel_for("s", 2, 4, 2) == "" and v2.time("qconv", "s", 2, 4, 2, 64) == 2.0
+    bad = {**entry("s", 2, 4, 64, 2.0), "kernel": 3}
+    path.write_text(json.dumps({"format": "mpqdm.latency", "version": 3, "board": "host", "entries": [bad]}))
+    with pytest.raises(UserError, match="kernel must be strings"):
+        LatencyTable.load(path, "host")
 
 
 def test_partial_width():
@@ -129,6 +161,24 @@ def test_profile_tiny_unet(tiny_unet_dir, tmp_path):
     n = len(t.entries)
     jobs = conv_jobs(specs, (2,), (4,), policy, load_board("host"))
     assert n == info["entries"] == len(jobs) + len(calls)
+    # every kernel path a shape can take here was timed, and compile builds the fastest
+    host = load_board("host")
+    for name, s in specs.items():
+        if policy.kind(name) == "float":
+            continue
+        w, a = (8, 8) if policy.kind(name) == "w8a8" else (2, 4)
+        paths = kernel_paths(s.with_width(s.c_out, w, a), host)
+        assert {k[-1] for k in t.entries if k[:5] == ("qconv", s.shape_key(), w, a, info["threads"])} == set(paths)
+        assert t.kernel_for(s.shape_key(), w, a, info["threads"]) in paths
+    assert sum(info["fastest"].values()) == len({(j.shape, j.wbits, j.abits) for j in jobs if j.op == "qconv"})
+    export = tmp_path / "export"
+    choose, how = kernel_choice(host, table)
+    assert how.startswith("measured")
+    _, low = lower_export(export, host, choose=choose)
+    for kind, spec in low.specs:
+        if kind == "qconv":
+            best = t.kernel_for(spec.shape_key(), spec.groups[0][1], spec.abits, host.threads)
+            assert spec.kernels == (best,) * len(spec.groups) or dot_intrins(spec, host) is None
     again = profile(tiny_unet_dir, "host", wbits=(2,), abits=(4,), repeats=1, min_repeat_ms=0, table_path=table,
                     progress=False, passes=1)
     assert again["entries"] == 0 and again["skipped"] == n          # nothing measured twice

@@ -2,6 +2,7 @@
 under qemu-aarch64 for the Raspberry Pi 4 (Cortex-A72) and 5 (Cortex-A76) builds."""
 
 import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -60,6 +61,13 @@ def test_kernel_from_c_matches_reference(board, tmp_path):
 def test_amx_kernel_from_c_matches_reference(tmp_path):
     """The host's build from C (AMX tiles where the host has amx_int8: the runtime asks Linux for their state)."""
     check("host", FAST[1], tmp_path, seed=12)
+
+
+def test_pi5_neon_path_beside_udot_matches_reference(tmp_path):
+    """A Pi 5 layer with a group on the NEON path (profile times it beside udot) and one on udot, under qemu."""
+    spec = replace(FAST[0], kernels=("neon", "udot"))
+    assert [i for i, _ in dot_intrins(spec, load_board("rpi5"))] == ["mpq_dot8x8_neon", "mpq_dot8x4_udot"]
+    check("rpi5", spec, tmp_path, seed=13)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 from mpqdm.backend_tvm.kernels import dot_intrin as dot_intrin_mod
 from mpqdm.backend_tvm.kernels.dot_intrin import dot_intrin
 from mpqdm.backend_tvm.kernels.qconv import qconv_func
-from mpqdm.backend_tvm.kernels.qconv_schedule import dot_intrins, schedule_qconv
+from mpqdm.backend_tvm.kernels.qconv_schedule import dot_intrins, family, kernel_paths, schedule_qconv
 from mpqdm.backend_tvm.tvm_compat import build, target, tensor, tvm
 from mpqdm.boards.registry import load_board
 from mpqdm.core.packing import pack_layer
@@ -123,6 +123,25 @@ def test_random_layers_exact(seed):
     spec = random_spec(rng)
     got, ref, *_ = run(spec, rng, False, "dot")
     assert np.array_equal(got.astype(np.int64), ref), spec
+
+
+@pytest.mark.parametrize("spec", [
+    ConvSpec(1, 6, 7, 32, 24, 3, 3, 1, 1, ((8, 3), (16, 2)), 4),          # 3x3, two groups
+    ConvSpec(20, 1, 1, 48, 40, groups=((24, 1), (16, 8)), abits=8),       # dense, 1 and 8 bits
+    ConvSpec(1, 9, 6, 16, 16, 3, 3, 2, 1, ((16, 4),), 4),                 # stride 2 (no AMX)
+], ids=lambda s: f"{s.kh}x{s.kw}s{s.stride}-{s.groups}")
+def test_every_kernel_path_exact(spec):
+    """Each path `mpqdm profile` times on this host (ConvSpec.kernels), all groups on it and the first
+    group on the best path beside the rest on the last: the kernel compile may build is exact."""
+    paths = kernel_paths(spec, HOST_BOARD)
+    if not paths:
+        pytest.skip(f"this host has no dot-product instruction we use (features: {HOST_BOARD.cpu_features})")
+    mixed = (paths[0],) + (paths[-1],) * (len(spec.groups) - 1)
+    for i, kernels in enumerate([(p,) * len(spec.groups) for p in paths] + [mixed]):
+        chosen = replace(spec, kernels=kernels)
+        assert [family(k) for k, _ in dot_intrins(chosen, HOST_BOARD)] == list(kernels)
+        got, ref, *_ = run(chosen, np.random.default_rng(i), False, "dot")
+        assert np.array_equal(got.astype(np.int64), ref), kernels
 
 
 def test_four_threads_with_two_tile_groups_split_in_row_chunks():

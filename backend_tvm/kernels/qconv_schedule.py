@@ -13,6 +13,9 @@ uint8 lane sums); this plain schedule serves the rest.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from mpqdm.core.errors import UserError
 from mpqdm.core.packing import LANES
 from mpqdm.core.scheme import ConvSpec
 
@@ -23,6 +26,27 @@ from .qconv import qconv_func, swar
 from .qconv_dot import schedule_qconv_dot
 
 PIXELS = 4
+# Kernel paths: the instruction families a group can take, best first. A group on path P sees the
+# board's features less those of the families above P (ConvSpec.kernels; "": all of them, the rule).
+PATHS = (("amx", ("amx_int8",)), ("vnni", ("avx512vnni", "avx_vnni")), ("avx2", ("avx2",)),
+         ("udot", ("dotprod",)), ("neon", ("neon",)))
+PATH_NAMES = tuple(p for p, _ in PATHS)
+
+
+def path_features(features, path: str) -> tuple[str, ...]:
+    """The features a group on `path` may use."""
+    if not path:
+        return tuple(features)
+    if path not in PATH_NAMES:
+        raise UserError(f"unknown kernel path {path!r}. Possible solutions: one of {', '.join(PATH_NAMES)}, "
+                        "or profile the board again")
+    above = {f for p, fs in PATHS[:PATH_NAMES.index(path)] for f in fs}
+    return tuple(f for f in features if f not in above)
+
+
+def family(intrin: str | None) -> str:
+    """The path an intrinsic belongs to (dot_intrin's names carry it; "plain": the schedule without one)."""
+    return "plain" if intrin is None else next(p for p in PATH_NAMES if p in intrin)
 
 
 def dot_intrins(spec: ConvSpec, board) -> list[tuple[str, int]] | None:
@@ -31,8 +55,31 @@ def dot_intrins(spec: ConvSpec, board) -> list[tuple[str, int]] | None:
     features = board.cpu_features if board is not None else ()
     if spec.stride != 1 or amx_intrin.rows(spec.n, spec.ho, spec.wo) < 4:   # AMX tiles: pixels 1 apart, 4+ a tile
         features = tuple(f for f in features if f != "amx_int8")
-    intrins = [dot_intrin(features, spec.abits, b, spec.c_in, n) for n, b in spec.groups]
+    intrins = [dot_intrin(path_features(features, spec.kernel(g)), spec.abits, b, spec.c_in, n)
+               for g, (n, b) in enumerate(spec.groups)]
     return None if None in intrins else intrins
+
+
+def with_paths(spec: ConvSpec, board, choose) -> ConvSpec:
+    """The layer with each group on the path `choose(shape key, wbits, abits)` names (None or "":
+    the rule's); a choice that would leave a group without an intrinsic is dropped."""
+    paths = tuple((choose(spec.shape_key(), b, spec.abits) or "") if choose else "" for _, b in spec.groups)
+    if not any(paths):
+        return spec
+    chosen = replace(spec, kernels=paths)
+    return chosen if dot_intrins(chosen, board) is not None or dot_intrins(spec, board) is None else spec
+
+
+def kernel_paths(spec: ConvSpec, board) -> list[str]:
+    """The distinct paths a one-width layer can take on this board, the rule's first: what
+    `mpqdm profile` times side by side so that compile can take the faster."""
+    found = []
+    for path in ("", *PATH_NAMES):
+        intrins = dot_intrins(replace(spec, kernels=(path,) * len(spec.groups)), board)
+        fam = family(intrins[0][0] if intrins else None)
+        if fam != "plain" and fam not in found:
+            found.append(fam)
+    return found
 
 
 def schedule_qconv(spec: ConvSpec, board=None, with_epilogue: bool = True, name: str = "qconv") -> tvm.IRModule:

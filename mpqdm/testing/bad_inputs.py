@@ -211,8 +211,8 @@ def make_fixtures(root: Path) -> dict[str, str]:
     stats_of_model(model, stats, CalibConfig(samples=2, steps=2, batch=2, keep_every=1), device="cpu")
     jobs = conv_jobs(layer_specs(load_unet(model)), (1, 2, 3, 4, 8), (4, 8), LayerPolicy(), load_board("host"))
     entries = [{"op": j.op, "shape": j.shape, "wbits": j.wbits, "abits": j.abits, "threads": 2, "channels": j.channels,
-                "median_ms": 0.001 * (j.channels + j.wbits + 1), "spread": 0.0, "repeats": 1, "build_id": "fixture",
-                "measured": "2026-12-01T00:00:00Z"} for j in jobs]
+                "kernel": j.kernel, "median_ms": 0.001 * (j.channels + j.wbits + 1), "spread": 0.0, "repeats": 1,
+                "build_id": "fixture", "measured": "2026-12-01T00:00:00Z"} for j in jobs]
     table = root / "latency.json"
     table.write_text(json.dumps(hand_table(entries, {model_fingerprint(model)[:16]: {"name": "model", "calls": []}})))
     compiled = root / "compiled"

@@ -50,5 +50,5 @@ def hand_table(entries: list[dict], models: dict | None = None) -> dict:
     from mpqdm.core.latency import FORMAT, VERSION
 
     src = host_source()
-    return {"format": FORMAT, "version": VERSION, "board": "host", "entries": [{**src, **e} for e in entries],
-            "models": models or {}}
+    rows = [{**src, "kernel": "", **e} for e in entries]
+    return {"format": FORMAT, "version": VERSION, "board": "host", "entries": rows, "models": models or {}}
