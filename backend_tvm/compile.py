@@ -9,7 +9,8 @@ Everything is written into a staging folder that replaces DIR only when complete
 
 Kernel paths: each quantized group takes the path (AMX, VNNI, AVX2; udot, NEON) that `mpqdm profile`
 timed fastest for its layer shape and widths on this board (the board's latency table, or --latency),
-and the board's rule where the table has no such entry, was measured on another CPU, or under qemu.
+and the board's rule where the table has no such entry or was measured on another CPU. An emulated
+board's table chooses by the instructions counted under qemu (`mpqdm profile --count-instructions`).
 """
 
 from __future__ import annotations
@@ -70,15 +71,18 @@ def kernel_choice(board, latency=None, kernels: str = "measured") -> tuple[objec
             raise UserError(f"no latency table {str(path)!r}. Possible solutions: mpqdm profile --board {board.name}")
         return None, f"the board's rule (no latency table {path})"
     table = LatencyTable.load(path, board.name)
-    if table.emulated:
-        return None, f"the board's rule ({path} was timed under qemu)"
+    counted = any(e["instructions"] for e in table.entries.values())
+    threads = 1 if counted else board.threads          # instructions are counted on 1 thread
+    if table.emulated and not counted:
+        return None, f"the board's rule ({path} was timed under qemu, instructions not counted)"
     try:
         table.check_measured_on(board, path)
     except UserError as exc:
         if latency:
             raise
         return None, f"the board's rule ({path} was measured on another CPU: {exc.args[0].split('. ')[0]})"
-    return (lambda shape, w, a: table.kernel_for(shape, w, a, board.threads)), f"measured ({path})"
+    how = "instructions counted under qemu" if table.emulated else "timed"
+    return (lambda shape, w, a: table.kernel_for(shape, w, a, threads)), f"measured ({how}, {path})"
 
 
 def path_counts(low, board) -> dict[str, int]:

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from mpqdm.boards.registry import latency_path, load_board
@@ -165,6 +167,38 @@ def model_id(folder: Path) -> str:
     return model_fingerprint(folder)[:16]
 
 
+def check_counting(board, tracker) -> None:
+    """--count-instructions runs each kernel under the board's qemu here."""
+    if tracker:
+        raise UserError("--count-instructions counts under qemu on this machine, --tracker times on the board: "
+                        "give one of them")
+    if not board.is_cross or not board.qemu or shutil.which(board.qemu) is None or shutil.which(board.cc) is None:
+        raise UserError(f"--count-instructions needs a board that runs here under qemu-user, with its compiler "
+                        f"({board.name}: qemu {board.qemu!r}, cc {board.cc!r}). Possible solutions: bash "
+                        "scripts/install.sh, or time the board itself (--tracker)")
+
+
+def count_kernels(jobs: list[Job], board, build_id: str, done) -> dict:
+    """Each job's kernel built for the board, linked into the C kernel harness and run under qemu with
+    the counting plugin (emulate.py): executed instructions of one call, 1 thread."""
+    from .emulate import compile_object, count_instructions, link
+
+    rng = np.random.default_rng(0)
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    source = {"key": f"{board.qemu} -cpu {board.qemu_cpu}", "cpu": board.cpu, "features": list(board.cpu_features),
+              "emulated": True}
+    with tempfile.TemporaryDirectory(prefix="mpqdm-count-") as tmp:
+        work = Path(tmp)
+        for job in jobs:
+            exe = link([compile_object(job.build("kernel"), board, work / "k.o")], board, "kernel", work / "harness")
+            args = list(job.args(rng))
+            n = count_instructions(exe, board, args, {len(args) - 1}, work)
+            done([{"op": job.op, "shape": job.shape, "wbits": job.wbits, "abits": job.abits, "threads": 1,
+                   "channels": job.channels, "kernel": job.kernel, "median_ms": 0.0, "spread": 0.0, "repeats": 1,
+                   "instructions": n, "build_id": build_id, "measured": when, **source}], True)
+    return {source["key"]: {"cpu": board.cpu, "emulated": True}}
+
+
 def fastest_paths(table: LatencyTable, jobs: list[Job], threads: int) -> dict[str, int]:
     """How many (layer shape, wbits, abits) of `jobs` ran fastest on each kernel path."""
     keys = {(j.shape, j.wbits, j.abits) for j in jobs if j.op == "qconv"}
@@ -176,15 +210,19 @@ def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFA
             min_repeat_ms: int = 20, table_path: Path | None = None, progress: bool = True,
             threads: int | None = None, tracker: str | None = None, key: str | None = None,
             wait_s: float = 60.0, fresh: bool = False, batch: int = BATCH, passes: int = 3,
-            flush_kb: int = FLUSH_KB) -> dict:
-    """`mpqdm profile`: measure what the table lacks for this model (everything with `fresh`)."""
+            flush_kb: int = FLUSH_KB, count: bool = False) -> dict:
+    """`mpqdm profile`: measure what the table lacks for this model (everything with `fresh`); `count`:
+    instead of timing, count each quantized kernel's instructions under qemu (an emulated board)."""
     board = load_board(board_name)
     check_bits(wbits, "--wbits")
     check_bits(abits, "--abits", ABITS)
-    threads = threads or board.threads
+    threads = 1 if count else threads or board.threads
     if threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
-    if tracker is None and board.is_cross:
+    if count:
+        check_counting(board, tracker)
+        passes = 1
+    elif tracker is None and board.is_cross:
         raise UserError(f"board {board.name!r} is timed on the board itself, through TVM's RPC tracker. Possible "
                         f"solutions: start python -m tvm.exec.rpc_tracker here and python -m tvm.exec.rpc_server "
                         f"--tracker HOST:9190 --key {board.name} on the board, then add --tracker HOST:9190")
@@ -193,10 +231,12 @@ def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFA
     table, note = LatencyTable.load_for_update(path, board.name)     # a bad table is refused before any work
     farm = Farm(board, tracker, key or board.name, wait_s) if tracker else Farm.local(board)
     farm.warnings += [note] if note else []
-    farm.check_reachable()
+    if not count:
+        farm.check_reachable()
     if flush_kb < 0:
         raise UserError(f"--flush-kb must be >= 0, got {flush_kb}")
-    how = f"{commit()}|{TVM_VERSION}|{board.tvm_target_dict()}|flush {flush_kb}"     # the timing method too
+    method = f"counted under {board.qemu} -cpu {board.qemu_cpu}" if count else f"flush {flush_kb}"
+    how = f"{commit()}|{TVM_VERSION}|{board.tvm_target_dict()}|{method}"     # the timing method too
     build_id = hashlib.sha256(how.encode()).hexdigest()[:12]
     with tempfile.TemporaryDirectory(prefix="mpqdm-profile-") as tmp:
         folder = model_folder(model_dir, Path(tmp))
@@ -204,6 +244,9 @@ def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFA
         fp_jobs, calls, fused = float_calls(folder, board)
         jobs = conv_jobs(specs, wbits, abits, LayerPolicy(), board) + fp_jobs
         mid = model_id(folder)
+    if count:       # what chooses a kernel path: the quantized layers at full width
+        full = {s.shape_key(): s.c_out for s in specs.values()}
+        jobs = [j for j in jobs if j.op == "qconv" and j.channels == full[j.shape]]
     table.models[mid] = {"name": Path(str(model_dir)).name, "calls": calls, "fused_quantizers": fused}
     todo = [j for j in jobs if fresh or table.entries.get(j.key(threads), {}).get("build_id") != build_id]
     table.save(path)
@@ -221,7 +264,10 @@ def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFA
         bar.update(len(entries))
 
     try:
-        sources = farm.run(batches, build_id, threads, repeats, min_repeat_ms, done, passes, flush_kb * 1024)
+        if count:
+            sources = count_kernels(todo, board, build_id, done)
+        else:
+            sources = farm.run(batches, build_id, threads, repeats, min_repeat_ms, done, passes, flush_kb * 1024)
     finally:
         bar.close()
     return {"table": str(path), "entries": measured, "skipped": len(jobs) - len(todo), "jobs": len(jobs),

@@ -26,7 +26,10 @@ Version 2 tables (no kernel field: each shape timed on the rule's path only) are
 which compile reads as "the rule's path"; `mpqdm profile` keeps such a table aside and starts v3.
 Where each came from: the RPC key of the board that ran it (local: "local"), the CPU model and
 features it reported, threads, build id, date; `emulated` marks a board under qemu (its times prove
-that a kernel loads and runs, they are no milliseconds).
+that a kernel loads and runs, they are no milliseconds). Optional: `instructions`, the executed
+instructions of one call counted under qemu (`mpqdm profile --count-instructions`: an emulated
+board's quantized layers at full width, median_ms 0): until a real board is profiled, its kernel
+paths are chosen by these counts.
 `models` lists, per profiled model, the plan-independent calls of one UNet call (every op but qconv
 and quantize) with their counts, so that a plan's latency is a whole UNet call (step_ms), and the
 quantized layers whose input quantizer runs inside the producing GroupNorm call (its time is in that
@@ -57,6 +60,7 @@ READS = (2, 3)                          # v2: no kernel field (kernel "")
 KEY = ("op", "shape", "wbits", "abits", "threads", "channels", "kernel")
 SOURCE = ("key", "cpu", "features", "emulated")
 FIELDS = KEY + ("median_ms", "spread", "repeats", "build_id", "measured") + SOURCE
+OPTIONAL = {"instructions": 0}          # executed instructions of one call under qemu (0: not counted)
 PLAN_OPS = ("qconv", "quantize")        # the ops whose calls depend on the bit plan
 
 
@@ -71,9 +75,10 @@ def _check_entry(path: Path, i: int, e) -> None:
     if not isinstance(e, dict):
         raise UserError(f"{where} is not an object. Possible solutions: profile again")
     missing = [k for k in FIELDS if k not in e]
+    e.setdefault("instructions", 0)
     if missing:
         raise UserError(f"{where} lacks {', '.join(missing)}. Possible solutions: profile again")
-    for k in ("wbits", "abits", "threads", "channels", "repeats"):
+    for k in ("wbits", "abits", "threads", "channels", "repeats", "instructions"):
         low = 1 if k in ("threads", "repeats") else 0
         if not isinstance(e[k], int) or isinstance(e[k], bool) or e[k] < low:
             raise UserError(f"{where}: {k} is {e[k]!r}, not an integer >= {low}. Possible solutions: profile again")
@@ -170,7 +175,7 @@ class LatencyTable:
 
     def merge(self, entries: list[dict]) -> None:
         for e in entries:
-            self.entries[_key(e)] = {k: e[k] for k in FIELDS}
+            self.entries[_key(e)] = {**OPTIONAL, **{k: e[k] for k in (*FIELDS, *OPTIONAL) if k in e}}
         self._fastest = None
 
     def save(self, path: str | Path) -> None:
@@ -205,12 +210,13 @@ class LatencyTable:
 
     def kernel_for(self, shape: str, wbits: int, abits: int, threads: int) -> str | None:
         """The kernel path of a quantized layer shape at these widths that ran fastest at full width
-        (the most channels timed); None where the table has no such entry."""
+        (the most channels timed; on an emulated board: the fewest instructions counted, where they
+        were); None where the table has no such entry."""
         if self._fastest is None:
             best: dict[tuple, tuple] = {}
             for (op, sh, w, a, t, ch, kernel), e in self.entries.items():
-                if op == "qconv":
-                    rank = (-ch, e["median_ms"], kernel)
+                if op == "qconv" and (e["instructions"] or not e["emulated"]):
+                    rank = (-ch, e["instructions"] if e["emulated"] else e["median_ms"], kernel)
                     k = (sh, w, a, t)
                     if k not in best or rank < best[k]:
                         best[k] = rank

@@ -197,7 +197,8 @@ def _profile(args) -> None:
 
     info = profile(args.model, args.board, wbits=args.wbits, abits=args.abits, repeats=args.repeats,
                    table_path=args.table, threads=args.threads, tracker=args.tracker, key=args.key,
-                   wait_s=args.wait, fresh=args.fresh, passes=args.passes, flush_kb=args.flush_kb)
+                   wait_s=args.wait, fresh=args.fresh, passes=args.passes, flush_kb=args.flush_kb,
+                   count=args.count_instructions)
     for w in info["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     where = ", ".join(f"{k}: {v['cpu']}{' (emulated)' if v['emulated'] else ''}" for k, v in info["boards"].items())
@@ -373,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--table", help="latency table to merge into (default boards/<board>/latency.json)")
     _add_farm(pr)
     pr.add_argument("--fresh", action="store_true", help="measure again what the table already holds")
+    pr.add_argument("--count-instructions", action="store_true", help="an emulated board (a Pi) with no board at "
+                    "hand: count each quantized kernel's executed instructions under qemu here instead of timing "
+                    "it (full width, 1 thread); compile then takes each layer's path with the fewest")
     pr.set_defaults(func=_profile)
 
     bn = sub.add_parser("bench", help="run a compiled model whole on a board (here, or through the tracker): "

@@ -187,6 +187,26 @@ def test_profile_tiny_unet(tiny_unet_dir, tmp_path):
     assert len(LatencyTable.load(table).entries) > n          # merged, nothing lost
 
 
+def test_profile_counts_instructions_on_an_emulated_board(tiny_unet_dir, tmp_path):
+    """No Pi at hand: each quantized kernel path counted under qemu chooses the Pi 5's paths."""
+    table = tmp_path / "rpi5.json"
+    info = profile(tiny_unet_dir, "rpi5", wbits=(2,), abits=(4,), table_path=table, progress=False, count=True)
+    t = LatencyTable.load(table, "rpi5")
+    rpi5 = load_board("rpi5")
+    assert t.emulated and t.check_measured_on(rpi5) == [] and info["entries"] == len(t.entries) > 0
+    assert all(k[0] == "qconv" and k[4] == 1 and e["instructions"] > 0 for k, e in t.entries.items())
+    assert {k[-1] for k in t.entries} == {"udot", "neon"}
+    for (_, shape, w, a, _, _, _), e in t.entries.items():
+        best = t.kernel_for(shape, w, a, 1)
+        assert e["instructions"] >= t.entries[("qconv", shape, w, a, 1, e["channels"], best)]["instructions"]
+    choose, how = kernel_choice(rpi5, table)
+    assert "counted" in how and choose(shape, w, a) == t.kernel_for(shape, w, a, 1)
+    with pytest.raises(UserError, match="give one of them"):
+        profile(tiny_unet_dir, "rpi5", table_path=table, count=True, tracker="127.0.0.1:9")
+    with pytest.raises(UserError, match="under qemu-user"):
+        profile(tiny_unet_dir, "host", table_path=tmp_path / "h.json", count=True)
+
+
 def test_profile_bad_input(tiny_unet_dir, tmp_path):
     with pytest.raises(UserError, match="RPC tracker"):
         profile(tiny_unet_dir, "rpi4", table_path=tmp_path / "x.json")
