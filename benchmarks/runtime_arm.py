@@ -4,7 +4,10 @@ calls minus a run with one) / 2, on the Raspberry Pi 4 (-cpu cortex-a72, no dot 
 
 Engines (the default model, batch 1):
 - mpqdm-W2A4: `mpqdm-run model.mpq --unet-step 0 --count N --threads 1` (statically linked) of the W2A4 PTQ
-  export of runtime_host.py (OMQ's 10% split), built by `mpqdm compile/build` for rpi4 and rpi5.
+  export of runtime_host.py (OMQ's 10% split), built by `mpqdm compile/build` for rpi4 and rpi5, each
+  quantized group on the kernel path with the fewest instructions in the board's latency table
+  (boards/<board>/latency.json, `mpqdm profile --count-instructions`; the rule's path where it has none).
+- mpqdm-W2A4-rule: the same built with `--kernels rule` (every group on the best family the CPU has).
 - mpqdm-W2A4-sc8: the same with the shortcut and downsample convs at W8A8 instead of floating point
   (the "shortcuts-w8a8" layer policy, as the peer runs them; its quality cost: benchmarks/shortcut_fd.py).
 - ort-int8: ONNX Runtime 1.32.0's aarch64 wheel on the int8 QDQ export of runtime_host.py (per-channel S8
@@ -59,8 +62,10 @@ for _ in range(int(sys.argv[3])):
 
 # our engines: name -> (layer policy, what it runs); the second keeps the MPQ-DM authors' W2A4 plan but
 # runs the shortcut and downsample convs at W8A8, as the int8 peer does (its FD: shortcut_fd.md)
-OURS = {"mpqdm-W2A4": ("default", "W2A4 PTQ, OMQ 10% split"),
-        "mpqdm-W2A4-sc8": ("shortcuts-w8a8", "W2A4 PTQ, OMQ 10% split, shortcut and downsample convs at W8A8")}
+OURS = {"mpqdm-W2A4": ("default", "W2A4 PTQ, OMQ 10% split", "measured"),
+        "mpqdm-W2A4-rule": ("default", "W2A4 PTQ, OMQ 10% split, every group on the board's rule path", "rule"),
+        "mpqdm-W2A4-sc8": ("shortcuts-w8a8", "W2A4 PTQ, OMQ 10% split, shortcut and downsample convs at W8A8",
+                           "measured")}
 
 
 def ours(work: Path) -> dict[tuple[str, str], Path]:
@@ -69,13 +74,13 @@ def ours(work: Path) -> dict[tuple[str, str], Path]:
     from mpqdm.backend_tvm.compile import compile_export
 
     bins = {}
-    for engine, (policy, _) in OURS.items():
-        export = ptq_w2a4_export(DEFAULT_MODEL, OUT / ("default-W2A4" + engine.removeprefix("mpqdm-W2A4")),
+    for engine, (policy, _, kernels) in OURS.items():
+        export = ptq_w2a4_export(DEFAULT_MODEL, OUT / ("default-W2A4" + ("-sc8" if policy != "default" else "")),
                                  "omq", policy)
         for cpu, board in CPUS.items():
             d = work / f"{engine}-{board}"
             print(f"== compiling {engine} for {board}", flush=True)
-            compile_export(export, board, d)
+            compile_export(export, board, d, kernels=kernels)
             build(d, board)
             bins[engine, cpu] = d / "mpqdm-run"
     return bins
@@ -146,7 +151,8 @@ def measure() -> list[dict]:
                 return [*emulated.emulated_python(sysroot, cpu), str(work / "ort_calls.py"), str(model),
                         str(feed_file), str(n)]
 
-            engines = [(e, partial(run_ours, binary=bins[e, cpu]), cfg, bins[e, cpu]) for e, (_, cfg) in OURS.items()]
+            engines = [(e, partial(run_ours, binary=bins[e, cpu]), cfg, bins[e, cpu])
+                       for e, (_, cfg, _) in OURS.items()]
             for engine, commands, config, binary in [*engines, ("ort-int8", run_peer, note, None)]:
                 c = one_call(commands, plugin, binary)
                 rows.append({"cpu": cpu, "engine": engine, "model": "default", "config": config,
