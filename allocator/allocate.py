@@ -87,7 +87,8 @@ def latency_table(board, table_path, budgets: Budgets) -> LatencyTable:
             print(f"warning: {w}", file=sys.stderr)
         if table.emulated and budgets.latency_ms is not None:
             raise UserError(f"latency table {str(path)!r} was measured on an emulated board (qemu): its times are no "
-                            f"milliseconds. Possible solutions: profile a real {board.name} (mpqdm profile --board "
+                            f"milliseconds, and a latency budget needs the board profiled first. Possible solutions: "
+                            f"profile a real {board.name} (mpqdm profile --board "
                             f"{board.name} --tracker HOST:PORT), or a --weight-memory-kb budget")
         return table
     if budgets.latency_ms is not None:

@@ -228,13 +228,14 @@ def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFA
                         f"--tracker HOST:9190 --key {board.name} on the board, then add --tracker HOST:9190")
     path = Path(table_path or latency_path(board))
     ensure_writable_dir(path.parent)
-    table, note = LatencyTable.load_for_update(path, board.name)     # a bad table is refused before any work
+    table, old = LatencyTable.load_for_update(path, board.name)     # a bad table is refused before any work
     farm = Farm(board, tracker, key or board.name, wait_s) if tracker else Farm.local(board)
-    farm.warnings += [note] if note else []
     if not count:
         farm.check_reachable()
     if flush_kb < 0:
         raise UserError(f"--flush-kb must be >= 0, got {flush_kb}")
+    if passes < 1:
+        raise UserError(f"--passes must be >= 1, got {passes}")
     method = f"counted under {board.qemu} -cpu {board.qemu_cpu}" if count else f"flush {flush_kb}"
     how = f"{commit()}|{TVM_VERSION}|{board.tvm_target_dict()}|{method}"     # the timing method too
     build_id = hashlib.sha256(how.encode()).hexdigest()[:12]
@@ -249,9 +250,9 @@ def profile(model_dir, board_name: str = "host", wbits=DEFAULT_WBITS, abits=DEFA
         jobs = [j for j in jobs if j.op == "qconv" and j.channels == full[j.shape]]
     table.models[mid] = {"name": Path(str(model_dir)).name, "calls": calls, "fused_quantizers": fused}
     todo = [j for j in jobs if fresh or table.entries.get(j.key(threads), {}).get("build_id") != build_id]
+    if old is not None:             # every check passed: an older table moves aside now, not before
+        farm.warnings.append(LatencyTable.keep_older(path, old))
     table.save(path)
-    if passes < 1:
-        raise UserError(f"--passes must be >= 1, got {passes}")
     bar = tqdm(total=len(todo) * passes, desc=f"profile {board.name}", unit="timing", disable=not progress)
     batches = [todo[i:i + batch] for i in range(0, len(todo), batch)]
     measured = 0

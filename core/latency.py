@@ -158,9 +158,9 @@ class LatencyTable:
         return cls.load(path, board) if Path(path).is_file() else cls(board)
 
     @classmethod
-    def load_for_update(cls, path: str | Path, board: str) -> tuple[LatencyTable, str]:
-        """The table `mpqdm profile` merges into, and a note: a table of an older version is kept
-        beside it (latency.v1.json) and a new one started, so upgrading loses nothing."""
+    def load_for_update(cls, path: str | Path, board: str) -> tuple[LatencyTable, int | None]:
+        """The table `mpqdm profile` merges into, and the version of an older table at `path` (None:
+        none), which `keep_older` moves aside before the new one is first saved."""
         path = Path(path)
         try:
             d = json.loads(path.read_text())
@@ -168,10 +168,16 @@ class LatencyTable:
             d = None
         old = d.get("version") if isinstance(d, dict) and d.get("format") == FORMAT else None
         if isinstance(old, int) and old < VERSION:
-            keep = path.with_name(f"{path.stem}.v{old}{path.suffix}")
-            path.replace(keep)
-            return cls(board), f"{path} was a v{old} table: kept as {keep}, a v{VERSION} table started"
-        return cls.load_or_empty(path, board), ""
+            return cls(board), old
+        return cls.load_or_empty(path, board), None
+
+    @staticmethod
+    def keep_older(path: str | Path, old: int) -> str:
+        """Move a table of an older version aside (latency.v2.json), so upgrading loses nothing."""
+        path = Path(path)
+        keep = path.with_name(f"{path.stem}.v{old}{path.suffix}")
+        path.replace(keep)
+        return f"{path} was a v{old} table: kept as {keep}, a v{VERSION} table started"
 
     def merge(self, entries: list[dict]) -> None:
         for e in entries:

@@ -126,8 +126,14 @@ def test_a_table_of_another_cpu_is_refused():
 def test_profile_tiny_unet(tiny_unet_dir, tmp_path):
     """Every call kind of the model's UNet call gets an entry; a rerun measures only what is missing."""
     table = tmp_path / "lat.json"
+    v2 = json.dumps({"format": "mpqdm.latency", "version": 2, "board": "host", "entries": [], "models": {}})
+    table.write_text(v2)            # an older table: a profile that fails leaves it, one that runs keeps it aside
+    with pytest.raises(UserError, match="--passes"):
+        profile(tiny_unet_dir, "host", wbits=(2,), abits=(4,), table_path=table, progress=False, passes=0)
+    assert table.read_text() == v2
     info = profile(tiny_unet_dir, "host", wbits=(2,), abits=(4,), repeats=1, min_repeat_ms=0, table_path=table,
                    progress=False, passes=2)
+    assert (tmp_path / "lat.v2.json").read_text() == v2 and any("kept as" in w for w in info["warnings"])
     t = LatencyTable.load(table, "host")
     assert all(e["repeats"] == 2 for e in t.entries.values())          # one timing per pass, both kept
     specs = layer_specs(load_unet(tiny_unet_dir))

@@ -16,6 +16,7 @@ from mpqdm.boards.registry import latency_path, load_board
 from mpqdm.core.bits import ABITS, CANDIDATE_WBITS, check_bits
 from mpqdm.core.errors import UserError
 from mpqdm.core.io import MARKER, check_output_dir, write_json
+from mpqdm.core.latency import LatencyTable
 from mpqdm.core.resources import DEFAULT_MODEL
 from mpqdm.frontend.model_io import model_fingerprint
 
@@ -94,8 +95,9 @@ def deploy(model_dir: str | Path | None, out: str | Path, cfg: DeployConfig = De
         raise UserError(f"stage model: {str(model)!r} is not a diffusers UNet2DModel folder (no config.json). "
                         "Possible solutions: give the folder that holds config.json and the weights")
     table = latency_path(board)
-    if cfg.latency_ms is not None and not table.is_file():
-        raise UserError(f"stage allocate: board {board.name!r} has no measured latency table: a latency budget "
+    if cfg.latency_ms is not None and (not table.is_file() or LatencyTable.load(table, board.name).emulated):
+        raise UserError(f"stage allocate: board {board.name!r} has no latency table timed on it (an emulated "
+                        "board's counts choose kernels, they are no milliseconds): a latency budget "
                         f"needs the board profiled first (mpqdm profile MODEL --board {board.name}, on the board). "
                         "Possible solutions: --weight-memory-kb or fixed bits (--wbits/--abits) instead")
     sha = model_fingerprint(model)
@@ -128,7 +130,7 @@ def deploy(model_dir: str | Path | None, out: str | Path, cfg: DeployConfig = De
     builds, compiled = {}, {}
     for suffix, b in ([("", board)] + ([("-host", load_board("host"))] if board.is_cross else [])):
         c, bu = f"compile{suffix}", f"build{suffix}"
-        compiled[b.name] = st.run(c, {"board": b.name, "steps": cfg.steps},
+        compiled[b.name] = st.run(c, {"board": b.name, "steps": cfg.steps, "table": work.table_digest(b)},
                                   lambda d, b=b: work.compile_stage(export, b, d, cfg),
                                   needs=(last,), what=f"plan and kernels for {b.name}")
         st.run(bu, {"board": b.name}, lambda d, b=b, c=c: work.build_stage(st.path(c), b),
