@@ -99,6 +99,7 @@ CASES = [
     _case("profile weight list with a bad entry", "profile {model} --wbits 1,x", "--wbits"),
     _case("profile 6-bit activations", "profile {model} --abits 6", "--abits"),
     _case("profile zero repeats", "profile {model} --repeats 0", "--repeats"),
+    _case("count instructions on the host", "profile {model} --count-instructions", "under qemu-user"),
     _case("profile into a malformed table", "profile {model} --table {bad_json}", "not valid JSON"),
     _case("profile through a tracker that is not HOST:PORT", "profile {model} --tracker nowhere", "HOST:PORT"),
     _case("profile through a tracker nobody runs", "profile {model} --tracker 127.0.0.1:1", "cannot reach the RPC "
@@ -122,6 +123,10 @@ CASES = [
     _case("compile unknown board", "compile {export} --board nosuch -o c", "unknown board"),
     _case("compile malformed board profile", "compile {export} --board {bad_board} -o c", "invalid TOML"),
     _case("compile zero steps", "compile {export} --board host -o c --steps 0", "--steps"),
+    _case("compile with a latency table that is not there", "compile {export} --board host -o c --latency "
+          "{tmp}/none.json", "no latency table"),
+    _case("compile with a malformed latency table", "compile {export} --board host -o c --latency {bad_json}",
+          "not valid JSON"),
     _case("compile truncated export parameters", "compile {bad_export_params} --board host -o c",
           "quant_params.safetensors"),
     _case("compile export of another format version", "compile {bad_export_version} --board host -o c", "v99"),
