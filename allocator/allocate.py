@@ -161,7 +161,9 @@ def report_rows(problems: list[LayerProblem], sol: Solution) -> list[dict]:
 
 
 def latency_text(sol: Solution) -> str:
-    return "not modelled (no latency table for these layers)" if sol.latency_ms is None else f"{sol.latency_ms:.4f} ms"
+    if sol.latency_ms is None:
+        return "not modelled (no timed latency table for these layers)"
+    return f"{sol.latency_ms:.4f} ms"
 
 
 def split_text(sol: Solution) -> str:
