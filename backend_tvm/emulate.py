@@ -78,11 +78,13 @@ def counted(qemu_cmd: list[str], plugin: Path, timeout: float = 1200, blocks: Pa
     return found
 
 
-def count_instructions(exe: Path, board: Board, arrays: list[np.ndarray], outputs: set[int], work: Path) -> int:
-    """Guest instructions of one kernel call under qemu (1 thread): a run with 2 calls minus one with 1."""
+def count_instructions(exe: Path, board: Board, arrays: list[np.ndarray], outputs: set[int], work: Path,
+                       plugin: Path | None = None) -> int:
+    """Guest instructions of one kernel call under qemu (1 thread): a run with 2 calls minus one with 1
+    (`plugin`: insn_plugin's, built here when not given)."""
     if not board.is_cross or not board.qemu:
         raise ValueError(f"board {board.name!r} does not run under qemu")
-    plugin = insn_plugin(work)
+    plugin = plugin or insn_plugin(work)
     write_args(work / "args.bin", arrays, outputs)
     counts = [counted([*board.qemu_command(exe), str(work / "args.bin"), str(work / "out.bin"), "1", str(calls)],
                       plugin)["insns"] for calls in (1, 2)]

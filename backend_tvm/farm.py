@@ -271,8 +271,7 @@ def time_batch(mod, dev, batch, funcs, threads: int, repeats: int, min_repeat_ms
         samples.setdefault(i, []).extend(np.asarray(f(*args).results) * 1e3)
         t = np.asarray(samples[i])
         med = float(np.median(t))
-        out.append({"op": job.op, "shape": job.shape, "wbits": job.wbits, "abits": job.abits, "threads": threads,
-                    "channels": job.channels, "kernel": job.kernel, "median_ms": round(med, 5), "repeats": len(t),
+        out.append({**job.entry(threads), "median_ms": round(med, 5), "repeats": len(t),
                     "spread": round(float((np.percentile(t, 90) - np.percentile(t, 10)) / med), 4) if med else 0.0})
     modules.start_threads(mod, 1)           # stop the module's workers
     return out

@@ -40,7 +40,7 @@ from mpqdm.boards.registry import latency_path, load_board
 from mpqdm.core.bits import ABITS, CANDIDATE_WBITS, check_bits
 from mpqdm.core.errors import UserError
 from mpqdm.core.io import ensure_writable_dir
-from mpqdm.core.latency import PLAN_OPS, LatencyTable, partial_width
+from mpqdm.core.latency import KEY, PLAN_OPS, LatencyTable, partial_width
 from mpqdm.core.machine import commit
 from mpqdm.core.scheme import ConvSpec, random_args
 from mpqdm.frontend.model_io import load_unet, model_fingerprint
@@ -73,6 +73,10 @@ class Job:
 
     def key(self, threads: int) -> tuple:
         return (self.op, self.shape, self.wbits, self.abits, threads, self.channels, self.kernel)
+
+    def entry(self, threads: int) -> dict:
+        """The key fields of this job's latency-table entry."""
+        return dict(zip(KEY, self.key(threads), strict=True))
 
 
 def load_model(model) -> object:
@@ -181,7 +185,7 @@ def check_counting(board, tracker) -> None:
 def count_kernels(jobs: list[Job], board, build_id: str, done) -> dict:
     """Each job's kernel built for the board, linked into the C kernel harness and run under qemu with
     the counting plugin (emulate.py): executed instructions of one call, 1 thread."""
-    from .emulate import compile_object, count_instructions, link
+    from .emulate import compile_object, count_instructions, insn_plugin, link
 
     rng = np.random.default_rng(0)
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -189,13 +193,13 @@ def count_kernels(jobs: list[Job], board, build_id: str, done) -> dict:
               "emulated": True}
     with tempfile.TemporaryDirectory(prefix="mpqdm-count-") as tmp:
         work = Path(tmp)
+        plugin = insn_plugin(work)
         for job in jobs:
             exe = link([compile_object(job.build("kernel"), board, work / "k.o")], board, "kernel", work / "harness")
             args = list(job.args(rng))
-            n = count_instructions(exe, board, args, {len(args) - 1}, work)
-            done([{"op": job.op, "shape": job.shape, "wbits": job.wbits, "abits": job.abits, "threads": 1,
-                   "channels": job.channels, "kernel": job.kernel, "median_ms": 0.0, "spread": 0.0, "repeats": 1,
-                   "instructions": n, "build_id": build_id, "measured": when, **source}], True)
+            n = count_instructions(exe, board, args, {len(args) - 1}, work, plugin)
+            done([{**job.entry(1), "median_ms": 0.0, "spread": 0.0, "repeats": 1, "instructions": n,
+                   "build_id": build_id, "measured": when, **source}], True)
     return {source["key"]: {"cpu": board.cpu, "emulated": True}}
 
 

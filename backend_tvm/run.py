@@ -28,8 +28,9 @@ def run_binary(cmd: list[str], model: Path, noise: np.ndarray, out: Path, *extra
 
 
 def bench_binary(cmd: list[str], model: Path, out: Path, threads: int = 1, count: int = 4,
-                 timeout: int = 600) -> dict:
-    """`mpqdm-run --bench` on `count` samples: mean ms per step, arena KB and peak RSS MB (its own report)."""
+                 timeout: int = 600, per_call: bool = False) -> dict:
+    """`mpqdm-run --bench` on `count` samples: mean and median ms per step, ms by call kind, arena KB and
+    peak RSS MB (its own report); `per_call`: also each call's (kind, ms) in plan order."""
     try:
         r = subprocess.run([*cmd, str(model), "--bench", "--count", str(count), "--threads", str(threads), "--out",
                             str(out)], capture_output=True, text=True, timeout=timeout)
@@ -38,11 +39,15 @@ def bench_binary(cmd: list[str], model: Path, out: Path, threads: int = 1, count
     if r.returncode != 0:
         raise UserError(f"{' '.join(cmd)} --bench exited with {r.returncode}: {r.stderr.strip()[-2000:]}")
     step = re.search(r"per step: ([0-9.]+) ms", r.stdout)
+    median = re.search(r"median step: ([0-9.]+) ms", r.stdout)
     mem = re.search(r"arena ([0-9.]+) KB, artifact ([0-9.]+) KB, peak RSS ([0-9.]+) MB", r.stdout)
-    if not step or not mem:
+    if not step or not median or not mem:
         raise UserError(f"cannot read the --bench report of {' '.join(cmd)}: {r.stdout[-500:]}")
+    calls = [(m.group(1), float(m.group(2)))
+             for m in re.finditer(r"^\d+\s+mpq_(\w+?)_\d+\s+\S+\s+([0-9.]+)$", r.stdout, re.M)]
     by_kind: dict[str, float] = {}
-    for m in re.finditer(r"^\d+\s+mpq_(\w+?)_\d+\s+\S+\s+([0-9.]+)$", r.stdout, re.M):
-        by_kind[m.group(1)] = round(by_kind.get(m.group(1), 0.0) + float(m.group(2)), 4)
-    return {"ms_per_step": float(step.group(1)), "arena_kb": float(mem.group(1)),
-            "peak_rss_mb": float(mem.group(3)), "threads": threads, "count": count, "ms_by_kind": by_kind}
+    for kind, ms in calls:
+        by_kind[kind] = round(by_kind.get(kind, 0.0) + ms, 4)
+    return {"ms_per_step": float(step.group(1)), "median_ms_per_step": float(median.group(1)),
+            "arena_kb": float(mem.group(1)), "peak_rss_mb": float(mem.group(3)), "threads": threads,
+            "count": count, "ms_by_kind": by_kind, **({"ms_by_call": calls} if per_call else {})}

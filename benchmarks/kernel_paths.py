@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 from mpqdm.backend_tvm.build import build
 from mpqdm.backend_tvm.compile import compile_export
 from mpqdm.backend_tvm.profile import profile
+from mpqdm.backend_tvm.run import bench_binary
 from mpqdm.core.machine import provenance
 from mpqdm.core.resources import DEFAULT_MODEL
 from mpqdm.testing.bench import load_rows, markdown_table, ptq_w2a4_export, random_model, save_rows
@@ -59,11 +59,7 @@ def prepare(model: str) -> dict:
 
 def step_ms(d: Path, threads: int, count: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [str(d / "mpqdm-run"), str(d / "model.mpq"), "--seed", "0", "--count", str(count),
-               "--threads", str(threads), "--out", tmp, "--bench"]
-        r = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("median step:"))
-    return float(line.split()[2])
+        return bench_binary([str(d / "mpqdm-run")], d / "model.mpq", Path(tmp), threads, count)["median_ms_per_step"]
 
 
 def rows_of(model: str, info: dict, threads: list[int], rounds: int) -> list[dict]:

@@ -13,31 +13,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
 from mpqdm.backend_tvm.build import build
 from mpqdm.backend_tvm.compile import compile_export
+from mpqdm.backend_tvm.run import bench_binary
 from mpqdm.core.resources import DEFAULT_MODEL
 from mpqdm.testing.bench import markdown_table, ptq_w2a4_export, save_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = ROOT / "out" / "thread_split"
-CALL = re.compile(r"(\d+)\s+mpq_([a-z_0-9]+?)_\d+\s+(\S+)\s+([\d.]+)$")
 
 
 def per_call(d: Path, threads: int, count: int) -> tuple[dict[int, tuple[str, float]], float]:
     """{call: (kind, ms)} of one run, and its median step (ms)."""
     with tempfile.TemporaryDirectory() as tmp:
-        r = subprocess.run([str(d / "mpqdm-run"), str(d / "model.mpq"), "--count", str(count), "--bench",
-                            "--threads", str(threads), "--out", tmp], capture_output=True, text=True, check=True)
-    lines = r.stdout.splitlines()
-    calls = {int(m.group(1)): (m.group(2), float(m.group(4))) for m in map(CALL.match, lines) if m}
-    return calls, float(lines[1].split()[2])
+        r = bench_binary([str(d / "mpqdm-run")], d / "model.mpq", Path(tmp), threads, count, per_call=True)
+    return dict(enumerate(r["ms_by_call"])), r["median_ms_per_step"]
 
 
 def rows_of(runs: dict[int, list]) -> list[dict]:

@@ -229,11 +229,15 @@ class LatencyTable:
             self._fastest = {k: r[2] for k, r in best.items()}
         return self._fastest.get((shape, wbits, abits, threads))
 
+    def _path(self, op: str, shape: str, wbits: int, abits: int, threads: int) -> str:
+        """The kernel path a lookup takes: a quantized layer's fastest (kernel_for), "" for the rest."""
+        return (self.kernel_for(shape, wbits, abits, threads) or "") if op == "qconv" else ""
+
     def time(self, op: str, shape: str, wbits: int, abits: int, threads: int, channels: int,
              kernel: str | None = None) -> float:
         """One entry's median; a quantized layer's on `kernel` (None: the fastest path, kernel_for)."""
         if kernel is None:
-            kernel = (self.kernel_for(shape, wbits, abits, threads) or "") if op == "qconv" else ""
+            kernel = self._path(op, shape, wbits, abits, threads)
         e = self.entries.get((op, shape, wbits, abits, threads, channels, kernel))
         if e is None:
             widths = f" --wbits {wbits} --abits {abits}" if op == "qconv" else ""
@@ -247,7 +251,7 @@ class LatencyTable:
             op: str = "qconv") -> tuple[float, float]:
         """(t0, slope) of t(n) = t0 + n * slope through the full- and partial-width timings of one
         kernel path (the fastest at full width); timing noise never makes either negative."""
-        kernel = (self.kernel_for(shape, wbits, abits, threads) or "") if op == "qconv" else ""
+        kernel = self._path(op, shape, wbits, abits, threads)
         full = self.time(op, shape, wbits, abits, threads, c_out, kernel)
         if partial == c_out:
             return 0.0, full / c_out
