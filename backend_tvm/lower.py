@@ -83,7 +83,8 @@ class Lowering:
         n, h, w, c = self.shape(x)
         if not gn.affine:
             raise unsupported(f"{op}: GroupNorm without affine parameters")
-        spec = fp.GroupNormSpec(n, h, w, c, gn.num_groups, float(gn.eps), silu, quantize=bool(quantizer))
+        spec = fp.GroupNormSpec(n, h, w, c, gn.num_groups, float(gn.eps), silu, quantize=bool(quantizer),
+                                parts=self.board.threads)
         g = self.const(f"{op}.weight", gn.weight.detach().numpy(), "float32")
         b = self.const(f"{op}.bias", gn.bias.detach().numpy(), "float32")
         y = quantizer[-1] if quantizer else self.act((n, h, w, c))

@@ -11,6 +11,15 @@ def _few_threads():
     torch.set_num_threads(int(os.environ.get("MPQDM_TEST_THREADS", "2")))
 
 
+@pytest.fixture
+def parallel_small_layers(monkeypatch):
+    """Kernel tests' odd shapes are small enough to run on one thread (qconv_dot.serial): this keeps their
+    parallel launches (row chunks, merged groups) under test."""
+    from mpqdm.backend_tvm.kernels import qconv_dot
+
+    monkeypatch.setattr(qconv_dot, "SERIAL_MACS", 0)
+
+
 @pytest.fixture(scope="session")
 def tiny_unet_dir(tmp_path_factory):
     """A tiny random 1-channel 32x32 UNet2DModel saved as a diffusers folder with its scheduler."""

@@ -78,7 +78,9 @@ def test_dense(s, scheduled):
 GROUP_NORMS = [fp.GroupNormSpec(2, 7, 5, 12, 3, silu=True),
                fp.GroupNormSpec(1, 7, 5, 12, 4, eps=1e-6),
                fp.GroupNormSpec(1, 3, 5, 40, 8, silu=True),           # 40 channels: 8-lane vectors
-               fp.GroupNormSpec(2, 9, 31, 48, 6, silu=True)]          # >= PARALLEL_MIN: channel vectors in parallel
+               fp.GroupNormSpec(2, 9, 31, 48, 6, silu=True),          # >= PARALLEL_MIN: channel vectors in parallel
+               fp.GroupNormSpec(1, 12, 37, 40, 5, silu=True, parts=2),  # row blocks summed apart, in parallel
+               fp.GroupNormSpec(1, 9, 61, 32, 4, parts=2)]              # rows do not divide: one block
 
 
 @SCHED
@@ -90,6 +92,15 @@ def test_group_norm(s, scheduled):
     got = run_host(fp.schedule_group_norm(s) if scheduled else fp.group_norm_func(s), [x, gamma, beta], x.shape)
     want = F.group_norm(nchw(x), s.groups, torch.from_numpy(gamma), torch.from_numpy(beta), s.eps)
     np.testing.assert_allclose(got, nhwc(F.silu(want) if s.silu else want), **TOL)
+
+
+def test_group_norm_row_blocks():
+    """parts=2 sums two row blocks apart where the rows divide, else one block."""
+    assert fp.GroupNormSpec(1, 12, 37, 40, 5, parts=2).stats_parts == 2
+    assert fp.GroupNormSpec(1, 9, 61, 32, 4, parts=2).stats_parts == 1
+    assert repr(fp.GroupNormSpec(1, 4, 4, 8, 4, parts=2)) == repr(fp.GroupNormSpec(1, 4, 4, 8, 4))  # latency key
+    script = fp.schedule_group_norm(fp.GroupNormSpec(1, 12, 37, 40, 5, parts=2)).script()
+    assert "gn_csum_part" in script and "T.parallel(2)" in script
 
 
 ELTWISE = [fp.EltwiseSpec(2, 7, 5, 12), fp.EltwiseSpec(1, 3, 5, 20), fp.EltwiseSpec(1, 35, 1, 17)]

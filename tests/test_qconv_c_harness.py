@@ -17,6 +17,8 @@ from mpqdm.testing.reference import qconv_int
 
 from .test_qconv_kernel import random_layer
 
+pytestmark = pytest.mark.usefixtures("parallel_small_layers")
+
 FAST = [ConvSpec(1, 7, 5, 8, 24, 3, 3, 1, 1, ((8, 3), (16, 2)), 4),
         ConvSpec(1, 4, 12, 32, 24, 3, 3, 1, 1, ((8, 3), (16, 2)), 4)]      # an AMX group on a host that has it
 SLOW = [ConvSpec(1, 9, 6, 8, 7, 3, 3, 2, 1, ((2, 1), (3, 5), (2, 7)), 4),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mpqdm.backend_tvm.kernels import dot_intrin as dot_intrin_mod
+from mpqdm.backend_tvm.kernels import qconv_dot
 from mpqdm.backend_tvm.kernels.dot_intrin import dot_intrin
 from mpqdm.backend_tvm.kernels.qconv import qconv_func
 from mpqdm.backend_tvm.kernels.qconv_schedule import dot_intrins, family, kernel_paths, schedule_qconv
@@ -16,6 +17,12 @@ from mpqdm.core.scheme import ConvSpec, weight_constants
 from mpqdm.testing.reference import qconv_int
 
 HOST = {"kind": "llvm"}
+
+
+@pytest.fixture(autouse=True)
+def _parallel(request):
+    if request.node.name != "test_small_layers_run_on_one_thread":
+        request.getfixturevalue("parallel_small_layers")
 
 
 def random_layer(spec: ConvSpec, rng):
@@ -150,6 +157,16 @@ def test_four_threads_with_two_tile_groups_split_in_row_chunks():
     spec = ConvSpec(1, 8, 8, 64, 128, 3, 3, 1, 1, ((16, 3), (96, 2), (16, 1)), 4)
     got, ref, *_ = run(spec, np.random.default_rng(4), False, "dot4")
     assert np.array_equal(got.astype(np.int64), ref)
+
+
+def test_small_layers_run_on_one_thread():
+    """No parallel launch in a layer below qconv_dot.serial's size; every launch kept above it."""
+    small = ConvSpec(64, 1, 1, 128, 128, groups=((16, 3), (96, 2), (16, 1)), abits=4)    # an attention projection
+    big = ConvSpec(1, 32, 32, 32, 1, 3, 3, 1, 1, ((1, 2),), 4)                             # conv_out: 32K input codes
+    assert qconv_dot.serial(small) and not qconv_dot.serial(big)
+    needs_dot("dot4")
+    assert "T.parallel" not in schedule_qconv(small, BOARDS["dot4"]).script()
+    assert "T.parallel" in schedule_qconv(big, BOARDS["dot4"]).script()
 
 
 @pytest.mark.parametrize("scheduled", SCHEDULES[:3])

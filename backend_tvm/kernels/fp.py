@@ -10,7 +10,7 @@ loop vectorized. Attention lives in attention.py.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -187,8 +187,9 @@ def lane_inputs(sch: Schedule, block, red):
 
 
 def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lane: bool = False) -> tvm.IRModule:
-    """Per channel block and output row (parallel, the blocks outermost so that a block's weights stay
-    in cache over its rows): tiles of PIX pixels x V channels accumulate in registers with the
+    """Per output row and channel block (parallel, the rows outermost: each thread writes the rows the
+    next kernel reads on it and reads the rows the kernel before wrote there, where the blocks
+    outermost made every thread read every row from the other core's cache): tiles of PIX pixels x V channels accumulate in registers with the
     reduction (kh, kw, c_in) outside them; each weight vector serves PIX pixels, each input value V
     channels. The padded input is built first (its rows in parallel). `wide`: the CPU has 32 vector
     registers (wide_registers(board)), so PIX goes up to 8 (at 16 ymm registers 8 x 16 lanes spill).
@@ -206,7 +207,7 @@ def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lan
     n, i, j, o = sch.get_loops(y)
     jo, ji = sch.split(j, [None, pix])
     oo, ov = sch.split(o, [None, v])
-    sch.reorder(oo, n, i, jo, ji, ov)      # a channel block's weights stay in cache over its rows
+    sch.reorder(n, i, oo, jo, ji, ov)
     acc = sch.get_sblock("acc", func_name=name)
     sch.compute_at(acc, jo, preserve_unit_loops=True)
     a_ji, a_ov, r, q, ci = sch.get_loops(acc)[-5:]
@@ -216,7 +217,7 @@ def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lan
     sch.vectorize(a_ov)                 # vectorize, parallel, then decompose (TVM 0.27's order)
     sch.vectorize(ov)
     sch.unroll(a_ji)
-    sch.parallel(sch.fuse(oo, n, i))
+    sch.parallel(sch.fuse(n, i, oo))
     init = sch.decompose_reduction(acc, r)
     sch.vectorize(sch.get_loops(init)[-1])
     if s.pad:
@@ -262,7 +263,10 @@ class GroupNormSpec:
     """torch.nn.GroupNorm(groups, c, eps, affine=True) on X [n, h, w, c]; then SiLU when `silu`; with
     `quantize` the output is the consuming quantized layer's input codes (uint8, vmath.act_code), its
     smooth [c], act [1], az [1] and code maximum qmax [1] (float32: one kernel serves A4 and A8) as
-    inputs after beta, so the float map is never written."""
+    inputs after beta, so the float map is never written. `parts`: the row blocks whose statistics are
+    summed apart, in parallel (the board's threads): each thread then reads the rows that it writes
+    and that the kernel before wrote on it, not the other core's cache (stats_parts: 1 where the rows
+    do not divide). Not in the repr: latency tables key the op by its shape."""
     n: int
     h: int
     w: int
@@ -271,9 +275,10 @@ class GroupNormSpec:
     eps: float = 1e-5
     silu: bool = False
     quantize: bool = False
+    parts: int = field(default=1, repr=False)
 
     def __post_init__(self):
-        check_ints("group_norm", self, ("n", "h", "w", "c", "groups"))
+        check_ints("group_norm", self, ("n", "h", "w", "c", "groups", "parts"))
         if self.c % self.groups:
             raise ValueError(f"group_norm groups={self.groups} does not divide c={self.c}")
         if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or not self.eps > 0:
@@ -283,13 +288,19 @@ class GroupNormSpec:
                 raise ValueError(f"group_norm {f} must be a bool, got {getattr(self, f)!r}")
 
 
+    @property
+    def stats_parts(self) -> int:
+        return self.parts if self.h % self.parts == 0 else 1
+
+
 def square(v: tirx.PrimExpr) -> tirx.PrimExpr:
     return v * v
 
 
 def group_norm_func(s: GroupNormSpec) -> tirx.PrimFunc:
     """Two passes (mean, then the centred sum of squares: torch's biased variance), float32 sums;
-    each pass sums per channel over the image first (contiguous, vectorizable), then per group.
+    each pass sums per channel over each row block's pixels first (contiguous, vectorizable), then
+    over the blocks, then per group.
     The group's mean, 1/std and the affine are folded into one scale and shift per channel, so the
     output pass reads contiguous vectors (no per-lane gather of group values)."""
     x = te.placeholder((s.n, s.h, s.w, s.c), "float32", name="X")
@@ -305,12 +316,20 @@ def group_norm_func(s: GroupNormSpec) -> tirx.PrimFunc:
     def per_channel(f, name):
         return te.compute((s.n, s.c), f, name=name)
 
-    rh, rw = te.reduce_axis((0, s.h), "rh"), te.reduce_axis((0, s.w), "rw")
-    csum = per_channel(lambda n, c: te.sum(x[n, rh, rw, c], axis=[rh, rw]), "gn_csum")
+    parts = s.stats_parts
+    rows = s.h // parts
+
+    def per_channel_sum(f, name):
+        rh, rw = te.reduce_axis((0, rows), "rh"), te.reduce_axis((0, s.w), "rw")
+        part = te.compute((s.n, parts, s.c), lambda n, p, c: te.sum(f(n, p * rows + rh, rw, c), axis=[rh, rw]),
+                          name=f"{name}_part")
+        rp = te.reduce_axis((0, parts), "rp")
+        return per_channel(lambda n, c: te.sum(part[n, rp, c], axis=rp), name)
+
+    csum = per_channel_sum(lambda n, i, j, c: x[n, i, j, c], "gn_csum")
     total = per_group(csum, "gn_sum")
     mean = per_channel(lambda n, c: total[n, c // cg] * inv, "gn_mean")
-    rh, rw = te.reduce_axis((0, s.h), "rh"), te.reduce_axis((0, s.w), "rw")
-    csq = per_channel(lambda n, c: te.sum(square(x[n, rh, rw, c] - mean[n, c]), axis=[rh, rw]), "gn_csq")
+    csq = per_channel_sum(lambda n, i, j, c: square(x[n, i, j, c] - mean[n, c]), "gn_csq")
     sq = per_group(csq, "gn_sq")
     scale = per_channel(lambda n, c: tirx.rsqrt(sq[n, c // cg] * inv + tirx.const(s.eps, "float32")) * gamma[c],
                         "gn_scale")
@@ -334,15 +353,17 @@ def schedule_group_norm(s: GroupNormSpec, name: str = "group_norm") -> tvm.IRMod
     sch = Schedule(module(group_norm_func(s), name))
     v = lanes(s.c)
     big = s.n * s.h * s.w * s.c >= PARALLEL_MIN
-    for blk in ("gn_csum", "gn_csq"):             # channel vectors, the image rows outside them
+    for blk in ("gn_csum_part", "gn_csq_part"):   # channel vectors, a block's rows outside them
         b = sch.get_sblock(blk, func_name=name)
-        n, c, rh, rw = sch.get_loops(b)
+        n, p, c, rh, rw = sch.get_loops(b)
         if v > 1:
             co, cv = sch.split(c, [None, v])
-            sch.reorder(n, co, rh, rw, cv)
-            if big and s.c > v:                   # channel vectors share out over the threads
-                sch.parallel(sch.fuse(n, co))
+            sch.reorder(n, p, co, rh, rw, cv)
             sch.vectorize(cv)
+            if s.stats_parts > 1:                 # the row blocks share out over the threads
+                sch.parallel(sch.fuse(n, p))
+            elif big and s.c > v:                 # else the channel vectors
+                sch.parallel(sch.fuse(n, p, co))
             init = sch.decompose_reduction(b, rh)
             sch.vectorize(sch.get_loops(init)[-1])
     schedule_pointwise(sch, "Y", name)

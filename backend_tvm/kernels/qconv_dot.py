@@ -57,6 +57,17 @@ def row_chunks(tiles: int, rows: int, threads: int) -> int:
     return next((d for d in range(1, rows + 1) if fits(d)), rows)
 
 
+SERIAL_MACS, SERIAL_INPUT = 1 << 21, 1 << 14
+
+
+def serial(s: ConvSpec) -> bool:
+    """A layer this small runs on one thread (no parallel launch): the attention projections (64 rows,
+    128 -> 128: 7.4 us on one thread of this Xeon, 8.3-9.5 us on two), the time embedding's dense layers
+    and conv_in. Below both 2M multiply-adds and 16K input codes; conv_out (1 output channel over a
+    32x32x32 input) has few multiply-adds and still gains 1.6x from a second thread."""
+    return s.n * s.ho * s.wo * s.c_out * s.k < SERIAL_MACS and s.n * s.h * s.w * s.c_in < SERIAL_INPUT
+
+
 def _group_acc(s: ConvSpec, xp, wd, c4: int, n_g: int, g: int, tw: int):
     r, q = te.reduce_axis((0, s.kh), "r"), te.reduce_axis((0, s.kw), "q")
     cq, cc = te.reduce_axis((0, c4 // 4), "cq"), te.reduce_axis((0, 4), "cc")
@@ -185,6 +196,13 @@ def _tile_loop(sch, block, outer):
 def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epilogue: bool = True,
                        name: str = "qconv", threads: int = 1) -> tvm.IRModule:
     """`intrins`: (intrinsic, k-quads per call) of every group; `threads`: the board's."""
+    small = serial(spec)
+    threads = 1 if small else threads
+
+    def parallel(loop):
+        if not small:
+            sch.parallel(loop)
+
     func = te.create_prim_func(qconv_dot_compute(spec, [i for i, _ in intrins], with_epilogue))
     sch = Schedule(tvm.IRModule({name: func.with_attr("global_symbol", name)}))
     blk = lambda b: sch.get_sblock(b, func_name=name)  # noqa: E731
@@ -209,13 +227,13 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
     if not (spec.pad == 0 and spec.c_in % 4 == 0):
         n, i, j, c = sch.get_loops(blk("Xp"))
         padded = sch.fuse(n, i)
-        sch.parallel(padded)
+        parallel(padded)
         if spec.c_in % 4 == 0 and spec.c_in <= 64:
             sch.vectorize(c)
         sch.reverse_compute_at(blk("xsum"), padded)     # the patch sums' pixel sums in the same launch
     else:
         n, i = sch.get_loops(blk("xsum"))[:2]
-        sch.parallel(sch.fuse(n, i))
+        parallel(sch.fuse(n, i))
     slices, inner = [], []
     for g in range(len(spec.groups)):
         n, i, j, o, r, q, cq, cc = sch.get_loops(blk(f"acc{g}"))
@@ -238,7 +256,7 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
             part, task = sch.split(task, [threads, None])
             slices.append(part)
         else:
-            sch.parallel(task)
+            parallel(task)
         inner.append((task, jt, r, ji, cqi, ol))
     if merged:
         sch.parallel(sch.merge(*slices))
@@ -271,7 +289,7 @@ def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epil
         sch.unroll(ji)
     y = blk("Y")
     n, i, j, c = sch.get_loops(y)
-    sch.parallel(sch.fuse(n, i))
+    parallel(sch.fuse(n, i))
     if len(spec.groups) > 1:
         sch.compute_at(blk("Acc"), j)
         sch.vectorize(sch.split(sch.get_loops(blk("Acc"))[-1], [None, 8])[1])
