@@ -187,14 +187,14 @@ def lane_inputs(sch: Schedule, block, red):
 
 
 def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lane: bool = False) -> tvm.IRModule:
-    """Per output row and channel block (parallel, the rows outermost: each thread writes the rows the
-    next kernel reads on it and reads the rows the kernel before wrote there, where the blocks
-    outermost made every thread read every row from the other core's cache): tiles of PIX pixels x V channels accumulate in registers with the
-    reduction (kh, kw, c_in) outside them; each weight vector serves PIX pixels, each input value V
-    channels. The padded input is built first (its rows in parallel). `wide`: the CPU has 32 vector
-    registers (wide_registers(board)), so PIX goes up to 8 (at 16 ymm registers 8 x 16 lanes spill).
-    `lane`: the CPU multiplies by a vector lane (lane_fma(board)): each pixel's inputs are loaded
-    LANE_CI at a time (lane_inputs); on x86 the broadcast from memory is cheaper."""
+    """Per output row and channel block (parallel, the rows outermost: each thread writes the rows the next
+    kernel reads on it and reads the rows the kernel before wrote there, where the blocks outermost made every
+    thread read every row from the other core's cache): tiles of PIX pixels x V channels accumulate in registers
+    with the reduction (kh, kw, c_in) outside them; each weight vector serves PIX pixels, each input value V
+    channels. The padded input is built first (its rows in parallel). `wide`: the CPU has 32 vector registers
+    (wide_registers(board)), so PIX goes up to 8 (at 16 ymm registers 8 x 16 lanes spill). `lane`: the CPU
+    multiplies by a vector lane (lane_fma(board)): each pixel's inputs are loaded LANE_CI at a time
+    (lane_inputs); on x86 the broadcast from memory is cheaper."""
     sch = Schedule(module(conv2d_func(s), name))
     v = s.block
     if v < 4:                                   # odd channel counts: the plain vector schedule
