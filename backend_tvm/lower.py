@@ -158,9 +158,8 @@ class Lowering:
         if isinstance(fpm, nn.Conv2d):
             spec = fp.Conv2dSpec(n, h, w, c_in, c_out, k, k, s, p)
             wc = self.const(f"{name}.weight", fp.conv2d_weight(spec, wt), "float32")
-            wide, lane, threads = fp.wide_registers(self.board), fp.lane_fma(self.board), self.board.threads
-            self.call("conv2d", spec, lambda sym: fp.schedule_conv2d(spec, sym, wide, lane, threads),
-                      (x, wc, bias, y), name)
+            wide, lane = fp.wide_registers(self.board), fp.lane_fma(self.board)
+            self.call("conv2d", spec, lambda sym: fp.schedule_conv2d(spec, sym, wide, lane), (x, wc, bias, y), name)
         else:
             spec = fp.DenseSpec(n, c_in, c_out)
             wc = self.const(f"{name}.weight", wt, "float32")

@@ -186,17 +186,14 @@ def lane_inputs(sch: Schedule, block, red):
     return outer
 
 
-def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lane: bool = False,
-                    threads: int = 1) -> tvm.IRModule:
-    """Per output row and channel block: the rows in `threads` blocks (the board's threads), one a task, and in
-    each block the channel blocks outside its rows, so a block's weights stay in cache over them. Each thread
-    then writes the rows the next kernel reads on it and reads the rows the kernel before wrote there (the
-    channel blocks split over the threads made each read every row from the other core's cache). Tiles of PIX
-    pixels x V channels accumulate in registers with the reduction (kh, kw, c_in) outside them; each weight
-    vector serves PIX pixels, each input value V channels. The padded input is built first (its rows in
-    parallel). `wide`: the CPU has 32 vector registers (wide_registers(board)), so PIX goes up to 8 (at 16 ymm
-    registers 8 x 16 lanes spill). `lane`: the CPU multiplies by a vector lane (lane_fma(board)): each pixel's
-    inputs are loaded LANE_CI at a time (lane_inputs); on x86 the broadcast from memory is cheaper."""
+def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lane: bool = False) -> tvm.IRModule:
+    """Per channel block and output row (parallel, the blocks outermost so that a block's weights stay
+    in cache over its rows): tiles of PIX pixels x V channels accumulate in registers with the
+    reduction (kh, kw, c_in) outside them; each weight vector serves PIX pixels, each input value V
+    channels. The padded input is built first (its rows in parallel). `wide`: the CPU has 32 vector
+    registers (wide_registers(board)), so PIX goes up to 8 (at 16 ymm registers 8 x 16 lanes spill).
+    `lane`: the CPU multiplies by a vector lane (lane_fma(board)): each pixel's inputs are loaded
+    LANE_CI at a time (lane_inputs); on x86 the broadcast from memory is cheaper."""
     sch = Schedule(module(conv2d_func(s), name))
     v = s.block
     if v < 4:                                   # odd channel counts: the plain vector schedule
@@ -209,11 +206,7 @@ def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lan
     n, i, j, o = sch.get_loops(y)
     jo, ji = sch.split(j, [None, pix])
     oo, ov = sch.split(o, [None, v])
-    rows = sch.fuse(n, i)
-    extent = s.n * s.ho
-    parts = threads if 1 < threads <= extent and extent % threads == 0 else 1
-    rc, rows = sch.split(rows, [parts, None])
-    sch.reorder(rc, oo, rows, jo, ji, ov)   # a thread's rows, each block's weights kept over them
+    sch.reorder(oo, n, i, jo, ji, ov)      # a channel block's weights stay in cache over its rows
     acc = sch.get_sblock("acc", func_name=name)
     sch.compute_at(acc, jo, preserve_unit_loops=True)
     a_ji, a_ov, r, q, ci = sch.get_loops(acc)[-5:]
@@ -223,7 +216,7 @@ def schedule_conv2d(s: Conv2dSpec, name: str = "conv2d", wide: bool = False, lan
     sch.vectorize(a_ov)                 # vectorize, parallel, then decompose (TVM 0.27's order)
     sch.vectorize(ov)
     sch.unroll(a_ji)
-    sch.parallel(rc if parts > 1 else sch.fuse(rc, oo, rows))
+    sch.parallel(sch.fuse(oo, n, i))
     init = sch.decompose_reduction(acc, r)
     sch.vectorize(sch.get_loops(init)[-1])
     if s.pad:
