@@ -18,6 +18,7 @@ def parallel_small_layers(monkeypatch):
     from mpqdm.backend_tvm.kernels import qconv_dot
 
     monkeypatch.setattr(qconv_dot, "SERIAL_MACS", 0)
+    monkeypatch.setattr(qconv_dot, "SERIAL_MACS_AMX", 0)
 
 
 @pytest.fixture(scope="session")

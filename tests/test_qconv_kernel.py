@@ -161,12 +161,17 @@ def test_four_threads_with_two_tile_groups_split_in_row_chunks():
 
 def test_small_layers_run_on_one_thread():
     """No parallel launch in a layer below qconv_dot.serial's size; every launch kept above it."""
-    small = ConvSpec(64, 1, 1, 128, 128, groups=((16, 3), (96, 2), (16, 1)), abits=4)    # an attention projection
-    big = ConvSpec(1, 32, 32, 32, 1, 3, 3, 1, 1, ((1, 2),), 4)                             # conv_out: 32K input codes
-    assert qconv_dot.serial(small) and not qconv_dot.serial(big)
+    proj = ConvSpec(64, 1, 1, 128, 128, groups=((16, 3), (96, 2), (16, 1)), abits=4)     # an attention projection
+    conv_out = ConvSpec(1, 32, 32, 32, 1, 3, 3, 1, 1, ((1, 2),), 4)                       # 32K input codes
+    assert qconv_dot.serial(proj, [dot_intrin_mod.AMX] * 3)
+    assert not qconv_dot.serial(proj, [dot_intrin_mod.AMX, "mpq_dot16x4_vnni", dot_intrin_mod.AMX])   # 1M: not on AMX
+    assert not qconv_dot.serial(conv_out, [dot_intrin_mod.AMX])
     needs_dot("dot4")
-    assert "T.parallel" not in schedule_qconv(small, BOARDS["dot4"]).script()
-    assert "T.parallel" in schedule_qconv(big, BOARDS["dot4"]).script()
+    board = BOARDS["dot4"]
+    on_amx = dot_intrins(proj, board)[0][0] == dot_intrin_mod.AMX
+    assert ("T.parallel" in schedule_qconv(proj, board).script()) != on_amx
+    assert "T.parallel" not in schedule_qconv(ConvSpec(1, 1, 1, 128, 128, groups=((128, 2),), abits=4), board).script()
+    assert "T.parallel" in schedule_qconv(conv_out, board).script()
 
 
 @pytest.mark.parametrize("scheduled", SCHEDULES[:3])

@@ -286,7 +286,6 @@ class GroupNormSpec:
             if not isinstance(getattr(self, f), bool):
                 raise ValueError(f"group_norm {f} must be a bool, got {getattr(self, f)!r}")
 
-
     @property
     def stats_parts(self) -> int:
         return self.parts if self.h % self.parts == 0 else 1

@@ -57,15 +57,19 @@ def row_chunks(tiles: int, rows: int, threads: int) -> int:
     return next((d for d in range(1, rows + 1) if fits(d)), rows)
 
 
-SERIAL_MACS, SERIAL_INPUT = 1 << 21, 1 << 14
+SERIAL_MACS, SERIAL_MACS_AMX, SERIAL_INPUT = 1 << 19, 1 << 21, 1 << 14
 
 
-def serial(s: ConvSpec) -> bool:
-    """A layer this small runs on one thread (no parallel launch): the attention projections (64 rows,
-    128 -> 128: 7.4 us on one thread of this Xeon, 8.3-9.5 us on two), the time embedding's dense layers
-    and conv_in. Below both 2M multiply-adds and 16K input codes; conv_out (1 output channel over a
-    32x32x32 input) has few multiply-adds and still gains 1.6x from a second thread."""
-    return s.n * s.ho * s.wo * s.c_out * s.k < SERIAL_MACS and s.n * s.h * s.w * s.c_in < SERIAL_INPUT
+def serial(s: ConvSpec, intrins: list[str]) -> bool:
+    """A layer this small runs on one thread (no parallel launch): below 16K input codes and 512K
+    multiply-adds (the time embedding's dense layers, conv_in), 2M where every group is on AMX tiles,
+    whose arithmetic is cheap beside a launch and what two cores pass between them (the attention
+    projections, 64 rows x 128 -> 128: 7.4 us on one thread of this Xeon, 8.3-9.5 us on two). conv_out
+    (1 output channel over a 32x32x32 input) has few multiply-adds and still gains 1.6x from a second
+    thread. Measured on the host's AMX and VNNI paths; the Arm paths' arithmetic costs more a
+    multiply-add, hence the lower bound off AMX."""
+    limit = SERIAL_MACS_AMX if all(i == dot_intrin.AMX for i in intrins) else SERIAL_MACS
+    return s.n * s.ho * s.wo * s.c_out * s.k < limit and s.n * s.h * s.w * s.c_in < SERIAL_INPUT
 
 
 def _group_acc(s: ConvSpec, xp, wd, c4: int, n_g: int, g: int, tw: int):
@@ -196,7 +200,7 @@ def _tile_loop(sch, block, outer):
 def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epilogue: bool = True,
                        name: str = "qconv", threads: int = 1) -> tvm.IRModule:
     """`intrins`: (intrinsic, k-quads per call) of every group; `threads`: the board's."""
-    small = serial(spec)
+    small = serial(spec, [i for i, _ in intrins])
     threads = 1 if small else threads
 
     def parallel(loop):
