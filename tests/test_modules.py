@@ -25,7 +25,7 @@ from mpqdm.core.errors import UserError
 from mpqdm.core.resources import RUNTIME
 from mpqdm.core.scheme import ConvSpec, random_args
 
-SPEC = ConvSpec(1, 8, 8, 16, 32, 3, 3, 1, 1, ((32, 2),), 4)
+SPEC = ConvSpec(1, 16, 16, 32, 32, 3, 3, 1, 1, ((32, 2),), 4)    # big enough for parallel launches (qconv_dot.serial)
 
 
 @pytest.fixture(scope="module")
