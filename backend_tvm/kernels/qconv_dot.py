@@ -200,15 +200,16 @@ def _tile_loop(sch, block, outer):
 def schedule_qconv_dot(spec: ConvSpec, intrins: list[tuple[str, int]], with_epilogue: bool = True,
                        name: str = "qconv", threads: int = 1) -> tvm.IRModule:
     """`intrins`: (intrinsic, k-quads per call) of every group; `threads`: the board's."""
-    small = serial(spec, [i for i, _ in intrins])
+    names = [i for i, _ in intrins]
+    small = serial(spec, names)
     threads = 1 if small else threads
+    func = te.create_prim_func(qconv_dot_compute(spec, names, with_epilogue))
+    sch = Schedule(tvm.IRModule({name: func.with_attr("global_symbol", name)}))
 
-    def parallel(loop):
+    def parallel(loop):         # no launch at all in a layer that runs on one thread
         if not small:
             sch.parallel(loop)
 
-    func = te.create_prim_func(qconv_dot_compute(spec, [i for i, _ in intrins], with_epilogue))
-    sch = Schedule(tvm.IRModule({name: func.with_attr("global_symbol", name)}))
     blk = lambda b: sch.get_sblock(b, func_name=name)  # noqa: E731
     dense = spec.ho == 1                        # a dense layer's rows are n, a conv's its output rows
     amx = [i == dot_intrin.AMX for i, _ in intrins]
